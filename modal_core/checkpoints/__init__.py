@@ -1,0 +1,1 @@
+"""Checkpoints: safetensors on disk, written atomically, never pickled."""

@@ -1,0 +1,106 @@
+"""The checkpoint directory: model weights, trainer state, recipe and tokenizer.
+
+```
+step-000100/
+  model.safetensors          UnifiedModel.state_dict()
+  trainer_state.json         optimizer, scheduler, loop counters, RNG (skeleton)
+  trainer_state.safetensors  ... and their tensors
+  recipe.yaml                the fully resolved recipe
+  tokenizer.json, ...        the text tokenizer
+  manifest.json              format tag and the size of every file (checked on load)
+```
+A checkpoint is written into a temporary sibling directory and renamed into place, so
+a crash never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from modal_core.errors import CheckpointError
+
+FORMAT = "modal-core-checkpoint/1"
+MODEL_FILE = "model.safetensors"
+MANIFEST = "manifest.json"
+
+
+def write_atomically(path: Path, fill: Callable[[Path], None]) -> None:
+    """Create directory `path` by letting `fill` write into a temporary directory that
+    is then renamed into place (replacing an older `path`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    try:
+        fill(temporary)
+        _write_manifest(temporary)
+        if path.exists():
+            retired = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, retired)
+            os.replace(temporary, path)
+            shutil.rmtree(retired)
+        else:
+            os.replace(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _write_manifest(directory: Path) -> None:
+    sizes = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+    (directory / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": sizes}, indent=1))
+
+
+def verify(directory: str | Path) -> Path:
+    """Check that `directory` is a complete modal-core checkpoint; return it as a Path."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{directory} is not a modal-core checkpoint (no {MANIFEST}); point at a step-* directory")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{manifest_path} is damaged ({error})") from error
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{directory}: unknown checkpoint format {manifest.get('format')!r}, expected {FORMAT!r}")
+    for name, size in manifest["files"].items():
+        file = directory / name
+        if not file.is_file() or file.stat().st_size != size:
+            raise CheckpointError(f"{file} is missing or truncated (expected {size} bytes); the checkpoint is incomplete")
+    return directory
+
+
+def save_model_state(state: dict[str, torch.Tensor], directory: Path) -> None:
+    """Save a state dict as `model.safetensors` (tied weights are stored per key)."""
+    seen: set[int] = set()
+    tensors = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.data_ptr() in seen:  # safetensors refuses shared storage: store a copy
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        tensors[key] = tensor
+    save_file(tensors, str(directory / MODEL_FILE), metadata={"format": FORMAT})
+
+
+def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint directory."""
+    directory = verify(directory)
+    return load_file(str(directory / MODEL_FILE))
+
+
+def load_into(model: torch.nn.Module, directory: str | Path, strict: bool = True) -> None:
+    """Load a checkpoint's weights into `model`, naming missing/unexpected keys."""
+    missing, unexpected = model.load_state_dict(load_model_state(directory), strict=False)
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{directory} does not fit this model: missing {sorted(missing)[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"unexpected {sorted(unexpected)[:8]}{'...' if len(unexpected) > 8 else ''}; was it trained with another recipe?"
+        )

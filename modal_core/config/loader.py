@@ -1,0 +1,123 @@
+"""Load, inherit, override and validate recipes.
+
+Every layer (each recipe file in the `base` chain, then the command-line overrides) is
+validated on its own against the schema, so an error names the file or override that
+caused it. Nothing here builds a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from modal_core.config.schema import Recipe
+from modal_core.errors import RecipeError
+from modal_core.plugins import PluginManager
+
+
+def load_recipe(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    plugins: PluginManager | None = None,
+) -> DictConfig:
+    """Load a recipe file with its bases and `key=value` overrides, and validate it.
+
+    When `plugins` is given, each `modalities.<name>` block is also validated against
+    that modality's options schema.
+    """
+    layers = _file_layers(Path(path), seen=())
+    if overrides:
+        layers.append(("command-line overrides", _parse_overrides(overrides)))
+    merged = OmegaConf.structured(Recipe)
+    for source, layer in layers:
+        merged = _merge(merged, layer, source)
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise RecipeError(f"{path}: required key(s) {', '.join(missing)} have no value; set them in the recipe or as key=value")
+    if plugins is not None:
+        validate_modalities(merged, plugins, source=str(path))
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def _file_layers(path: Path, seen: tuple[Path, ...]) -> list[tuple[str, DictConfig]]:
+    """The recipe at `path` preceded by its bases, depth first."""
+    resolved = path.resolve()
+    if resolved in seen:
+        raise RecipeError(f"{path}: recipe inheritance loops back to itself via {' -> '.join(map(str, seen))}")
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML ({error})") from error
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    bases = raw.get("base") or []
+    layers: list[tuple[str, DictConfig]] = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        layers += _file_layers(path.parent / base, seen + (resolved,))
+    raw.pop("base", None)
+    layers.append((str(path), OmegaConf.create(raw)))
+    return layers
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} is not of the form key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as error:
+        raise RecipeError(f"command-line overrides {overrides}: {error}") from error
+
+
+def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as error:
+        raise RecipeError(f"{source}: {_describe(error)}") from error
+
+
+def _describe(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None)
+    message = str(error).splitlines()[0]
+    if "Key '" in message and "not in" in message:
+        return f"unknown key '{key}' (check the spelling against `modal-core recipes --schema` or the docs)"
+    return f"key '{key}': {message}" if key else message
+
+
+def validate_modalities(recipe: DictConfig, plugins: PluginManager, source: str) -> None:
+    """Check each `modalities.<name>` block against its plugin's options dataclass."""
+    for name, options in recipe.modalities.items():
+        spec = plugins.modalities().get(name)
+        if spec is None:
+            installed = ", ".join(sorted(plugins.modalities())) or "none"
+            raise RecipeError(f"{source}: modalities.{name}: no installed plugin provides modality {name!r} (installed: {installed})")
+        try:
+            OmegaConf.merge(OmegaConf.structured(spec.options), options or {})
+        except OmegaConfBaseException as error:
+            raise RecipeError(f"{source}: modalities.{name}: {_describe(error)}") from error
+
+
+def modality_options(recipe: DictConfig, plugins: PluginManager, name: str) -> Any:
+    """The validated options dataclass instance of modality `name`."""
+    spec = plugins.modality(name)
+    merged = OmegaConf.merge(OmegaConf.structured(spec.options), recipe.modalities.get(name) or {})
+    return OmegaConf.to_object(merged)
+
+
+def to_yaml(recipe: DictConfig) -> str:
+    """The fully resolved recipe as YAML, as saved next to every checkpoint."""
+    return OmegaConf.to_yaml(recipe, resolve=True)
+
+
+def recipe_to_dict(recipe: DictConfig) -> dict[str, Any]:
+    """Plain-Python copy of a recipe."""
+    return OmegaConf.to_container(recipe, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,121 @@
+"""The recipe schema. Each dataclass field is one recipe key; its docstring-like `help`
+metadata is what the docs' recipe reference shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def _key(default: Any = None, help: str = "", factory: Any = None) -> Any:
+    metadata = {"help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """How to train a text tokenizer when `tokenizer.path` is not given."""
+
+    corpus: str = _key("shapes", "Name of a data set whose text trains the tokenizer (`shapes`: the built-in corpus).")
+    num_sentences: int = _key(20000, "Number of corpus sentences to train on.")
+    vocab_size: int = _key(512, "Target vocabulary size (special tokens included).")
+
+
+@dataclass
+class TokenizerConfig:
+    """The text tokenizer."""
+
+    path: Optional[str] = _key(None, "Directory holding `tokenizer.json` (a Hugging Face fast tokenizer). Null: train one.")
+    train: TokenizerTrainConfig = _key(help="Training settings used when `path` is null.", factory=TokenizerTrainConfig)
+
+
+@dataclass
+class BackboneConfig:
+    """The shared autoregressive transformer (any Hugging Face causal LM)."""
+
+    path: Optional[str] = _key(None, "Local directory of a Hugging Face causal LM to load. Null: build from `config`.")
+    model_type: str = _key("llama", "transformers model type used when building from `config`.")
+    config: dict[str, Any] = _key(
+        help="Keyword arguments of the transformers config (hidden_size, num_hidden_layers, ...). "
+        "`vocab_size` defaults to the tokenizer's size.",
+        factory=dict,
+    )
+    dtype: str = _key("float32", "Weight dtype when loading from `path` (float32, bfloat16, float16).")
+
+
+@dataclass
+class DataSourceConfig:
+    """One data set in the task mix."""
+
+    dataset: str = _key("???", "Registered data set name (see `modal-core plugins`).")
+    weight: float = _key(1.0, "Relative sampling weight in the mix (the Janus data ratio).")
+    options: dict[str, Any] = _key(help="Keyword options passed to the data set factory.", factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Training data: a mix of data sets, batching and sequence limits."""
+
+    sources: list[DataSourceConfig] = _key(help="The data sets to mix.", factory=list)
+    batch_size: int = _key(8, "Samples per optimizer step and device (before gradient accumulation).")
+    max_length: int = _key(512, "Longest sequence in tokens; longer samples raise or are skipped.")
+    cfg_dropout: float = _key(0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).")
+    num_workers: int = _key(0, "DataLoader worker processes.")
+    val_samples: int = _key(0, "Held-out samples scored at each validation (0 disables validation).")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer (AdamW) and learning-rate schedule."""
+
+    lr: float = _key(1e-3, "Peak learning rate.")
+    weight_decay: float = _key(0.0, "AdamW weight decay.")
+    betas: list[float] = _key(help="AdamW betas.", factory=lambda: [0.9, 0.95])
+    eps: float = _key(1e-8, "AdamW epsilon.")
+    warmup_steps: int = _key(0, "Linear warm-up steps.")
+    schedule: str = _key("constant", "After warm-up: `constant` or `cosine` (down to `min_lr_ratio` * lr).")
+    min_lr_ratio: float = _key(0.1, "Final learning rate of the cosine schedule, as a fraction of `lr`.")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning trainer settings."""
+
+    max_steps: int = _key(100, "Optimizer steps to train.")
+    accelerator: str = _key("auto", "Lightning accelerator: auto, cpu, gpu.")
+    devices: Any = _key(1, "Devices per node (int, list, or 'auto').")
+    num_nodes: int = _key(1, "Number of nodes.")
+    strategy: str = _key("auto", "Lightning strategy (auto, ddp, fsdp, ...).")
+    precision: str = _key("32-true", "Lightning precision: 32-true, bf16-mixed, 16-mixed.")
+    accumulate_grad_batches: int = _key(1, "Batches per optimizer step.")
+    gradient_clip_val: Optional[float] = _key(1.0, "Clip the gradient norm to this value (null: no clipping).")
+    log_every_n_steps: int = _key(10, "Log metrics every N steps.")
+    val_every_n_steps: int = _key(0, "Validate every N steps (0: only when training ends, if `data.val_samples` > 0).")
+    checkpoint_every_n_steps: int = _key(0, "Save a checkpoint every N steps (0: only at the end).")
+    keep_last: int = _key(2, "How many step checkpoints to keep (-1: all).")
+    progress_bar: bool = _key(True, "Show Lightning's progress bar.")
+
+
+@dataclass
+class Recipe:
+    """A training recipe: `modal-core train RECIPE.yaml key=value ...`."""
+
+    description: str = _key("", "One line shown by `modal-core recipes`.")
+    base: Optional[Any] = _key(None, "Path (relative to this file) of a recipe this one extends, or a list of them.")
+    seed: int = _key(0, "Seed of every random choice (weights, data order, dropout).")
+    output_dir: str = _key("???", "Directory for checkpoints, logs and the resolved recipe.")
+    init_from: Optional[str] = _key(None, "Checkpoint directory whose model weights start this run (e.g. the previous stage).")
+    resume: Optional[str] = _key(None, "Checkpoint directory to resume exactly (optimizer, schedule, data position, RNG).")
+    tokenizer: TokenizerConfig = _key(help="The text tokenizer.", factory=TokenizerConfig)
+    backbone: BackboneConfig = _key(help="The shared transformer.", factory=BackboneConfig)
+    modalities: dict[str, Any] = _key(help="Modality name -> its options (schema given by the modality's plugin).", factory=dict)
+    train: list[str] = _key(
+        help="Parameter groups that train: backbone, encoders, adapters, heads, or one modality's part "
+        "such as `adapters.image_understanding`. Everything else is frozen.",
+        factory=lambda: ["backbone", "adapters", "heads"],
+    )
+    data: DataConfig = _key(help="Training data.", factory=DataConfig)
+    optim: OptimConfig = _key(help="Optimizer and schedule.", factory=OptimConfig)
+    trainer: TrainerConfig = _key(help="Trainer settings.", factory=TrainerConfig)

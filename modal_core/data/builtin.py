@@ -1,0 +1,46 @@
+"""Data sets that ship with the core, registered through the same hook as plugins'."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from modal_core.data.chat import plain_text
+from modal_core.data.jsonl import read_jsonl
+from modal_core.data.segments import Sample
+from modal_core.data.shapes import text_corpus
+from modal_core.hookspecs import hookimpl
+
+
+class TextDataset(Dataset):
+    """Plain text, each item one fully supervised sample."""
+
+    def __init__(self, texts: list[str], source: str) -> None:
+        self.texts, self.source = texts, source
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = plain_text(self.texts[index])
+        return Sample(sample.segments, source=f"{self.source}[{index}]")
+
+
+def shapes_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """The built-in shapes-world corpus. Options: `num_sentences` (default 20000)."""
+    count = int(options.get("num_sentences", 20000))
+    offset = 0 if split == "train" else 1_000_003  # held-out text uses other sentences
+    return TextDataset(text_corpus(count, seed + offset), source="shapes_text")
+
+
+def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Text from a local JSONL file, one `{"text": ...}` object per line. Options: `path`."""
+    path = options.get("path")
+    records = read_jsonl(path, required=("text",))
+    return TextDataset([str(record["text"]) for record in records], source=str(path))
+
+
+@hookimpl
+def modal_core_datasets() -> dict[str, Any]:
+    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text}

@@ -1,0 +1,178 @@
+"""Turn samples (segment lists) into one padded batch of token/embedding positions.
+
+Each position records which head owns the token sitting there (`token_head`: 0 is the
+text head, k >= 1 the k-th output modality's head, -1 a continuous input feature) and
+whether that token is a training target (`supervised`). The model predicts the token of
+position t+1 from the hidden state of position t with the head that owns it, so a
+supervised code position is learned by its modality's head and a supervised text
+position by the text head, each on its own positions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from modal_core.data.segments import Media, Sample, Text
+from modal_core.errors import DataError
+from modal_core.modality import ModalitySpec, Processor
+
+TEXT_HEAD = 0
+NO_HEAD = -1
+UNKNOWN_TOKEN = -1
+
+
+@dataclass
+class MediaBatch:
+    """All items of one modality in a batch."""
+
+    payload: torch.Tensor  # (n, ...) stacked processor outputs
+    mask: torch.Tensor  # (B, T) bool: where the n * N embeddings go, in row-major order
+
+
+@dataclass
+class Batch:
+    """A collated batch; see the module docstring for the meaning of each field."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T)
+    token_ids: torch.Tensor  # (B, T) token of each position in its head's vocabulary, -1 if not known yet
+    token_head: torch.Tensor  # (B, T)
+    supervised: torch.Tensor  # (B, T) bool
+    media: dict[str, MediaBatch] = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) positions in the batch."""
+        return int(self.attention_mask.sum())
+
+
+@dataclass(frozen=True)
+class ModalityRuntime:
+    """A modality as the data pipeline sees it: its spec, processor and size."""
+
+    spec: ModalitySpec
+    processor: Processor
+    num_positions: int
+    head_index: int  # NO_HEAD for input modalities
+
+
+@dataclass
+class _Row:
+    ids: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    heads: list[int] = field(default_factory=list)
+    supervised: list[bool] = field(default_factory=list)
+    media: list[tuple[str, Any, list[int]]] = field(default_factory=list)
+
+    def add(self, ids: Sequence[int], tokens: Sequence[int], head: int, supervised: bool) -> list[int]:
+        start = len(self.ids)
+        self.ids += ids
+        self.tokens += tokens
+        self.heads += [head] * len(ids)
+        self.supervised += [supervised] * len(ids)
+        return list(range(start, len(self.ids)))
+
+
+class Collator:
+    """Callable turning a list of `Sample` into a `Batch`."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        modalities: dict[str, ModalityRuntime],
+        max_length: int,
+        padding_side: Literal["right", "left"] = "right",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.modalities = modalities
+        self.max_length = max_length
+        self.padding_side = padding_side
+        self.pad_id = tokenizer.pad_token_id
+        self.bos_id = tokenizer.bos_token_id
+
+    def token_id(self, token: str) -> int:
+        """Id of a special token, with an error if the tokenizer lacks it."""
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise DataError(f"the text tokenizer has no special token {token!r}; retrain it or add the token")
+        return token_id
+
+    def encode_sample(self, sample: Sample) -> _Row:
+        """Lay out one sample's positions (no padding)."""
+        row = _Row()
+        row.add([self.bos_id], [self.bos_id], TEXT_HEAD, False)
+        for segment in sample.segments:
+            if isinstance(segment, Text):
+                ids = self.tokenizer.encode(segment.text, add_special_tokens=False)
+                if sample.drop_condition and not segment.supervised:
+                    ids = [self.pad_id] * len(ids)  # CFG training: the condition becomes padding
+                row.add(ids, ids, TEXT_HEAD, segment.supervised)
+            elif isinstance(segment, Media):
+                self._add_media(row, segment)
+            else:
+                raise DataError(f"sample from {sample.source or 'a data set'} has a segment of type {type(segment).__name__}")
+        if len(row.ids) > self.max_length:
+            raise DataError(
+                f"sample from {sample.source or 'a data set'} is {len(row.ids)} tokens long, over data.max_length={self.max_length}"
+            )
+        return row
+
+    def _add_media(self, row: _Row, segment: Media) -> None:
+        runtime = self.modalities.get(segment.modality)
+        if runtime is None:
+            raise DataError(f"sample uses modality {segment.modality!r}, which the recipe does not enable under `modalities:`")
+        spec = runtime.spec
+        if spec.begin_token:
+            begin = self.token_id(spec.begin_token)
+            row.add([begin], [begin], TEXT_HEAD, False)
+        if segment.payload is None:  # a generation prompt: the model writes the item from here
+            return
+        placeholder = self.token_id(spec.placeholder_token) if spec.placeholder_token else self.pad_id
+        count = runtime.num_positions
+        supervised = segment.supervised and spec.direction == "output"
+        positions = row.add([placeholder] * count, [UNKNOWN_TOKEN] * count, runtime.head_index, supervised)
+        payload = segment.payload if isinstance(segment.payload, torch.Tensor) else runtime.processor(segment.payload)
+        row.media.append((segment.modality, payload, positions))
+        if spec.end_token:
+            end = self.token_id(spec.end_token)
+            row.add([end], [end], TEXT_HEAD, False)
+
+    def __call__(self, samples: Sequence[Sample]) -> Batch:
+        rows = [self.encode_sample(sample) for sample in samples]
+        length = max(len(row.ids) for row in rows)
+        batch_size = len(rows)
+        input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
+        token_ids = torch.full((batch_size, length), UNKNOWN_TOKEN, dtype=torch.long)
+        token_head = torch.full((batch_size, length), NO_HEAD, dtype=torch.long)
+        supervised = torch.zeros((batch_size, length), dtype=torch.bool)
+        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+        payloads: dict[str, list[torch.Tensor]] = {}
+        masks: dict[str, torch.Tensor] = {}
+        for b, row in enumerate(rows):
+            offset = length - len(row.ids) if self.padding_side == "left" else 0
+            span = slice(offset, offset + len(row.ids))
+            input_ids[b, span] = torch.tensor(row.ids)
+            token_ids[b, span] = torch.tensor(row.tokens)
+            token_head[b, span] = torch.tensor(row.heads)
+            supervised[b, span] = torch.tensor(row.supervised)
+            attention_mask[b, span] = 1
+            for name, payload, positions in row.media:
+                payloads.setdefault(name, []).append(payload)
+                mask = masks.setdefault(name, torch.zeros((batch_size, length), dtype=torch.bool))
+                mask[b, [offset + p for p in positions]] = True
+        media = {name: MediaBatch(_stack(name, items), masks[name]) for name, items in payloads.items()}
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return Batch(input_ids, attention_mask, position_ids, token_ids, token_head, supervised, media)
+
+
+def _stack(name: str, items: list[torch.Tensor]) -> torch.Tensor:
+    shapes = {tuple(item.shape) for item in items}
+    if len(shapes) > 1:
+        raise DataError(f"modality {name!r}: items in one batch have different shapes {sorted(shapes)}; the processor must fix the size")
+    return torch.stack(items)

@@ -1,0 +1,73 @@
+"""The Lightning data module: the task mix as an endless stream, resumable by step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from modal_core.data.collator import Collator
+from modal_core.data.mixture import MixtureDataset, StreamSampler
+
+
+class FirstItems(Dataset):
+    """The first `count` items of an endless data set (a fixed validation set)."""
+
+    def __init__(self, dataset: Dataset, count: int) -> None:
+        self.dataset, self.count = dataset, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
+
+
+class MixtureDataModule(L.LightningDataModule):
+    """Serves the training mix from the position the trainer has reached.
+
+    Each optimizer step consumes `batch_size * accumulate * world_size` stream items;
+    rank r reads positions base + i * world_size + r, so ranks never repeat an item.
+    """
+
+    def __init__(
+        self,
+        train: MixtureDataset,
+        collator: Collator,
+        batch_size: int,
+        num_workers: int = 0,
+        validation: MixtureDataset | None = None,
+        val_samples: int = 0,
+    ) -> None:
+        super().__init__()
+        self.train_set, self.collator = train, collator
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.validation, self.val_samples = validation, val_samples
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        world = trainer.world_size if trainer else 1
+        rank = trainer.global_rank if trainer else 0
+        step = trainer.global_step if trainer else 0
+        accumulate = trainer.accumulate_grad_batches if trainer else 1
+        base = step * self.batch_size * accumulate * world
+        sampler = StreamSampler(start=base, stride=world, offset=rank)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> Sequence[DataLoader]:
+        if self.validation is None or self.val_samples <= 0:
+            return []
+        return DataLoader(
+            FirstItems(self.validation, self.val_samples),
+            batch_size=self.batch_size,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+        )

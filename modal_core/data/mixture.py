@@ -1,0 +1,66 @@
+"""The task mix: several data sets sampled by weight as one endless, resumable stream.
+
+Item k of the stream is a pure function of (seed, k): which source it comes from, which
+item of that source, and whether its generation condition is dropped for CFG. Resuming
+at step s therefore only needs the stream to restart at k = s * samples_per_step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+from torch.utils.data import Dataset, Sampler
+
+from modal_core.data.segments import Media, Sample
+from modal_core.errors import RecipeError
+
+
+class MixtureDataset(Dataset):
+    """Endless weighted mix of data sets; index k is the k-th draw of the stream."""
+
+    def __init__(
+        self,
+        sources: Sequence[tuple[str, Dataset, float]],
+        seed: int,
+        cfg_dropout: float = 0.0,
+        output_modalities: frozenset[str] = frozenset(),
+    ) -> None:
+        if not sources:
+            raise RecipeError("data.sources is empty: name at least one data set")
+        for name, dataset, weight in sources:
+            if weight < 0:
+                raise RecipeError(f"data.sources: weight of {name!r} must be >= 0, got {weight}")
+            if len(dataset) == 0:
+                raise RecipeError(f"data.sources: data set {name!r} is empty")
+        if sum(weight for _, _, weight in sources) <= 0:
+            raise RecipeError("data.sources: the weights must not all be zero")
+        if not 0.0 <= cfg_dropout <= 1.0:
+            raise RecipeError(f"data.cfg_dropout must be within [0, 1], got {cfg_dropout}")
+        self.sources = list(sources)
+        self.weights = [weight for _, _, weight in sources]
+        self.seed = seed
+        self.cfg_dropout = cfg_dropout
+        self.output_modalities = output_modalities
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = random.Random(f"{self.seed}:{index}")
+        name, dataset, _ = rng.choices(self.sources, weights=self.weights)[0]
+        sample = dataset[rng.randrange(len(dataset))]
+        generates = any(isinstance(s, Media) and s.supervised and s.modality in self.output_modalities for s in sample.segments)
+        drop = generates and rng.random() < self.cfg_dropout
+        return replace(sample, drop_condition=drop, source=sample.source or name)
+
+
+class StreamSampler(Sampler[int]):
+    """Yields stream positions start + offset, start + offset + stride, ... forever."""
+
+    def __init__(self, start: int = 0, stride: int = 1, offset: int = 0) -> None:
+        self.start, self.stride, self.offset = start, stride, offset
+
+    def __iter__(self) -> Iterator[int]:
+        index = self.start + self.offset
+        while True:
+            yield index
+            index += self.stride

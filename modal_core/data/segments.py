@@ -1,0 +1,43 @@
+"""Samples are lists of segments: text, and media items of a named modality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class Text:
+    """A run of text. `supervised` text is a training target (an answer, a caption to
+    predict); unsupervised text is context (a question, a prompt, a system turn)."""
+
+    text: str
+    supervised: bool = False
+
+
+@dataclass(frozen=True)
+class Media:
+    """One item of a modality. `payload` is what the modality's processor produced (a
+    tensor), or a raw item (a path, an image) that the collator sends through it.
+    A supervised item of an output modality is generated (its codes are targets)."""
+
+    modality: str
+    payload: Any
+    supervised: bool = False
+
+
+Segment = Union[Text, Media]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training or inference example.
+
+    `drop_condition` marks a generation sample whose text condition the collator
+    replaces by padding (classifier-free guidance training); data sets leave it False and
+    the task mixer sets it with probability `data.cfg_dropout`.
+    """
+
+    segments: tuple[Segment, ...]
+    drop_condition: bool = False
+    source: str = field(default="", compare=False)

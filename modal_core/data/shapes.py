@@ -1,0 +1,342 @@
+"""The built-in synthetic "shapes world": scenes, captions, questions, splits and a text corpus.
+
+A scene is one or two flat-coloured shapes on a plain light-grey background, rendered with
+Pillow without antialiasing so that every object pixel carries its exact palette colour.
+One-object scenes hold a single shape of 35-50% of the image side anywhere in the image;
+two-object scenes hold one shape in each half (30-40% of the side each, never touching), so
+that "left of" is always unambiguous.
+
+Held-out split. Generalisation is measured on *combinations* the model never saw: the
+unordered pair of (colour, shape) objects of a two-object scene decides its split, and a
+fixed 20% of all such pairs (ranked by SHA-256, so the choice is the same in every process
+and Python version) is held out. "a red circle left of a blue square" and "a blue square
+left of a red circle" therefore always fall in the same split. Every single object
+(colour x shape) is seen in training, both alone and inside training pairs, so one-object
+scenes are all "train"; a held-out evaluation of one-object scenes uses fresh random sizes
+and positions (a different seed) rather than unseen objects.
+
+Everything here is deterministic given its seed: `scene_for_index` derives the random
+state from (seed, split, index) alone, so any worker can produce sample ``i`` on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image, ImageDraw
+
+from modal_core.errors import DataError
+
+# Saturated colours chosen (by maximising a margin over candidates) so that even a pixel
+# blended 50/50 with the background stays far closer to its own background-to-colour
+# segment than to any other colour's, which is what the checker's segmentation relies on.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (230, 20, 20),
+    "green": (30, 170, 50),
+    "blue": (20, 90, 230),
+    "yellow": (240, 200, 0),
+    "purple": (120, 20, 140),
+}
+COLOURS: tuple[str, ...] = tuple(PALETTE)
+BACKGROUND: tuple[int, int, int] = (240, 240, 240)
+
+# Every shape fills its square bounding box differently, and the four corner cells of a
+# 3x3 grid over the box tell them apart even at ~10 px: a square fills all corners
+# (fill 1.0), a circle fills them partly (fill ~0.79), an upward triangle fills only the
+# bottom corners (fill 0.5), and a plus-shaped cross with arms one third wide fills none
+# (fill ~0.56). Corner occupancy separates the two shapes whose fill ratios are close.
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+POSITIONS: tuple[str, ...] = ("left", "right")
+
+NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two")
+MIN_IMAGE_SIZE = 32
+HELDOUT_FRACTION = 0.2
+
+Split = Literal["train", "heldout"]
+SPLITS: tuple[str, ...] = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One flat-coloured shape; ``size`` is the side of its square bounding box in pixels."""
+
+    colour: str
+    shape: str
+    centre: tuple[int, int]
+    size: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One or two objects on a square ``image_size`` x ``image_size`` canvas."""
+
+    objects: tuple[ShapeObject, ...]
+    image_size: int
+
+    def ordered(self) -> tuple[ShapeObject, ...]:
+        """The objects from left to right."""
+        return tuple(sorted(self.objects, key=lambda obj: obj.centre[0]))
+
+
+def render_scene(scene: Scene) -> Image.Image:
+    """Draw ``scene`` as an RGB image with hard (non-antialiased) edges."""
+    image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        _draw_object(draw, obj)
+    return image
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
+    fill = PALETTE[obj.colour]
+    # Pillow boxes are inclusive, so a box of `size` pixels ends at x0 + size - 1.
+    x0 = obj.centre[0] - obj.size // 2
+    y0 = obj.centre[1] - obj.size // 2
+    x1 = x0 + obj.size - 1
+    y1 = y0 + obj.size - 1
+    if obj.shape == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+    elif obj.shape == "square":
+        draw.rectangle((x0, y0, x1, y1), fill=fill)
+    elif obj.shape == "triangle":
+        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=fill)
+    elif obj.shape == "cross":
+        arm = round(obj.size / 3)
+        draw.rectangle((x0 + arm, y0, x1 - arm, y1), fill=fill)
+        draw.rectangle((x0, y0 + arm, x1, y1 - arm), fill=fill)
+    else:
+        raise DataError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
+
+
+def sample_scene(
+    rng: random.Random,
+    image_size: int = 64,
+    num_objects: int | None = None,
+    objects: list[tuple[str, str]] | None = None,
+) -> Scene:
+    """Draw a random scene.
+
+    ``objects`` fixes the (colour, shape) of each object, left to right; otherwise they are
+    drawn uniformly. ``num_objects`` (1 or 2) defaults to ``len(objects)``, or to a fair
+    coin flip when neither is given. Sizes and positions are always random.
+    """
+    if image_size < MIN_IMAGE_SIZE:
+        raise DataError(
+            f"image_size {image_size} is too small for the shapes world; use at least {MIN_IMAGE_SIZE}"
+        )
+    if objects is not None:
+        if num_objects is not None and num_objects != len(objects):
+            raise DataError(f"num_objects={num_objects} but {len(objects)} objects were given")
+        num_objects = len(objects)
+        for colour, shape in objects:
+            validate_object(colour, shape)
+    elif num_objects is None:
+        num_objects = rng.choice((1, 2))
+    if num_objects not in (1, 2):
+        raise DataError(f"a shapes scene holds 1 or 2 objects, not {num_objects}")
+    if objects is None:
+        objects = [(rng.choice(COLOURS), rng.choice(SHAPES)) for _ in range(num_objects)]
+
+    if num_objects == 1:
+        (colour, shape), = objects
+        size = rng.randint(round(0.35 * image_size), int(0.5 * image_size))
+        centre = _random_centre(rng, size, 0, image_size, image_size)
+        placed = (ShapeObject(colour, shape, centre, size),)
+    else:
+        half = image_size // 2
+        # Each object stays inside its own half with a one-pixel gutter on either side of
+        # the midline, so the two never touch and the left/right order is never in doubt.
+        bounds = ((0, half - 1), (half + 1, image_size))
+        placed_objects = []
+        for (colour, shape), (x_lo, x_hi) in zip(objects, bounds):
+            size = rng.randint(round(0.30 * image_size), int(0.40 * image_size))
+            centre = _random_centre(rng, size, x_lo, x_hi, image_size)
+            placed_objects.append(ShapeObject(colour, shape, centre, size))
+        placed = tuple(placed_objects)
+    return Scene(objects=placed, image_size=image_size)
+
+
+def _random_centre(
+    rng: random.Random, size: int, x_lo: int, x_hi: int, image_size: int
+) -> tuple[int, int]:
+    """A centre whose box of ``size`` lies in columns [x_lo, x_hi) and one pixel inside the image."""
+    # The box starts at centre - size // 2 and spans `size` pixels (see `_draw_object`).
+    before, after = size // 2, size - size // 2
+    x_lo, x_hi = max(x_lo, 1), min(x_hi, image_size - 1)
+    cx = rng.randint(x_lo + before, x_hi - after)
+    cy = rng.randint(1 + before, image_size - 1 - after)
+    return cx, cy
+
+
+def validate_object(colour: str, shape: str) -> None:
+    """Raise `DataError` unless ``colour`` and ``shape`` belong to the shapes world."""
+    if colour not in PALETTE:
+        raise DataError(f"unknown colour {colour!r}; expected one of {COLOURS}")
+    if shape not in SHAPES:
+        raise DataError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def describe(colour: str, shape: str) -> str:
+    """The noun phrase for one object, e.g. ``"a red circle"``."""
+    return f"a {colour} {shape}"
+
+
+def caption(scene: Scene) -> str:
+    """``"a red circle"``, or ``"a red circle left of a blue square"`` (left object first)."""
+    return " left of ".join(describe(obj.colour, obj.shape) for obj in scene.ordered())
+
+
+def questions(scene: Scene) -> list[tuple[str, str]]:
+    """Question/answer pairs about ``scene``, each answer a single word.
+
+    A question that names an object by its shape (or colour) is asked only when no other
+    object in the scene shares that shape (or colour), so every answer is unambiguous.
+    """
+    ordered = scene.ordered()
+    shape_counts = Counter(obj.shape for obj in ordered)
+    colour_counts = Counter(obj.colour for obj in ordered)
+    pairs: list[tuple[str, str]] = []
+    for obj in ordered:
+        if shape_counts[obj.shape] == 1:
+            pairs.append((f"what colour is the {obj.shape}?", obj.colour))
+        if colour_counts[obj.colour] == 1:
+            pairs.append((f"what shape is the {obj.colour} object?", obj.shape))
+    if len(ordered) == 2:
+        for position, obj in zip(POSITIONS, ordered):
+            pairs.append((f"what is on the {position}?", obj.shape))
+            pairs.append((f"what colour is the object on the {position}?", obj.colour))
+    pairs.append(("how many shapes are there?", NUMBER_WORDS[len(ordered)]))
+    return pairs
+
+
+ObjectKind = tuple[str, str]
+
+
+def _pair_key(pair: tuple[ObjectKind, ObjectKind]) -> str:
+    """An order-free, process-stable name for an unordered pair of (colour, shape) objects."""
+    return "+".join(sorted(f"{colour} {shape}" for colour, shape in pair))
+
+
+@functools.cache
+def heldout_pairs() -> frozenset[str]:
+    """The pair keys (see `split_of`) of the two-object combinations held out of training.
+
+    All unordered pairs of (colour, shape) objects, identical pairs included, are ranked by
+    the SHA-256 of their key and the first 20% are held out: a fixed choice that does not
+    depend on Python's per-process string hashing or on any seed.
+    """
+    kinds = [(colour, shape) for colour in COLOURS for shape in SHAPES]
+    keys = sorted(
+        (_pair_key(pair) for pair in itertools.combinations_with_replacement(kinds, 2)),
+        key=lambda key: hashlib.sha256(key.encode()).hexdigest(),
+    )
+    return frozenset(keys[: round(HELDOUT_FRACTION * len(keys))])
+
+
+def split_of(scene: Scene) -> Split:
+    """``"heldout"`` for a two-object scene whose pair of objects is held out, else ``"train"``."""
+    if len(scene.objects) == 1:
+        return "train"
+    first, second = ((obj.colour, obj.shape) for obj in scene.objects)
+    return "heldout" if _pair_key((first, second)) in heldout_pairs() else "train"
+
+
+def scene_for_index(
+    index: int,
+    seed: int,
+    split: str,
+    image_size: int = 64,
+    num_objects: int | None = None,
+) -> Scene:
+    """The scene numbered ``index`` of ``split``: the same for the same arguments, anywhere.
+
+    Scenes are drawn with `sample_scene` from a random state named by (seed, split, index)
+    and redrawn until they belong to ``split``. The held-out split holds only two-object
+    scenes, so it asks for ``num_objects`` of 2 (or None, which then means 2).
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split == "heldout":
+        if num_objects not in (None, 2):
+            raise DataError(
+                "the held-out split holds only two-object scenes (every single object is seen in "
+                "training); evaluate one-object scenes on split 'train' with a different seed"
+            )
+        # Drawing one-object scenes here could only ever be rejected.
+        num_objects = 2
+    # A string seed is hashed with SHA-512 by `random.Random`, so it is stable across runs.
+    rng = random.Random(f"shapes/{seed}/{split}/{index}")
+    while True:
+        scene = sample_scene(rng, image_size=image_size, num_objects=num_objects)
+        if split_of(scene) == split:
+            return scene
+
+
+# Everyday facts give the tiny language model some text beyond scene descriptions.
+_WORLD_FACTS: tuple[str, ...] = (
+    "the sky is blue.",
+    "the sea is blue.",
+    "grass is green.",
+    "a leaf is green.",
+    "the sun is yellow.",
+    "a lemon is yellow.",
+    "a banana is yellow.",
+    "a tomato is red.",
+    "a strawberry is red.",
+    "a plum is purple.",
+    "grapes are purple.",
+    "red and blue make purple.",
+    "blue and yellow make green.",
+    "a circle is round.",
+    "a wheel is shaped like a circle.",
+    "a square has four equal sides.",
+    "a window is often a square.",
+    "a triangle has three sides.",
+    "a roof often looks like a triangle.",
+    "a cross has four arms.",
+    "a plus sign looks like a cross.",
+    "one and one make two.",
+)
+
+
+def _corpus_sentence(rng: random.Random) -> str:
+    """One sentence of one of five kinds: fact, caption, question, answer, or statement."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.choice(_WORLD_FACTS)
+    scene = sample_scene(rng, image_size=MIN_IMAGE_SIZE)
+    if kind == 1:
+        return rng.choice(("", "the picture shows ", "here is ", "i see ")) + caption(scene) + "."
+    question, answer = rng.choice(questions(scene))
+    if kind == 2:
+        return f"{question} {answer}."
+    if kind == 3:
+        return f"{question} the answer is {answer}."
+    # Statements restate the scene's unambiguous questions, so they are true as worded.
+    ordered = scene.ordered()
+    obj = rng.choice(ordered)
+    statements = [f"there {'is one shape' if len(ordered) == 1 else 'are two shapes'}."]
+    if sum(other.shape == obj.shape for other in ordered) == 1:
+        statements.append(f"the {obj.shape} is {obj.colour}.")
+    if sum(other.colour == obj.colour for other in ordered) == 1:
+        statements.append(f"the {obj.colour} object is {describe(obj.colour, obj.shape)}.")
+    if len(ordered) == 2:
+        position = POSITIONS[ordered.index(obj)]
+        statements.append(f"{describe(obj.colour, obj.shape)} is on the {position}.")
+    return rng.choice(statements)
+
+
+def text_corpus(num_sentences: int, seed: int) -> list[str]:
+    """``num_sentences`` lower-case English sentences about the shapes world, fixed by ``seed``.
+
+    The mix of everyday facts, captions, and questions with their answers uses every word
+    that `caption` and `questions` can produce; a few hundred sentences cover them all.
+    """
+    rng = random.Random(f"shapes-corpus/{seed}")
+    return [_corpus_sentence(rng) for _ in range(num_sentences)]

@@ -1,0 +1,53 @@
+"""Text tokenizers: train a byte-level BPE with the `tokenizers` library, or load one
+from a local directory, and make sure every special token the recipe needs exists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from modal_core.data.chat import BOS, CHAT_TOKENS, EOS, PAD
+from modal_core.errors import DataError
+
+BASE_SPECIAL_TOKENS = (BOS, EOS, PAD, *CHAT_TOKENS)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str]) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `texts` with BOS/EOS/PAD, the chat role
+    tokens and `special_tokens` as unsplittable added tokens."""
+    specials = list(dict.fromkeys([*BASE_SPECIAL_TOKENS, *special_tokens]))
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return _wrap(tokenizer)
+
+
+def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def load_tokenizer(directory: str | Path, special_tokens: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """Load `tokenizer.json` from a local directory; add missing special tokens."""
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        raise DataError(f"no tokenizer at {path}: expected a Hugging Face fast tokenizer file `tokenizer.json`")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    missing = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
+    tokenizer.add_special_tokens({k: v for k, v in missing.items() if getattr(tokenizer, k) is None})
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in [*CHAT_TOKENS, *special_tokens] if t not in tokenizer.get_vocab()]})
+    return tokenizer
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> None:
+    """Write `tokenizer.json` (and the transformers side files) into `directory`."""
+    tokenizer.save_pretrained(str(directory))

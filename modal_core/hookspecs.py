@@ -1,0 +1,70 @@
+"""The plugin contract: every hook a plugin may implement.
+
+A plugin is a module (or object) with functions decorated by `modal_core.hookimpl`, named
+exactly like the specs below. Plugins may accept fewer arguments than a spec declares, so
+hooks can grow new arguments without breaking old plugins. All hooks are called with
+keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("modal_core")
+hookimpl = pluggy.HookimplMarker("modal_core")
+
+
+@hookspec
+def modal_core_modalities() -> list[Any]:
+    """Contribute modalities.
+
+    Called once when the plugin manager first builds its modality registry.
+    Return a list of `modal_core.ModalitySpec`; each `name` must be unique across all
+    installed plugins.
+
+    Example::
+
+        @hookimpl
+        def modal_core_modalities():
+            return [ModalitySpec(name="audio", direction="input", ...)]
+    """
+
+
+@hookspec
+def modal_core_datasets() -> dict[str, Any]:
+    """Contribute data sets a recipe can name under `data.sources[*].dataset`.
+
+    Called once when the dataset registry is built. Return a dict mapping a unique
+    dataset name to a factory `factory(options: dict, seed: int, split: str) ->
+    torch.utils.data.Dataset` whose items are `modal_core.Sample` objects.
+
+    Example::
+
+        @hookimpl
+        def modal_core_datasets():
+            return {"my_captions": lambda options, seed, split: MyCaptions(**options)}
+    """
+
+
+@hookspec
+def modal_core_evaluators() -> dict[str, Any]:
+    """Contribute evaluators that `modal-core eval --suite NAME` can run.
+
+    Called once when the evaluator registry is built. Return a dict mapping a unique
+    suite name to a callable `evaluate(model, options: dict, out_dir: Path) -> dict`
+    that returns JSON-serialisable metrics.
+    """
+
+
+@hookspec
+def modal_core_commands(subparsers: Any) -> None:
+    """Add sub-commands to the `modal-core` command line.
+
+    Called while the CLI parser is built. `subparsers` is the `argparse` sub-parser
+    collection; add a parser with `subparsers.add_parser(name, help=...)` and set its
+    handler with `parser.set_defaults(handler=function)`; the handler receives the
+    parsed `argparse.Namespace` and returns an exit code (or None for 0).
+    """
+

@@ -1,0 +1,92 @@
+"""What a modality plugin contributes: one frozen `ModalitySpec` per modality.
+
+A modality is an (encoder, adapter, head) triple plus its data handling:
+
+- ``direction="input"``: the encoder turns a payload batch into continuous features
+  ``(n, N, D)``; the adapter maps them into the backbone's width ``(n, N, hidden)``;
+  the model reads them, and the shared text head answers.
+- ``direction="output"``: the encoder is a tokenizer turning a payload batch into codes
+  ``(n, N)`` (and back with ``decode``); the adapter embeds codes into ``(n, N, hidden)``;
+  the modality's own head predicts the next code from a hidden state.
+
+The core never looks at a modality's name: every modality enters the shared transformer
+as embeddings at its placeholder positions, and output modalities add one head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+
+class ModalityEncoder(Protocol):
+    """Encoder protocol. ``encode`` returns features ``(n, N, D)`` for input
+    modalities and integer codes ``(n, N)`` for output modalities; output encoders
+    also ``decode`` codes back into a payload batch."""
+
+    def encode(self, payload: torch.Tensor) -> torch.Tensor: ...
+
+
+class OutputModalityEncoder(ModalityEncoder, Protocol):
+    """An output modality's encoder: a tokenizer that can also decode."""
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor: ...
+
+
+Processor = Callable[[Any], torch.Tensor]
+"""Turns one raw item (a path, bytes, an object) into the payload tensor of one item."""
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Everything the core needs to know about one modality.
+
+    Builders receive the modality's options (an instance of ``options``, validated from
+    the recipe's ``modalities.<name>`` block) and, for adapter and head, the backbone's
+    hidden size. They return plain ``nn.Module`` objects.
+    """
+
+    name: str
+    """Unique name; the recipe key under ``modalities:``."""
+    direction: Literal["input", "output"]
+    """``input``: features read by the model; ``output``: codes the model generates."""
+    options: type
+    """Dataclass type of the modality's recipe options (the schema)."""
+    build_encoder: Callable[[Any], nn.Module]
+    """``(options) -> encoder`` following `ModalityEncoder`."""
+    build_adapter: Callable[[Any, int], nn.Module]
+    """``(options, hidden_size) -> adapter`` mapping encoder output to ``(n, N, hidden)``."""
+    build_processor: Callable[[Any], Processor]
+    """``(options) -> processor`` turning one raw item into a payload tensor."""
+    num_positions: Callable[[Any], int]
+    """``(options) -> N``, the number of sequence positions one item occupies."""
+    build_head: Callable[[Any, int], nn.Module] | None = None
+    """``(options, hidden_size) -> head`` giving ``(..., codebook)`` logits; ``None`` for
+    input modalities, which are answered by the shared text head."""
+    begin_token: str = ""
+    """Special token placed before the item's positions (e.g. ``<begin_of_image>``)."""
+    end_token: str = ""
+    """Special token placed after the item's positions (e.g. ``<end_of_image>``)."""
+    placeholder_token: str = ""
+    """Special token standing in the input ids where the item's embeddings go."""
+    to_output: Callable[[torch.Tensor], list[Any]] | None = None
+    """Output modalities: decoded payload batch -> user-facing objects (e.g. PIL images)."""
+    cli_flag: str | None = None
+    """Flag name for ``modal-core understand --<cli_flag> PATH`` (input modalities)."""
+    description: str = ""
+    """One line shown by ``modal-core plugins``."""
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("input", "output"):
+            raise ValueError(f"ModalitySpec {self.name!r}: direction must be 'input' or 'output', got {self.direction!r}")
+        if self.direction == "output" and self.build_head is None:
+            raise ValueError(f"ModalitySpec {self.name!r}: an output modality needs build_head")
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """The special tokens this modality needs in the text tokenizer."""
+        return tuple(t for t in (self.begin_token, self.end_token, self.placeholder_token) if t)

@@ -1,0 +1,1 @@
+"""The shared transformer and the model assembled around it."""

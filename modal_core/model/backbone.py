@@ -1,0 +1,34 @@
+"""Build or load the shared causal language model from a recipe's `backbone` block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from modal_core.errors import RecipeError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_backbone(path: str | None, model_type: str, config: dict[str, Any], vocab_size: int, dtype: str = "float32") -> PreTrainedModel:
+    """A Hugging Face causal LM: loaded from the local directory `path`, or built from
+    `model_type` + `config` keyword arguments. Its token embeddings are resized to hold
+    `vocab_size` tokens (the tokenizer may add modality special tokens)."""
+    if dtype not in DTYPES:
+        raise RecipeError(f"backbone.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    if path:
+        if not (Path(path) / "config.json").is_file():
+            raise RecipeError(f"backbone.path: {path} is not a local Hugging Face model directory (no config.json)")
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
+    else:
+        try:
+            hf_config = AutoConfig.for_model(model_type, **{"vocab_size": vocab_size, **config})
+        except (ValueError, TypeError) as error:
+            raise RecipeError(f"backbone.config: cannot build a {model_type!r} config ({error})") from error
+        model = AutoModelForCausalLM.from_config(hf_config)
+    if model.get_input_embeddings().num_embeddings < vocab_size:
+        model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    return model

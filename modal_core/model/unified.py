@@ -1,0 +1,175 @@
+"""`UnifiedModel`: one causal transformer, modalities spliced in as embeddings.
+
+Reading order: embedding a batch (text embeddings, then each modality's adapter output
+written at its placeholder positions), running the transformer, then the loss, where
+each head scores only the positions whose next token it owns. There is no modality
+branch here: input and output modalities differ only in what their encoder returns
+(features or codes) and in having a head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from modal_core.data.collator import Batch
+from modal_core.errors import ModelInputError, RecipeError
+
+PARAMETER_GROUPS = ("backbone", "encoders", "adapters", "heads")
+
+
+@dataclass
+class LossOutput:
+    """Loss of a batch: the mean over all supervised positions, plus per-head sums."""
+
+    loss: torch.Tensor
+    head_loss_sums: dict[str, torch.Tensor]
+    head_counts: dict[str, torch.Tensor]
+
+
+class UnifiedModel(nn.Module):
+    """The shared autoregressive transformer with per-modality encoders, adapters and
+    heads. `backbone` is a Hugging Face causal LM whose input embeddings and LM head
+    serve text; `heads` holds one head per output modality."""
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        encoders: Mapping[str, nn.Module],
+        adapters: Mapping[str, nn.Module],
+        heads: Mapping[str, nn.Module],
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.encoders = nn.ModuleDict(encoders)
+        self.adapters = nn.ModuleDict(adapters)
+        self.heads = nn.ModuleDict(heads)
+        self.head_names = ["text", *sorted(heads)]
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the shared transformer."""
+        return self.backbone.get_input_embeddings().embedding_dim
+
+    def head_index(self, modality: str) -> int:
+        """Index of a modality's head in `head_names` (what the collator writes)."""
+        return self.head_names.index(modality)
+
+    # -- embeddings -----------------------------------------------------------------
+    def encode(self, modality: str, payload: torch.Tensor) -> torch.Tensor:
+        """Encoder output of a payload batch: features (n, N, D) or codes (n, N)."""
+        encoder = self.encoders[modality]
+        if any(p.requires_grad for p in encoder.parameters()):
+            return encoder.encode(payload)
+        with torch.no_grad():  # frozen encoders need no activations kept
+            return encoder.encode(payload)
+
+    def embed_codes(self, modality: str, codes: torch.Tensor) -> torch.Tensor:
+        """Input embeddings (…, hidden) of an output modality's codes."""
+        return self.adapters[modality](codes)
+
+    def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings (B, T, hidden) of a batch, and its token ids with each
+        output modality's codes filled in (the targets of their heads)."""
+        embeds = self.backbone.get_input_embeddings()(batch.input_ids)
+        token_ids = batch.token_ids
+        for modality, media in batch.media.items():
+            encoded = self.encode(modality, media.payload)
+            item_embeds = self.adapters[modality](encoded)  # (n, N, hidden)
+            expected = int(media.mask.sum())
+            if item_embeds.shape[0] * item_embeds.shape[1] != expected:
+                raise ModelInputError(
+                    f"modality {modality!r}: {expected} placeholder positions but the encoder produced "
+                    f"{item_embeds.shape[0]} x {item_embeds.shape[1]} embeddings; check num_positions against the encoder"
+                )
+            embeds = embeds.masked_scatter(media.mask.unsqueeze(-1), item_embeds.to(embeds.dtype))
+            if not encoded.is_floating_point():  # codes: they are also what the head must predict
+                token_ids = token_ids.masked_scatter(media.mask, encoded.to(token_ids.dtype))
+        return embeds, token_ids
+
+    # -- transformer and heads --------------------------------------------------------
+    def transformer(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_key_values=None,
+        use_cache: bool = False,
+    ):
+        """Run the shared transformer; returns the base model's output (hidden states
+        in `last_hidden_state`, the KV cache in `past_key_values`)."""
+        return self.backbone.base_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+
+    def head(self, name: str) -> nn.Module:
+        """The head called `name` ("text" is the backbone's LM head)."""
+        return self.backbone.get_output_embeddings() if name == "text" else self.heads[name]
+
+    def logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of head `name` for hidden states (…, hidden)."""
+        return self.head(name)(hidden)
+
+    def forward(self, batch: Batch) -> LossOutput:
+        """Next-token loss of a batch: each head on its own supervised positions, summed
+        over heads and divided by the number of supervised positions (no task weights)."""
+        embeds, token_ids = self.embed(batch)
+        hidden = self.transformer(embeds, batch.attention_mask, batch.position_ids).last_hidden_state
+        hidden, targets, owners = hidden[:, :-1], token_ids[:, 1:], batch.token_head[:, 1:]
+        supervised = batch.supervised[:, 1:] & batch.attention_mask[:, 1:].bool()
+        sums, counts = {}, {}
+        for index, name in enumerate(self.head_names):
+            # Every head runs, on possibly zero positions, so all parameters take part in
+            # every step (distributed data parallel needs that) without a host sync.
+            selected = supervised & (owners == index)
+            logits = self.logits(name, hidden[selected])
+            sums[name] = F.cross_entropy(logits.float(), targets[selected], reduction="sum")
+            counts[name] = selected.sum()
+        total = torch.stack(list(counts.values())).sum().clamp(min=1)
+        loss = torch.stack(list(sums.values())).sum() / total
+        return LossOutput(loss, sums, counts)
+
+    # -- parameter groups ---------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, nn.Module]:
+        """Named groups a recipe can train or freeze: `backbone`, and `encoders.<m>`,
+        `adapters.<m>`, `heads.<m>` for each modality."""
+        groups: dict[str, nn.Module] = {"backbone": self.backbone}
+        for kind in ("encoders", "adapters", "heads"):
+            for name, module in getattr(self, kind).items():
+                groups[f"{kind}.{name}"] = module
+        return groups
+
+    def set_trainable(self, train: list[str]) -> None:
+        """Train exactly the named groups (`adapters` selects every adapter, …); freeze
+        the rest and put frozen encoders in eval mode."""
+        groups = self.parameter_groups()
+        selected: set[str] = set()
+        for item in train:
+            matches = [name for name in groups if name == item or name.startswith(item + ".")]
+            if not matches and item not in PARAMETER_GROUPS:
+                raise RecipeError(f"train: unknown parameter group {item!r}; known: {sorted(set(PARAMETER_GROUPS) | set(groups))}")
+            selected.update(matches)
+        for name, module in groups.items():
+            module.requires_grad_(name in selected)
+
+    def train(self, mode: bool = True) -> UnifiedModel:
+        """Like `nn.Module.train`, but frozen encoders stay in eval mode (no dropout,
+        fixed normalisation statistics), as they were when they were trained."""
+        super().train(mode)
+        for encoder in self.encoders.values():
+            if not any(p.requires_grad for p in encoder.parameters()):
+                encoder.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters that currently train."""
+        return [p for p in self.parameters() if p.requires_grad]

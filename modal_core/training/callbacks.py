@@ -1,0 +1,101 @@
+"""Callbacks of the training loop: step checkpoints with retention, and a metrics log."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+
+LAST_LINK = "last"
+
+
+def checkpoint_name(step: int) -> str:
+    """Directory name of the checkpoint taken after optimizer step `step`."""
+    return f"step-{step:06d}"
+
+
+class StepCheckpoint(L.Callback):
+    """Save a checkpoint every `every_n_steps` optimizer steps and when training ends;
+    point `last` at the newest and keep only the newest `keep_last` (-1: all)."""
+
+    def __init__(self, directory: Path, every_n_steps: int, keep_last: int) -> None:
+        self.directory = Path(directory)
+        self.every_n_steps = every_n_steps
+        self.keep_last = keep_last
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> Path:
+        """Write the checkpoint of the current step (every rank calls; rank 0 writes)."""
+        path = self.directory / checkpoint_name(trainer.global_step)
+        trainer.save_checkpoint(path)
+        self._saved_step = trainer.global_step
+        if trainer.is_global_zero:
+            self._point_last_at(path)
+            self._prune()
+        return path
+
+    def _point_last_at(self, path: Path) -> None:
+        link = self.directory / LAST_LINK
+        temporary = self.directory / f".{LAST_LINK}.tmp-{os.getpid()}"
+        if temporary.is_symlink():
+            temporary.unlink()
+        temporary.symlink_to(path.name)
+        os.replace(temporary, link)  # atomic: `last` always names a complete checkpoint
+
+    def _prune(self) -> None:
+        if self.keep_last < 0:
+            return
+        steps = sorted(p for p in self.directory.glob("step-*") if p.is_dir())
+        for old in steps[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class MetricsHistory(L.Callback):
+    """Append the logged metrics of every `every_n_steps`-th step to a JSONL file
+    (rank 0), the source of the training curves."""
+
+    def __init__(self, path: Path, every_n_steps: int = 1) -> None:
+        self.path = Path(path)
+        self.every_n_steps = max(1, every_n_steps)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self._write(trainer, "train/")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._write(trainer, "val/", force=True)
+
+    def _write(self, trainer: L.Trainer, prefix: str, force: bool = False) -> None:
+        if not trainer.is_global_zero or (not force and trainer.global_step % self.every_n_steps):
+            return
+        metrics = {
+            key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(prefix) and isinstance(value, torch.Tensor)
+        }
+        if metrics:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"step": trainer.global_step, **metrics}) + "\n")
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The metrics log, one record per (step, kind); a resumed run's later records win."""
+    records: dict[tuple[int, bool], dict[str, float]] = {}
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            record = json.loads(line)
+            is_val = any(key.startswith("val/") for key in record)
+            records[(record["step"], is_val)] = record
+    return [records[key] for key in sorted(records)]

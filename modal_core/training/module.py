@@ -1,0 +1,85 @@
+"""`UnifiedTrainingModule`: the only training loop. Stages differ by data and by which
+parameter groups train, never by code."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import lightning as L
+import numpy as np
+import torch
+
+from modal_core.data.collator import Batch
+from modal_core.errors import RecipeError
+from modal_core.model.unified import UnifiedModel
+from modal_core.training.schedule import lr_multiplier
+
+RNG_KEY = "modal_core_rng"
+
+
+class UnifiedTrainingModule(L.LightningModule):
+    """Trains a `UnifiedModel` with AdamW and a warm-up schedule, logging loss, per-head
+    loss, learning rate and tokens per second."""
+
+    def __init__(
+        self,
+        model: UnifiedModel,
+        train: list[str],
+        lr: float,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        warmup_steps: int = 0,
+        schedule: str = "constant",
+        min_lr_ratio: float = 0.1,
+        total_steps: int = 1,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.model.set_trainable(train)
+        self.optimizer_options = {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps}
+        self.multiplier = lr_multiplier(schedule, warmup_steps, total_steps, min_lr_ratio)
+        self._last_batch_end: float | None = None
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        output = self.model(batch)
+        batch_size = batch.input_ids.shape[0]
+        self.log("train/loss", output.loss, prog_bar=True, batch_size=batch_size)
+        for name, total in output.head_loss_sums.items():
+            count = output.head_counts[name]
+            if count > 0:
+                self.log(f"train/loss_{name}", total / count, batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            self.log("train/tokens_per_sec", batch.num_tokens / max(now - self._last_batch_end, 1e-9), batch_size=batch_size)
+        self._last_batch_end = now
+        return output.loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        output = self.model(batch)
+        self.log("val/loss", output.loss, prog_bar=True, batch_size=batch.input_ids.shape[0])
+
+    def configure_optimizers(self):
+        parameters = self.model.trainable_parameters()
+        if not parameters:
+            raise RecipeError("no parameter trains: the recipe's `train:` list selects nothing in this model")
+        optimizer = torch.optim.AdamW(parameters, **self.optimizer_options)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.multiplier)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[RNG_KEY] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get(RNG_KEY)
+        if state:
+            torch.set_rng_state(state["torch"])
+            python_state = state["python"]
+            random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+            np.random.set_state(tuple(state["numpy"]))

@@ -1,0 +1,1 @@
+"""VQ image tokenizer and image-generation plugin for modal-core."""

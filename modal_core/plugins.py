@@ -125,7 +125,7 @@ class PluginManager:
             return self._registries[hook]
         merged: dict[str, Any] = {}
         owners: dict[str, str] = {}
-        for impl in reversed(getattr(self._pm.hook, hook).get_hookimpls()):
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():  # registration order: first wins
             try:
                 items = check(impl.function())
             except Exception as error:
@@ -161,7 +161,7 @@ class PluginManager:
 
     def add_commands(self, subparsers: Any) -> None:
         """Let every plugin add its sub-commands; a failing plugin is skipped."""
-        for impl in reversed(self._pm.hook.modal_core_commands.get_hookimpls()):
+        for impl in self._pm.hook.modal_core_commands.get_hookimpls():
             before = set(subparsers.choices)
             try:
                 impl.function(**{arg: subparsers for arg in impl.argnames})

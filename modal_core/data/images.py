@@ -99,9 +99,10 @@ def _decode(opener: Callable[[], BinaryIO], name: str, max_pixels: int) -> Image
         except ImageInputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
             raise ImageInputError(
                 f"{name}: refusing a possible decompression bomb ({err}); "
-                f"expected at most {max_pixels:,} pixels"
+                f"expected at most {limit:,} pixels"
             ) from err
         except Image.UnidentifiedImageError as err:
             raise ImageInputError(

@@ -9,6 +9,8 @@ branch here: input and output modalities differ only in what their encoder retur
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +32,17 @@ class LossOutput:
     loss: torch.Tensor
     head_loss_sums: dict[str, torch.Tensor]
     head_counts: dict[str, torch.Tensor]
+
+
+@functools.cache
+def _cache_argument_of(forward_type: type) -> str:
+    parameters = inspect.signature(forward_type.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"  # renamed in transformers 5.x
+
+
+def _cache_argument(base_model: nn.Module) -> str:
+    """The name under which this transformers version takes a KV cache."""
+    return _cache_argument_of(type(base_model))
 
 
 class UnifiedModel(nn.Module):
@@ -103,12 +116,13 @@ class UnifiedModel(nn.Module):
     ):
         """Run the shared transformer; returns the base model's output (hidden states
         in `last_hidden_state`, the KV cache in `past_key_values`)."""
+        cache = {_cache_argument(self.backbone.base_model): past_key_values} if past_key_values is not None else {}
         return self.backbone.base_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **cache,
         )
 
     def head(self, name: str) -> nn.Module:

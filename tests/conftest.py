@@ -1,0 +1,80 @@
+"""Shared fixtures. Tests never load installed entry-point plugins: they register what
+they need in-process on a fresh manager."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modal_core.plugins import PluginManager
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TINY_BACKBONE = {
+    "model_type": "llama",
+    "config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": False,
+    },
+}
+
+
+@pytest.fixture
+def plugins() -> PluginManager:
+    """A plugin manager with only the core's built-ins."""
+    return PluginManager(load_entry_points=False)
+
+
+@pytest.fixture
+def toy_plugins(plugins: PluginManager) -> PluginManager:
+    """Built-ins plus the toy modalities of tests/toy_plugin.py."""
+    import toy_plugin
+
+    plugins.register(toy_plugin, name="toy")
+    return plugins
+
+
+def tiny_text_recipe(output_dir: Path, **sections) -> dict:
+    """A text-only recipe that trains in seconds."""
+    recipe = {
+        "description": "tiny text test recipe",
+        "seed": 0,
+        "output_dir": str(output_dir),
+        "tokenizer": {"train": {"corpus": "shapes_text", "num_sentences": 1000, "vocab_size": 300}},
+        "backbone": TINY_BACKBONE,
+        "train": ["backbone"],
+        "data": {"sources": [{"dataset": "shapes_text", "options": {"num_sentences": 1000}}], "batch_size": 8, "max_length": 48},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "trainer": {"max_steps": 8, "log_every_n_steps": 1, "progress_bar": False, "accelerator": "cpu"},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe[key], **value} if isinstance(value, dict) and isinstance(recipe.get(key), dict) else value
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m modal_core ARGS` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "modal_core", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )

@@ -1,0 +1,51 @@
+"""The `modal-core` command in a subprocess, as users run it."""
+
+from __future__ import annotations
+
+from conftest import REPO, run_cli, tiny_text_recipe, write_recipe
+
+
+def test_version_and_help():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("modal-core ")
+    result = run_cli()
+    assert result.returncode == 2 and "train" in result.stdout and "recipes" in result.stdout
+
+
+def test_recipes_lists_shipped_recipes_with_descriptions():
+    result = run_cli("recipes")
+    assert result.returncode == 0, result.stderr
+    assert "quickstart/text.yaml" in result.stdout
+    assert "Tiny Llama language model" in result.stdout
+
+
+def test_train_runs_and_resumes_from_the_command_line(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_text_recipe(tmp_path / "run", trainer={"max_steps": 2}))
+    result = run_cli("train", str(recipe), "trainer.max_steps=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "step-000003" / "model.safetensors").is_file()
+    result = run_cli("train", str(recipe), "trainer.max_steps=4", f"resume={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "step-000004").is_dir()
+
+
+def test_user_errors_print_one_line_without_traceback(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_text_recipe(tmp_path / "run"))
+    result = run_cli("train", str(recipe), "trainer.max_stepz=3")
+    assert result.returncode == 1
+    assert "error: command-line overrides: unknown key 'trainer.max_stepz'" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("--debug", "train", str(recipe), "trainer.max_stepz=3")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    result = run_cli("train", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 1 and "recipe file not found" in result.stderr
+
+
+def test_console_script_is_installed():
+    import shutil
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "modal-core"
+    assert script.is_file() or shutil.which("modal-core"), "pip install -e . should install the modal-core script"
+    assert (REPO / "pyproject.toml").read_text().count('modal-core = "modal_core.cli:main"') == 1

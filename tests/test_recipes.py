@@ -1,0 +1,103 @@
+"""Recipe loading: inheritance, overrides, and errors that name the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import REPO, tiny_text_recipe, write_recipe
+
+from modal_core.config.loader import load_recipe
+from modal_core.errors import RecipeError
+
+
+@pytest.fixture
+def recipe_file(tmp_path: Path) -> Path:
+    return write_recipe(tmp_path / "tiny.yaml", tiny_text_recipe(tmp_path / "run"))
+
+
+def test_valid_recipe_loads_with_schema_defaults(recipe_file):
+    recipe = load_recipe(recipe_file)
+    assert recipe.trainer.max_steps == 8
+    assert recipe.optim.schedule == "constant"  # schema default
+    assert recipe.data.cfg_dropout == 0.1
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write_recipe(tmp_path / "typo.yaml", tiny_text_recipe(tmp_path, trainer={"max_stepz": 3}))
+    with pytest.raises(RecipeError, match=r"typo\.yaml: unknown key 'trainer\.max_stepz'"):
+        load_recipe(path)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = write_recipe(tmp_path / "bad.yaml", tiny_text_recipe(tmp_path, optim={"lr": "fast"}))
+    with pytest.raises(RecipeError, match=r"bad\.yaml: key 'optim\.lr'.*fast"):
+        load_recipe(path)
+
+
+def test_missing_file():
+    with pytest.raises(RecipeError, match="recipe file not found: .*nope.yaml"):
+        load_recipe("nope.yaml")
+
+
+def test_missing_base_file_names_it(tmp_path):
+    path = write_recipe(tmp_path / "child.yaml", {"base": "parent.yaml"})
+    with pytest.raises(RecipeError, match="recipe file not found: .*parent.yaml"):
+        load_recipe(path)
+
+
+def test_missing_required_value_names_key_and_file(tmp_path):
+    recipe = tiny_text_recipe(tmp_path)
+    del recipe["output_dir"]
+    path = write_recipe(tmp_path / "noout.yaml", recipe)
+    with pytest.raises(RecipeError, match=r"noout\.yaml: required key\(s\) output_dir"):
+        load_recipe(path)
+
+
+def test_bad_override_names_the_command_line(recipe_file):
+    with pytest.raises(RecipeError, match="command-line overrides: unknown key 'trainer.nope'"):
+        load_recipe(recipe_file, ["trainer.nope=1"])
+    with pytest.raises(RecipeError, match="not of the form key=value"):
+        load_recipe(recipe_file, ["trainer.max_steps"])
+
+
+def test_override_precedence_base_file_command_line(tmp_path):
+    write_recipe(tmp_path / "base.yaml", tiny_text_recipe(tmp_path, optim={"lr": 1.0, "warmup_steps": 7}, seed=5))
+    child = write_recipe(tmp_path / "child.yaml", {"base": "base.yaml", "optim": {"lr": 2.0}, "description": "child"})
+    recipe = load_recipe(child, ["optim.lr=3.0"])
+    assert recipe.optim.lr == 3.0  # command line beats file
+    assert load_recipe(child).optim.lr == 2.0  # file beats base
+    assert recipe.optim.warmup_steps == 7 and recipe.seed == 5  # base fills the rest
+    assert recipe.description == "child"
+
+
+def test_inheritance_loop_is_an_error(tmp_path):
+    write_recipe(tmp_path / "a.yaml", {"base": "b.yaml"})
+    write_recipe(tmp_path / "b.yaml", {"base": "a.yaml"})
+    with pytest.raises(RecipeError, match="loops back"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+def test_modality_options_are_validated_against_the_plugin_schema(tmp_path, toy_plugins):
+    recipe = tiny_text_recipe(tmp_path, modalities={"toy_vector": {"positionz": 2}})
+    path = write_recipe(tmp_path / "mod.yaml", recipe)
+    with pytest.raises(RecipeError, match=r"mod\.yaml: modalities\.toy_vector: unknown key 'positionz'"):
+        load_recipe(path, plugins=toy_plugins)
+    recipe["modalities"] = {"sound": {}}
+    with pytest.raises(RecipeError, match=r"no installed plugin provides modality 'sound'"):
+        load_recipe(write_recipe(path, recipe), plugins=toy_plugins)
+
+
+def test_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(RecipeError, match="must be a mapping"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_every_shipped_recipe_validates(path):
+    from modal_core.plugins import get_plugin_manager
+
+    recipe = load_recipe(path, plugins=get_plugin_manager())
+    assert recipe.description, f"{path} needs a one-line description for `modal-core recipes`"

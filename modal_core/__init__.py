@@ -5,6 +5,7 @@ Public API (imported lazily, so `import modal_core` stays light):
 - `ModalitySpec`, `hookimpl`: what plugins implement.
 - `Text`, `Media`, `Sample`: training samples as segment lists.
 - `load_recipe`, `train`: the recipe path, from Python.
+- `load(checkpoint)`: a trained model; `.answer(...)`, `.generate_images(...)`.
 - `get_plugin_manager`, `PluginManager`: installed plugins.
 - `ModalCoreError` and its subclasses: every user-facing error.
 """
@@ -31,6 +32,8 @@ _EXPORTS = {
     "get_plugin_manager": "modal_core.plugins",
     "PluginManager": "modal_core.plugins",
     "UnifiedModel": "modal_core.model.unified",
+    "load": "modal_core.generation.pipeline",
+    "Pipeline": "modal_core.generation.pipeline",
     "ModalCoreError": "modal_core.errors",
     "RecipeError": "modal_core.errors",
     "PluginError": "modal_core.errors",

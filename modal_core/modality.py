@@ -79,6 +79,9 @@ class ModalitySpec:
     """Flag name for ``modal-core understand --<cli_flag> PATH`` (input modalities)."""
     description: str = ""
     """One line shown by ``modal-core plugins``."""
+    weight_paths: tuple[str, ...] = ()
+    """Option keys naming pretrained weights to load (e.g. a SigLIP directory). A full
+    modal-core checkpoint already holds those weights, so loading one clears these keys."""
 
     def __post_init__(self) -> None:
         if self.direction not in ("input", "output"):

@@ -7,6 +7,7 @@ step-000100/
   trainer_state.safetensors  ... and their tensors
   recipe.yaml                the fully resolved recipe
   tokenizer.json, ...        the text tokenizer
+  backbone/config.json       the backbone architecture (transformers config)
   manifest.json              format tag and the size of every file (checked on load)
 ```
 A checkpoint is written into a temporary sibling directory and renamed into place, so
@@ -54,7 +55,7 @@ def write_atomically(path: Path, fill: Callable[[Path], None]) -> None:
 
 
 def _write_manifest(directory: Path) -> None:
-    sizes = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+    sizes = {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
     (directory / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": sizes}, indent=1))
 
 

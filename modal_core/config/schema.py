@@ -105,6 +105,11 @@ class Recipe:
     description: str = _key("", "One line shown by `modal-core recipes`.")
     base: Optional[Any] = _key(None, "Path (relative to this file) of a recipe this one extends, or a list of them.")
     seed: int = _key(0, "Seed of every random choice (weights, data order, dropout).")
+    modality_tokenizer: Optional[str] = _key(
+        None,
+        "Train this output modality's tokenizer (e.g. `vq_generation`) on the media of `data.sources` "
+        "instead of the unified model. Null: train the unified model.",
+    )
     output_dir: str = _key("???", "Directory for checkpoints, logs and the resolved recipe.")
     init_from: Optional[str] = _key(None, "Checkpoint directory whose model weights start this run (e.g. the previous stage).")
     resume: Optional[str] = _key(None, "Checkpoint directory to resume exactly (optimizer, schedule, data position, RNG).")

@@ -7,6 +7,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from modal_core.data.chat import plain_text
+from modal_core.data.image_datasets import IMAGE_DATASETS
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.segments import Sample
 from modal_core.data.shapes import text_corpus
@@ -43,4 +44,4 @@ def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
 
 @hookimpl
 def modal_core_datasets() -> dict[str, Any]:
-    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text}
+    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text, **IMAGE_DATASETS}

@@ -46,6 +46,12 @@ class Batch:
     supervised: torch.Tensor  # (B, T) bool
     media: dict[str, MediaBatch] = field(default_factory=dict)
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor on `device`."""
+        media = {name: MediaBatch(m.payload.to(device), m.mask.to(device)) for name, m in self.media.items()}
+        tensors = (self.input_ids, self.attention_mask, self.position_ids, self.token_ids, self.token_head, self.supervised)
+        return Batch(*(t.to(device) for t in tensors), media=media)
+
     @property
     def num_tokens(self) -> int:
         """Real (non-padding) positions in the batch."""
@@ -144,6 +150,14 @@ class Collator:
             row.add([end], [end], TEXT_HEAD, False)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
+        return self._collate(samples, self.padding_side)
+
+    def left_padded(self, samples: Sequence[Sample]) -> Batch:
+        """Collate with padding on the left, so every row's last position is real
+        (what decoding needs)."""
+        return self._collate(samples, "left")
+
+    def _collate(self, samples: Sequence[Sample], padding_side: str) -> Batch:
         rows = [self.encode_sample(sample) for sample in samples]
         length = max(len(row.ids) for row in rows)
         batch_size = len(rows)
@@ -155,7 +169,7 @@ class Collator:
         payloads: dict[str, list[torch.Tensor]] = {}
         masks: dict[str, torch.Tensor] = {}
         for b, row in enumerate(rows):
-            offset = length - len(row.ids) if self.padding_side == "left" else 0
+            offset = length - len(row.ids) if padding_side == "left" else 0
             span = slice(offset, offset + len(row.ids))
             input_ids[b, span] = torch.tensor(row.ids)
             token_ids[b, span] = torch.tensor(row.tokens)

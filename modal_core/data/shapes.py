@@ -150,9 +150,9 @@ def sample_scene(
         placed = (ShapeObject(colour, shape, centre, size),)
     else:
         half = image_size // 2
-        # Each object stays inside its own half with a one-pixel gutter on either side of
-        # the midline, so the two never touch and the left/right order is never in doubt.
-        bounds = ((0, half - 1), (half + 1, image_size))
+        # Each object stays inside its own half, at least 4 px apart: far enough that even
+        # after blurring two objects of one colour do not merge into one for the checker.
+        bounds = ((0, half - 2), (half + 2, image_size))
         placed_objects = []
         for (colour, shape), (x_lo, x_hi) in zip(objects, bounds):
             size = rng.randint(round(0.30 * image_size), int(0.40 * image_size))

@@ -73,24 +73,38 @@ def segment(image: Image.Image | np.ndarray) -> np.ndarray:
     """Per-pixel colour index into `COLOURS`, or -1 for background and unexplained pixels."""
     rgb = _as_rgb(image)
     offsets = rgb.reshape(-1, 3) - _BACKGROUND
-    # Position along each background-to-colour segment, and distance from it.
-    alpha = np.clip(offsets @ _DIRECTIONS.T / (_DIRECTIONS**2).sum(axis=1), 0.0, 1.0)
-    residual = np.linalg.norm(offsets[:, None, :] - alpha[:, :, None] * _DIRECTIONS, axis=2)
+    lengths = (_DIRECTIONS**2).sum(axis=1)
+    along = offsets @ _DIRECTIONS.T
+    # Position along each background-to-colour segment, and squared distance from it.
+    alpha = np.clip(along / lengths, 0.0, 1.0)
+    residual = (offsets**2).sum(axis=1, keepdims=True) - 2 * alpha * along + alpha**2 * lengths
     nearest = residual.argmin(axis=1)
     pixels = np.arange(len(nearest))
-    is_object = (alpha[pixels, nearest] >= 0.5) & (residual[pixels, nearest] <= MAX_RESIDUAL)
+    is_object = (alpha[pixels, nearest] >= 0.5) & (
+        residual[pixels, nearest] <= MAX_RESIDUAL**2
+    )
     return np.where(is_object, nearest, -1).reshape(rgb.shape[:2])
 
 
 def _runs(labels: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(row, start, stop, colour) of every maximal horizontal run of one object colour."""
-    runs = []
-    for y, row in enumerate(labels):
-        cuts = np.flatnonzero(np.diff(row)) + 1
-        starts = [0, *cuts.tolist()]
-        stops = [*cuts.tolist(), len(row)]
-        runs.extend((y, a, b, int(row[a])) for a, b in zip(starts, stops) if row[a] >= 0)
-    return runs
+    """(row, start, stop, colour) of every maximal horizontal run of one object colour, in
+    row-major order."""
+    is_object = labels >= 0
+    changes = labels[:, 1:] != labels[:, :-1]
+    edge = np.ones((labels.shape[0], 1), dtype=bool)
+    starts = is_object & np.hstack((edge, changes))
+    ends = is_object & np.hstack((changes, edge))
+    rows, start_cols = np.nonzero(starts)
+    _, end_cols = np.nonzero(ends)
+    # Both scans are row-major and every run has one start and one end, so they pair up.
+    return list(
+        zip(
+            rows.tolist(),
+            start_cols.tolist(),
+            (end_cols + 1).tolist(),
+            labels[rows, start_cols].tolist(),
+        )
+    )
 
 
 def _components(labels: np.ndarray, min_area: int) -> list[tuple[int, np.ndarray, int, int]]:

@@ -8,8 +8,10 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from modal_core.errors import RecipeError
+from modal_core.errors import CheckpointError, RecipeError
 
+BACKBONE_CONFIG_DIR = "backbone"
+"""Checkpoint sub-folder holding the backbone's transformers `config.json`."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -32,3 +34,10 @@ def build_backbone(path: str | None, model_type: str, config: dict[str, Any], vo
     if model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size, mean_resizing=False)
     return model
+
+
+def backbone_from_config(directory: str | Path) -> PreTrainedModel:
+    """An uninitialised-weights backbone of the architecture saved in `directory`."""
+    if not (Path(directory) / "config.json").is_file():
+        raise CheckpointError(f"{directory}/config.json is missing: the checkpoint does not describe its backbone")
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(directory), local_files_only=True))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerFast
 
 from modal_core.config.loader import modality_options
 from modal_core.data.collator import NO_HEAD, ModalityRuntime
-from modal_core.model.backbone import build_backbone
+from modal_core.model.backbone import BACKBONE_CONFIG_DIR, backbone_from_config, build_backbone
 from modal_core.model.unified import UnifiedModel
 from modal_core.plugins import PluginManager
 
@@ -30,21 +31,33 @@ def special_tokens_of(recipe: DictConfig, plugins: PluginManager) -> list[str]:
     return list(dict.fromkeys(tokens))
 
 
-def build_model(recipe: DictConfig, tokenizer: PreTrainedTokenizerFast, plugins: PluginManager) -> AssembledModel:
-    """Build the backbone, then every enabled modality's encoder, adapter and head."""
+def build_model(
+    recipe: DictConfig, tokenizer: PreTrainedTokenizerFast, plugins: PluginManager, checkpoint: Path | None = None
+) -> AssembledModel:
+    """Build the backbone, then every enabled modality's encoder, adapter and head.
+
+    With `checkpoint` (a modal-core checkpoint directory the caller loads next) no
+    pretrained weights are read: the backbone is built from the checkpoint's saved
+    config and each modality's `weight_paths` options are cleared."""
     backbone_config = recipe.backbone
-    backbone = build_backbone(
-        backbone_config.path,
-        backbone_config.model_type,
-        OmegaConf.to_container(backbone_config.config, resolve=True),
-        vocab_size=len(tokenizer),
-        dtype=backbone_config.dtype,
-    )
+    if checkpoint is not None:
+        backbone = backbone_from_config(checkpoint / BACKBONE_CONFIG_DIR)
+    else:
+        backbone = build_backbone(
+            backbone_config.path,
+            backbone_config.model_type,
+            OmegaConf.to_container(backbone_config.config, resolve=True),
+            vocab_size=len(tokenizer),
+            dtype=backbone_config.dtype,
+        )
     hidden_size = backbone.get_input_embeddings().embedding_dim
     encoders, adapters, heads, options = {}, {}, {}, {}
     for name in recipe.modalities:
         spec = plugins.modality(name)
         options[name] = modality_options(recipe, plugins, name)
+        if checkpoint is not None:
+            for key in spec.weight_paths:
+                setattr(options[name], key, None)
         encoders[name] = spec.build_encoder(options[name])
         adapters[name] = spec.build_adapter(options[name], hidden_size)
         if spec.build_head is not None:

@@ -13,33 +13,41 @@ import torch
 from modal_core.data.collator import Batch
 from modal_core.errors import RecipeError
 from modal_core.model.unified import UnifiedModel
-from modal_core.training.schedule import lr_multiplier
+from modal_core.training.schedule import configure_adamw
 
 RNG_KEY = "modal_core_rng"
 
 
-class UnifiedTrainingModule(L.LightningModule):
+class RngStateMixin:
+    """Saves and restores the Python, NumPy and torch random states with a checkpoint,
+    so a resumed run draws the same random numbers as an uninterrupted one."""
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[RNG_KEY] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get(RNG_KEY)
+        if state:
+            torch.set_rng_state(state["torch"])
+            python_state = state["python"]
+            random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+            np.random.set_state(tuple(state["numpy"]))
+
+
+class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
     """Trains a `UnifiedModel` with AdamW and a warm-up schedule, logging loss, per-head
     loss, learning rate and tokens per second."""
 
-    def __init__(
-        self,
-        model: UnifiedModel,
-        train: list[str],
-        lr: float,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        warmup_steps: int = 0,
-        schedule: str = "constant",
-        min_lr_ratio: float = 0.1,
-        total_steps: int = 1,
-    ) -> None:
+    def __init__(self, model: UnifiedModel, train: list[str], optim: dict, total_steps: int) -> None:
+        """`optim` holds `configure_adamw` keyword arguments (the recipe's `optim` block)."""
         super().__init__()
         self.model = model
         self.model.set_trainable(train)
-        self.optimizer_options = {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps}
-        self.multiplier = lr_multiplier(schedule, warmup_steps, total_steps, min_lr_ratio)
+        self.optim, self.total_steps = dict(optim), total_steps
         self._last_batch_end: float | None = None
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -65,21 +73,4 @@ class UnifiedTrainingModule(L.LightningModule):
         parameters = self.model.trainable_parameters()
         if not parameters:
             raise RecipeError("no parameter trains: the recipe's `train:` list selects nothing in this model")
-        optimizer = torch.optim.AdamW(parameters, **self.optimizer_options)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.multiplier)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[RNG_KEY] = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get(RNG_KEY)
-        if state:
-            torch.set_rng_state(state["torch"])
-            python_state = state["python"]
-            random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-            np.random.set_state(tuple(state["numpy"]))
+        return configure_adamw(parameters, self.total_steps, **self.optim)

@@ -11,16 +11,18 @@ from transformers import PreTrainedTokenizerFast
 
 from modal_core.checkpoints import store
 from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
-from modal_core.config.loader import to_yaml
-from modal_core.data.collator import Collator
+from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
+from modal_core.data.collator import NO_HEAD, Collator, ModalityRuntime
 from modal_core.data.datamodule import MixtureDataModule
 from modal_core.data.mixture import MixtureDataset
 from modal_core.data.text_tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from modal_core.errors import RecipeError
-from modal_core.model.build import AssembledModel, build_model, special_tokens_of
+from modal_core.model.backbone import BACKBONE_CONFIG_DIR
+from modal_core.model.build import build_model, special_tokens_of
 from modal_core.plugins import PluginManager
 from modal_core.training.callbacks import LAST_LINK, MetricsHistory, StepCheckpoint
 from modal_core.training.module import UnifiedTrainingModule
+from modal_core.training.tokenizer_module import ModalityTokenizerModule, PayloadCollator
 
 RECIPE_FILE = "recipe.yaml"
 HISTORY_FILE = "history.jsonl"
@@ -63,7 +65,7 @@ def prepare_tokenizer(recipe: DictConfig, plugins: PluginManager) -> PreTrainedT
     return train_tokenizer(texts, settings.vocab_size, specials)
 
 
-def build_mixture(recipe: DictConfig, plugins: PluginManager, assembled: AssembledModel, split: str, seed: int) -> MixtureDataset:
+def build_mixture(recipe: DictConfig, plugins: PluginManager, output_modalities: frozenset[str], split: str, seed: int) -> MixtureDataset:
     """The weighted mix of the recipe's data sources for one split."""
     factories = plugins.datasets()
     sources = []
@@ -72,77 +74,100 @@ def build_mixture(recipe: DictConfig, plugins: PluginManager, assembled: Assembl
             raise RecipeError(f"data.sources[{index}].dataset: unknown data set {source.dataset!r}; installed: {sorted(factories)}")
         dataset = factories[source.dataset](dict(source.options), recipe.seed, split)
         sources.append((source.dataset, dataset, float(source.weight)))
-    outputs = frozenset(name for name, runtime in assembled.modalities.items() if runtime.spec.direction == "output")
-    return MixtureDataset(sources, seed=seed, cfg_dropout=recipe.data.cfg_dropout if split == "train" else 0.0, output_modalities=outputs)
+    dropout = recipe.data.cfg_dropout if split == "train" else 0.0
+    return MixtureDataset(sources, seed=seed, cfg_dropout=dropout, output_modalities=output_modalities)
 
 
 def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     """Train as the recipe says; returns the run directory and the final checkpoint."""
-    trainer_config = recipe.trainer
-    if trainer_config.keep_last == 0 or trainer_config.keep_last < -1:
-        raise RecipeError(f"trainer.keep_last must be >= 1 or -1 (keep all), got {trainer_config.keep_last}")
+    if recipe.trainer.keep_last == 0 or recipe.trainer.keep_last < -1:
+        raise RecipeError(f"trainer.keep_last must be >= 1 or -1 (keep all), got {recipe.trainer.keep_last}")
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     run_dir = Path(recipe.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe_yaml = to_yaml(recipe)
     (run_dir / RECIPE_FILE).write_text(recipe_yaml)
+    optim = recipe_to_dict(recipe.optim)
+    total_steps = recipe.trainer.max_steps
+    if recipe.modality_tokenizer:
+        module, data, tokenizer = _tokenizer_task(recipe, plugins, optim, total_steps)
+    else:
+        module, data, tokenizer = _unified_task(recipe, plugins, optim, total_steps)
 
+    def write_extras(directory: Path) -> None:
+        (directory / RECIPE_FILE).write_text(recipe_yaml)
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, directory)
+            module.model.backbone.config.save_pretrained(directory / BACKBONE_CONFIG_DIR)
+
+    trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras))
+    resume = str(resolve_checkpoint(recipe.resume)) if recipe.resume else None
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    return TrainResult(run_dir, (run_dir / CHECKPOINT_DIR / LAST_LINK).resolve(), run_dir / HISTORY_FILE)
+
+
+def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int):
     tokenizer = prepare_tokenizer(recipe, plugins)
     assembled = build_model(recipe, tokenizer, plugins)
     if recipe.init_from and not recipe.resume:
         store.load_into(assembled.model, resolve_checkpoint(recipe.init_from))
-
     collator = Collator(tokenizer, assembled.modalities, max_length=recipe.data.max_length)
-    data = MixtureDataModule(
-        build_mixture(recipe, plugins, assembled, "train", recipe.seed),
+    module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
+    return module, _data_module(recipe, plugins, assembled.modalities, collator), tokenizer
+
+
+def _tokenizer_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int):
+    name = recipe.modality_tokenizer
+    if name not in recipe.modalities:
+        raise RecipeError(f"modality_tokenizer: {name!r} must also be configured under `modalities:`")
+    options = modality_options(recipe, plugins, name)
+    spec = plugins.modality(name)
+    tokenizer = spec.build_encoder(options)
+    if recipe.init_from and not recipe.resume:
+        store.load_into(tokenizer, resolve_checkpoint(recipe.init_from))
+    runtime = ModalityRuntime(spec, spec.build_processor(options), spec.num_positions(options), NO_HEAD)
+    module = ModalityTokenizerModule(tokenizer, optim, total_steps)
+    return module, _data_module(recipe, plugins, {name: runtime}, PayloadCollator(name, runtime)), None
+
+
+def _data_module(recipe: DictConfig, plugins: PluginManager, modalities: dict[str, ModalityRuntime], collator) -> MixtureDataModule:
+    outputs = frozenset(name for name, runtime in modalities.items() if runtime.spec.direction == "output")
+    validation = build_mixture(recipe, plugins, outputs, "heldout", recipe.seed + 1) if recipe.data.val_samples else None
+    return MixtureDataModule(
+        build_mixture(recipe, plugins, outputs, "train", recipe.seed),
         collator,
         batch_size=recipe.data.batch_size,
         num_workers=recipe.data.num_workers,
-        validation=build_mixture(recipe, plugins, assembled, "heldout", recipe.seed + 1) if recipe.data.val_samples else None,
+        validation=validation,
         val_samples=recipe.data.val_samples,
     )
-    optim = recipe.optim
-    module = UnifiedTrainingModule(
-        assembled.model,
-        train=list(recipe.train),
-        lr=optim.lr,
-        weight_decay=optim.weight_decay,
-        betas=tuple(optim.betas),
-        eps=optim.eps,
-        warmup_steps=optim.warmup_steps,
-        schedule=optim.schedule,
-        min_lr_ratio=optim.min_lr_ratio,
-        total_steps=trainer_config.max_steps,
-    )
 
-    def write_extras(directory: Path) -> None:
-        (directory / RECIPE_FILE).write_text(recipe_yaml)
-        save_tokenizer(tokenizer, directory)
 
-    checkpoints = StepCheckpoint(run_dir / CHECKPOINT_DIR, trainer_config.checkpoint_every_n_steps, trainer_config.keep_last)
-    validate_every = trainer_config.val_every_n_steps or trainer_config.max_steps
-    trainer = L.Trainer(
-        max_steps=trainer_config.max_steps,
-        accelerator=trainer_config.accelerator,
-        devices=trainer_config.devices,
-        num_nodes=trainer_config.num_nodes,
-        strategy=trainer_config.strategy,
-        precision=trainer_config.precision,
-        accumulate_grad_batches=trainer_config.accumulate_grad_batches,
-        gradient_clip_val=trainer_config.gradient_clip_val,
-        log_every_n_steps=trainer_config.log_every_n_steps,
-        val_check_interval=validate_every * trainer_config.accumulate_grad_batches,
+def _trainer(recipe: DictConfig, run_dir: Path, checkpoint_io: SafetensorsCheckpointIO) -> L.Trainer:
+    settings = recipe.trainer
+    validate_every = settings.val_every_n_steps or settings.max_steps
+    return L.Trainer(
+        max_steps=settings.max_steps,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
+        precision=settings.precision,
+        accumulate_grad_batches=settings.accumulate_grad_batches,
+        gradient_clip_val=settings.gradient_clip_val,
+        log_every_n_steps=settings.log_every_n_steps,
+        val_check_interval=validate_every * settings.accumulate_grad_batches,
         check_val_every_n_epoch=None,
         limit_val_batches=None if recipe.data.val_samples else 0,
         num_sanity_val_steps=0,
-        callbacks=[checkpoints, MetricsHistory(run_dir / HISTORY_FILE, trainer_config.log_every_n_steps)],
-        plugins=[SafetensorsCheckpointIO(write_extras)],
+        callbacks=[
+            StepCheckpoint(run_dir / CHECKPOINT_DIR, settings.checkpoint_every_n_steps, settings.keep_last),
+            MetricsHistory(run_dir / HISTORY_FILE, settings.log_every_n_steps),
+        ],
+        plugins=[checkpoint_io],
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=trainer_config.progress_bar,
+        enable_progress_bar=settings.progress_bar,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
     )
-    resume = str(resolve_checkpoint(recipe.resume)) if recipe.resume else None
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
-    return TrainResult(run_dir, (run_dir / CHECKPOINT_DIR / LAST_LINK).resolve(), run_dir / HISTORY_FILE)

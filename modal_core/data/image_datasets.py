@@ -1,0 +1,139 @@
+"""Image data sets: the built-in shapes world, and local folders / JSONL files.
+
+Every factory takes `(options, seed, split)`. The `understanding` and `generation`
+options name the modalities the samples use (defaults: the built-in image plugins), so a
+plugin with another image encoder can reuse these data sets.
+
+Local formats (paths inside a JSONL file are relative to the file's folder):
+
+- `image_text_jsonl`: `{"image": "cats/1.jpg", "caption": "a cat on a mat"}` per line;
+  `task: generate` (text-to-image) or `task: caption` (image-to-text).
+- `vqa_jsonl`: `{"image": "...", "question": "...", "answer": "..."}` per line.
+- `image_folder`: every image file under `path` (for tokenizer training).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from modal_core.data.chat import caption_to_image, question_answer
+from modal_core.data.jsonl import read_jsonl
+from modal_core.data.segments import Media, Sample
+from modal_core.data.shapes import caption, questions, render_scene, scene_for_index
+from modal_core.errors import DataError, RecipeError
+
+UNDERSTANDING = "image_understanding"
+GENERATION = "vq_generation"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DESCRIBE = "describe the picture."
+
+
+class IndexedDataset(Dataset):
+    """`size` samples, item i made by `make(i)` (deterministic per index)."""
+
+    def __init__(self, size: int, make: Callable[[int], Sample], source: str) -> None:
+        self.size, self.make, self.source = size, make, source
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.make(index)
+        return Sample(sample.segments, source=f"{self.source}[{index}]")
+
+
+def _option(options: dict[str, Any], key: str, default: Any, allowed: tuple | None = None) -> Any:
+    value = options.get(key, default)
+    if allowed is not None and value not in allowed:
+        raise RecipeError(f"data set option {key}: expected one of {allowed}, got {value!r}")
+    return value
+
+
+def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """The shapes world. Options: `task` (vqa | caption | generate | image), `size`
+    (number of distinct samples, default 20000), `image_size` (64), `num_objects`
+    (1, 2 or null for either), and the modality names."""
+    task = _option(options, "task", "vqa", ("vqa", "caption", "generate", "image"))
+    size = int(_option(options, "size", 20000))
+    image_size = int(_option(options, "image_size", 64))
+    num_objects = _option(options, "num_objects", None, (None, 1, 2))
+    understanding = _option(options, "understanding", UNDERSTANDING)
+    generation = _option(options, "generation", GENERATION)
+
+    def make(index: int) -> Sample:
+        scene = scene_for_index(index, seed, split, image_size=image_size, num_objects=num_objects)
+        image = render_scene(scene)
+        if task == "generate":
+            return caption_to_image(caption(scene), Media(generation, image, supervised=True), generation)
+        if task == "image":
+            return Sample((Media(generation, image),))
+        if task == "caption":
+            return question_answer(DESCRIBE, caption(scene), [Media(understanding, image)])
+        question, answer = random.Random(f"{seed}/{index}").choice(questions(scene))
+        return question_answer(question, answer, [Media(understanding, image)])
+
+    return IndexedDataset(size, make, f"shapes/{task}/{split}")
+
+
+def _resolve(base: Path, relative: str, where: str) -> Path:
+    path = (base / relative).expanduser()
+    if not path.is_file():
+        raise DataError(f"{where}: image file not found: {path}")
+    return path
+
+
+def image_text_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Image-caption pairs from a local JSONL file. Options: `path`, `task` (generate | caption)."""
+    path = Path(_option(options, "path", None) or "")
+    task = _option(options, "task", "generate", ("generate", "caption"))
+    records = read_jsonl(path, required=("image", "caption"))
+    understanding = _option(options, "understanding", UNDERSTANDING)
+    generation = _option(options, "generation", GENERATION)
+
+    def make(index: int) -> Sample:
+        record = records[index]
+        image = _resolve(path.parent, record["image"], f"{path}:{index + 1}")
+        if task == "generate":
+            return caption_to_image(record["caption"], Media(generation, image, supervised=True), generation)
+        return question_answer(DESCRIBE, record["caption"], [Media(understanding, image)])
+
+    return IndexedDataset(len(records), make, str(path))
+
+
+def vqa_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Visual question answering from a local JSONL file. Options: `path`."""
+    path = Path(_option(options, "path", None) or "")
+    records = read_jsonl(path, required=("image", "question", "answer"))
+    understanding = _option(options, "understanding", UNDERSTANDING)
+
+    def make(index: int) -> Sample:
+        record = records[index]
+        image = _resolve(path.parent, record["image"], f"{path}:{index + 1}")
+        return question_answer(record["question"], record["answer"], [Media(understanding, image)])
+
+    return IndexedDataset(len(records), make, str(path))
+
+
+def image_folder(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Every image under a local folder, as media of the generation modality. Options: `path`."""
+    root = Path(_option(options, "path", None) or "")
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    generation = _option(options, "generation", GENERATION)
+    return IndexedDataset(len(files), lambda i: Sample((Media(generation, files[i]),)), str(root))
+
+
+IMAGE_DATASETS = {
+    "shapes": shapes,
+    "image_text_jsonl": image_text_jsonl,
+    "vqa_jsonl": vqa_jsonl,
+    "image_folder": image_folder,
+}

@@ -1,0 +1,1 @@
+"""Inference: KV-cached decoding of text and of output-modality codes with CFG."""

@@ -1,0 +1,131 @@
+"""`modal_core.load(checkpoint)`: a trained model ready to answer and to draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modal_core.checkpoints import store
+from modal_core.config.loader import load_recipe
+from modal_core.data.chat import EOS, caption_to_image, question_answer
+from modal_core.data.collator import Collator
+from modal_core.data.segments import Media
+from modal_core.data.text_tokenizer import load_tokenizer
+from modal_core.errors import ModelInputError
+from modal_core.generation.decoding import generate_codes, generate_text
+from modal_core.model.build import AssembledModel, build_model, special_tokens_of
+from modal_core.plugins import PluginManager, get_plugin_manager
+
+MAX_IMAGES_PER_CALL = 256
+MAX_PROMPT_CHARACTERS = 4000
+
+
+class Pipeline:
+    """A loaded model with its tokenizer and modalities: `answer` and `generate_images`."""
+
+    def __init__(self, assembled: AssembledModel, collator: Collator) -> None:
+        self.model = assembled.model.eval()
+        self.modalities = assembled.modalities
+        self.collator = collator
+        self.tokenizer = collator.tokenizer
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, plugins: PluginManager | None = None, device: str = "cpu") -> Pipeline:
+        """Load a modal-core checkpoint directory (or a run directory: its last one)."""
+        from modal_core.training.run import RECIPE_FILE, resolve_checkpoint
+
+        plugins = plugins or get_plugin_manager()
+        directory = store.verify(resolve_checkpoint(checkpoint))
+        recipe = load_recipe(directory / RECIPE_FILE, plugins=plugins)
+        tokenizer = load_tokenizer(directory, special_tokens_of(recipe, plugins))
+        assembled = build_model(recipe, tokenizer, plugins, checkpoint=directory)
+        store.load_into(assembled.model, directory)
+        assembled.model.to(device)
+        return cls(assembled, Collator(tokenizer, assembled.modalities, max_length=_context_length(assembled)))
+
+    def _modality(self, direction: str, name: str | None, flag: str | None = None) -> str:
+        candidates = [n for n, r in self.modalities.items() if r.spec.direction == direction and (flag is None or r.spec.cli_flag == flag)]
+        if name is not None:
+            if name not in candidates:
+                raise ModelInputError(f"this model has no {direction} modality {name!r}; it has {candidates}")
+            return name
+        if len(candidates) != 1:
+            raise ModelInputError(f"name the {direction} modality to use: this model has {candidates or 'none'}")
+        return candidates[0]
+
+    def generate(
+        self,
+        prompts: str | list[str],
+        n: int = 4,
+        cfg: float = 5.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = 0,
+        modality: str | None = None,
+    ) -> list[list[Any]]:
+        """`n` outputs (e.g. PIL images) of the output modality for each prompt."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        _check_prompts(prompts)
+        if not 1 <= n * len(prompts) <= MAX_IMAGES_PER_CALL:
+            raise ModelInputError(f"prompts x n must be between 1 and {MAX_IMAGES_PER_CALL}, got {n * len(prompts)}")
+        name = self._modality("output", modality)
+        runtime = self.modalities[name]
+        samples = [caption_to_image(prompt, None, name) for prompt in prompts]
+        codes = generate_codes(
+            self.model, self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed
+        )
+        with torch.no_grad():
+            outputs = runtime.spec.to_output(self.model.encoders[name].decode(codes).cpu())
+        return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def generate_images(self, prompt: str, n: int = 4, cfg: float = 5.0, temperature: float = 1.0, seed: int | None = 0, **options) -> list[Any]:
+        """`n` images for one prompt (classifier-free guidance scale `cfg`)."""
+        return self.generate(prompt, n=n, cfg=cfg, temperature=temperature, seed=seed, **options)[0]
+
+    def answer(
+        self,
+        question: str | list[str],
+        image: Any = None,
+        media: dict[str, Any] | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        seed: int | None = 0,
+    ) -> str | list[str]:
+        """Answer a question (or a list of them) about `image` (a path, bytes or PIL
+        image for the modality with CLI flag `image`) and/or `media` (modality name ->
+        item; lists of items when `question` is a list). Greedy unless `temperature` > 0."""
+        single = isinstance(question, str)
+        questions = [question] if single else list(question)
+        _check_prompts(questions)
+        items = dict(media or {})
+        if image is not None:
+            items[self._modality("input", None, flag="image")] = image
+        samples = []
+        for index, text in enumerate(questions):
+            segments = [Media(name, value if single else value[index]) for name, value in items.items()]
+            samples.append(question_answer(text, None, segments))
+        eos = self.tokenizer.convert_tokens_to_ids(EOS)
+        ids = generate_text(self.model, self.collator, samples, max_new_tokens, temperature, seed=seed, stop_ids=[eos])
+        answers = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+        return answers[0] if single else answers
+
+
+def _check_prompts(prompts: list[str]) -> None:
+    for prompt in prompts:
+        if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARACTERS:
+            raise ModelInputError(f"prompts must be strings of at most {MAX_PROMPT_CHARACTERS} characters")
+
+
+def _context_length(assembled: AssembledModel) -> int:
+    return int(getattr(assembled.model.backbone.config, "max_position_embeddings", 4096))
+
+
+def load(checkpoint: str | Path, device: str = "cpu", plugins: PluginManager | None = None) -> Pipeline:
+    """Load a trained modal-core checkpoint for inference."""
+    return Pipeline.load(checkpoint, plugins=plugins, device=device)
+
+
+__all__ = ["Pipeline", "load"]

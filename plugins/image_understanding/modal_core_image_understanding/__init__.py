@@ -1,0 +1,1 @@
+"""Image understanding for modal-core: a SigLIP vision transformer and an MLP adapter."""

@@ -1,0 +1,81 @@
+"""Registers the `image_understanding` modality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from modal_core.data.images import ImageProcessor
+from modal_core.hookspecs import hookimpl
+from modal_core.modality import ModalitySpec
+from modal_core_image_understanding.encoder import SiglipImageEncoder, build_adapter
+
+IMAGE_PLACEHOLDER = "<image_placeholder>"
+BEGIN_OF_IMAGE = "<begin_of_image>"
+END_OF_IMAGE = "<end_of_image>"
+
+
+@dataclass
+class ImageUnderstandingOptions:
+    """Recipe options of `modalities.image_understanding`."""
+
+    path: Optional[str] = None
+    """Local directory of a pretrained SigLIP; when set, the sizes below come from it."""
+    image_size: int = 384
+    """Input side in pixels (Janus: 384)."""
+    patch_size: int = 16
+    """Patch side in pixels; features per image = (image_size / patch_size)^2."""
+    width: int = 1024
+    """Transformer width of the vision tower (SigLIP-L: 1024)."""
+    num_layers: int = 24
+    """Transformer layers of the vision tower."""
+    num_heads: int = 16
+    """Attention heads of the vision tower."""
+    intermediate_size: int = 4096
+    """MLP width of the vision tower."""
+    adapter_depth: int = 2
+    """Linear layers in the adapter MLP (Janus: 2, with GELU between)."""
+    pad_to_square: bool = True
+    """Pad images to a square with grey (127, 127, 127) before resizing, as Janus does."""
+    max_pixels: int = 64_000_000
+    """Refuse images with more pixels than this (decompression-bomb guard)."""
+
+
+def _encoder(options: ImageUnderstandingOptions) -> SiglipImageEncoder:
+    if options.path:
+        encoder = SiglipImageEncoder.from_directory(options.path)
+        options.image_size = encoder.vision.config.image_size
+        options.patch_size = encoder.vision.config.patch_size
+        options.width = encoder.width
+        return encoder
+    return SiglipImageEncoder.from_config(
+        image_size=options.image_size,
+        patch_size=options.patch_size,
+        hidden_size=options.width,
+        num_hidden_layers=options.num_layers,
+        num_attention_heads=options.num_heads,
+        intermediate_size=options.intermediate_size,
+    )
+
+
+IMAGE_UNDERSTANDING = ModalitySpec(
+    name="image_understanding",
+    direction="input",
+    options=ImageUnderstandingOptions,
+    build_encoder=_encoder,
+    build_adapter=lambda options, hidden: build_adapter(options.width, hidden, options.adapter_depth),
+    build_processor=lambda options: ImageProcessor(
+        size=options.image_size, pad_square=options.pad_to_square, max_pixels=options.max_pixels
+    ),
+    num_positions=lambda options: (options.image_size // options.patch_size) ** 2,
+    begin_token=BEGIN_OF_IMAGE,
+    end_token=END_OF_IMAGE,
+    placeholder_token=IMAGE_PLACEHOLDER,
+    cli_flag="image",
+    description="SigLIP vision transformer + MLP adapter; answered by the text head",
+)
+
+
+@hookimpl
+def modal_core_modalities() -> list[ModalitySpec]:
+    return [IMAGE_UNDERSTANDING]

@@ -1,0 +1,89 @@
+"""Registers the `vq_generation` modality: images the model draws as VQ codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from modal_core.checkpoints.store import load_into
+from modal_core.data.images import ImageProcessor, tensor_to_image
+from modal_core.hookspecs import hookimpl
+from modal_core.modality import ModalitySpec
+from modal_core_vq_generation.adapter import CodeEmbeddingAdapter, build_image_head
+from modal_core_vq_generation.tokenizer import VQImageTokenizer
+
+BEGIN_OF_IMAGE = "<begin_of_image>"
+END_OF_IMAGE = "<end_of_image>"
+IMAGE_PLACEHOLDER = "<image_placeholder>"
+
+
+@dataclass
+class VQGenerationOptions:
+    """Recipe options of `modalities.vq_generation`."""
+
+    tokenizer_path: Optional[str] = None
+    """Checkpoint directory of a trained VQ tokenizer (from a `task: modality_tokenizer`
+    recipe). Null: a randomly initialised tokenizer (only useful to train one)."""
+    image_size: int = 384
+    """Image side in pixels (Janus: 384)."""
+    codebook_size: int = 16384
+    """Number of codes (Janus: 16384)."""
+    code_dim: int = 8
+    """Dimension of one code vector (Janus: 8)."""
+    base_channels: int = 128
+    """Channels of the first VQ encoder level (a multiple of 32)."""
+    channel_multiplier: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    """Channel multiplier per level; len - 1 halvings, so 5 levels downsample 16x."""
+    num_res_blocks: int = 2
+    """Residual blocks per level."""
+    latent_channels: int = 256
+    """Channels before the 1x1 projection to code_dim."""
+    commitment_beta: float = 0.25
+    """Weight of the commitment loss when training the tokenizer."""
+    adapter_depth: int = 2
+    """Linear layers of the generation adapter MLP."""
+
+
+def build_tokenizer(options: VQGenerationOptions) -> VQImageTokenizer:
+    """The VQ tokenizer described by `options`, with trained weights if a path is given."""
+    tokenizer = VQImageTokenizer(
+        image_size=options.image_size,
+        codebook_size=options.codebook_size,
+        code_dim=options.code_dim,
+        base_channels=options.base_channels,
+        channel_multiplier=tuple(options.channel_multiplier),
+        num_res_blocks=options.num_res_blocks,
+        latent_channels=options.latent_channels,
+        commitment_beta=options.commitment_beta,
+    )
+    if options.tokenizer_path:
+        load_into(tokenizer, Path(options.tokenizer_path).expanduser())
+    return tokenizer
+
+
+def _num_positions(options: VQGenerationOptions) -> int:
+    downsample = 2 ** (len(options.channel_multiplier) - 1)
+    return (options.image_size // downsample) ** 2
+
+
+VQ_GENERATION = ModalitySpec(
+    name="vq_generation",
+    direction="output",
+    options=VQGenerationOptions,
+    build_encoder=build_tokenizer,
+    build_adapter=lambda o, hidden: CodeEmbeddingAdapter(o.codebook_size, o.code_dim, hidden, o.adapter_depth),
+    build_head=lambda o, hidden: build_image_head(o.codebook_size, o.code_dim, hidden),
+    build_processor=lambda o: ImageProcessor(size=o.image_size, pad_square=False),
+    num_positions=_num_positions,
+    begin_token=BEGIN_OF_IMAGE,
+    end_token=END_OF_IMAGE,
+    placeholder_token=IMAGE_PLACEHOLDER,
+    to_output=lambda pixels: [tensor_to_image(image) for image in pixels],
+    description="VQ image tokenizer + generation adapter + image head (text-to-image)",
+)
+
+
+@hookimpl
+def modal_core_modalities() -> list[ModalitySpec]:
+    return [VQ_GENERATION]

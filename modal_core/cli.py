@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Sequence
@@ -52,6 +53,74 @@ def _plugins(args: argparse.Namespace, plugins: PluginManager) -> int:
     return 1 if plugins.failures else 0
 
 
+def _quickstart(args: argparse.Namespace, plugins: PluginManager) -> int:
+    from modal_core.quickstart import run_quickstart
+
+    metrics = run_quickstart(Path(args.out), plugins, step_scale=args.scale, eval_scale=args.scale, progress_bar=not args.no_progress)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _generate(args: argparse.Namespace, plugins: PluginManager) -> int:
+    from modal_core.generation.pipeline import Pipeline
+
+    pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = pipeline.generate(
+        args.prompt, n=args.n, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+    )
+    for p, (prompt, items) in enumerate(zip(args.prompt, outputs)):
+        for i, item in enumerate(items):
+            path = out / f"prompt{p:02d}_{i:03d}.png"
+            item.save(path)
+            print(f"{path}\t{prompt}")
+    return 0
+
+
+def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
+    from modal_core.generation.pipeline import Pipeline
+
+    pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device)
+    media = {name: getattr(args, f"media_{runtime.spec.cli_flag}") for name, runtime in pipeline.modalities.items()
+             if runtime.spec.cli_flag and getattr(args, f"media_{runtime.spec.cli_flag}", None)}
+    print(pipeline.answer(args.question, media=media, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
+    return 0
+
+
+def _add_inference_commands(commands, plugins: PluginManager) -> None:
+    quickstart = commands.add_parser("quickstart", help="train every Janus stage on the built-in shapes world, offline, and report")
+    quickstart.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    quickstart.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)")
+    quickstart.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    quickstart.set_defaults(handler=_quickstart)
+
+    generate = commands.add_parser("generate", help="draw images (or other outputs) for text prompts")
+    generate.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
+    generate.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for several")
+    generate.add_argument("--n", type=int, default=4, help="outputs per prompt, drawn in one batch (default 4)")
+    generate.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
+    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1; 0 = greedy)")
+    generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely codes")
+    generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    generate.add_argument("--out", default="generated", help="output folder for PNGs (default: generated)")
+    generate.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    generate.set_defaults(handler=_generate)
+
+    understand = commands.add_parser("understand", help="answer a question about an image (or another input)")
+    understand.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
+    understand.add_argument("--question", required=True, help="the question")
+    for spec in plugins.modalities().values():
+        if spec.direction == "input" and spec.cli_flag:
+            understand.add_argument(f"--{spec.cli_flag}", dest=f"media_{spec.cli_flag}", help=f"input for modality {spec.name}")
+    understand.add_argument("--max-new-tokens", type=int, default=32, help="longest answer in tokens (default 32)")
+    understand.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    understand.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    understand.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    understand.set_defaults(handler=_understand)
+
+
 def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
     """The full parser: built-in commands plus every plugin's."""
     parser = argparse.ArgumentParser(prog="modal-core", description="Train and run unified multimodal models.")
@@ -71,6 +140,7 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
     listing = commands.add_parser("plugins", help="list installed plugins and what they contribute")
     listing.set_defaults(handler=_plugins)
 
+    _add_inference_commands(commands, plugins)
     plugins.add_commands(commands)
     return parser
 

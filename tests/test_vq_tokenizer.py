@@ -165,7 +165,7 @@ def test_wrong_inputs_are_rejected(tokenizer: VQImageTokenizer) -> None:
     ("overrides", "message"),
     [
         (dict(image_size=15), "multiple of the downsampling factor"),
-        (dict(base_channels=24), "multiples of 32"),
+        (dict(base_channels=24), "positive multiple of 32"),
         (dict(channel_multiplier=()), "at least one level"),
         (dict(commitment_beta=-1.0), "non-negative"),
     ],
@@ -228,7 +228,7 @@ def test_short_training_run_improves_reconstruction() -> None:
     with torch.no_grad():
         psnr_before = psnr(images, tokenizer(images).reconstruction)
 
-    for _ in range(120):
+    for _ in range(100):
         optimizer.zero_grad()
         tokenizer.loss(images)["loss"].backward()
         optimizer.step()

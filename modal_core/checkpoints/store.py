@@ -97,11 +97,25 @@ def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(directory / MODEL_FILE))
 
 
-def load_into(model: torch.nn.Module, directory: str | Path, strict: bool = True) -> None:
-    """Load a checkpoint's weights into `model`, naming missing/unexpected keys."""
-    missing, unexpected = model.load_state_dict(load_model_state(directory), strict=False)
-    if strict and (missing or unexpected):
+def load_into(model: torch.nn.Module, directory: str | Path, partial: bool = False) -> list[str]:
+    """Load a checkpoint's weights into `model`; returns the model keys it lacked.
+
+    Every checkpoint tensor must fit a model tensor of the same shape. Only with
+    `partial` may the model have tensors the checkpoint lacks (they keep their values).
+    """
+    state = load_model_state(directory)
+    expected = model.state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in state if k in expected and state[k].shape != expected[k].shape]
+    if unexpected or wrong_shape or (missing and not partial):
         raise CheckpointError(
-            f"{directory} does not fit this model: missing {sorted(missing)[:8]}{'...' if len(missing) > 8 else ''}, "
-            f"unexpected {sorted(unexpected)[:8]}{'...' if len(unexpected) > 8 else ''}; was it trained with another recipe?"
+            f"{directory} does not fit this model: unexpected {_few(unexpected)}, missing {_few(missing)}, "
+            f"wrong shapes {_few(wrong_shape)}; was it trained with another recipe?"
         )
+    model.load_state_dict(state, strict=False)
+    return missing
+
+
+def _few(items: list[str]) -> str:
+    return f"{items[:6]}{' and %d more' % (len(items) - 6) if len(items) > 6 else ''}"

@@ -89,7 +89,7 @@ def _describe(error: OmegaConfBaseException) -> str:
     key = getattr(error, "full_key", None)
     message = str(error).splitlines()[0]
     if "Key '" in message and "not in" in message:
-        return f"unknown key '{key}' (check the spelling against `modal-core recipes --schema` or the docs)"
+        return f"unknown key '{key}' (check the spelling against the recipe reference in docs/recipes.md)"
     return f"key '{key}': {message}" if key else message
 
 

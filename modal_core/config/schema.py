@@ -18,7 +18,7 @@ def _key(default: Any = None, help: str = "", factory: Any = None) -> Any:
 class TokenizerTrainConfig:
     """How to train a text tokenizer when `tokenizer.path` is not given."""
 
-    corpus: str = _key("shapes", "Name of a data set whose text trains the tokenizer (`shapes`: the built-in corpus).")
+    corpus: str = _key("shapes_text", "Name of a data set whose text trains the tokenizer (`shapes_text`: the built-in corpus).")
     num_sentences: int = _key(20000, "Number of corpus sentences to train on.")
     vocab_size: int = _key(512, "Target vocabulary size (special tokens included).")
 
@@ -29,6 +29,10 @@ class TokenizerConfig:
 
     path: Optional[str] = _key(None, "Directory holding `tokenizer.json` (a Hugging Face fast tokenizer). Null: train one.")
     train: TokenizerTrainConfig = _key(help="Training settings used when `path` is null.", factory=TokenizerTrainConfig)
+    special_tokens: list[str] = _key(
+        help="Extra special tokens beyond those of the enabled modalities (e.g. reserve image tokens in a text-only stage).",
+        factory=list,
+    )
 
 
 @dataclass
@@ -60,7 +64,7 @@ class DataConfig:
 
     sources: list[DataSourceConfig] = _key(help="The data sets to mix.", factory=list)
     batch_size: int = _key(8, "Samples per optimizer step and device (before gradient accumulation).")
-    max_length: int = _key(512, "Longest sequence in tokens; longer samples raise or are skipped.")
+    max_length: int = _key(512, "Longest sequence in tokens; a longer sample raises an error naming it.")
     cfg_dropout: float = _key(0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).")
     num_workers: int = _key(0, "DataLoader worker processes.")
     val_samples: int = _key(0, "Held-out samples scored at each validation (0 disables validation).")
@@ -111,7 +115,11 @@ class Recipe:
         "instead of the unified model. Null: train the unified model.",
     )
     output_dir: str = _key("???", "Directory for checkpoints, logs and the resolved recipe.")
-    init_from: Optional[str] = _key(None, "Checkpoint directory whose model weights start this run (e.g. the previous stage).")
+    init_from: Optional[str] = _key(
+        None,
+        "Checkpoint whose weights (and tokenizer) start this run, e.g. the previous stage. Parts the "
+        "checkpoint lacks (a new modality) keep their fresh initialisation.",
+    )
     resume: Optional[str] = _key(None, "Checkpoint directory to resume exactly (optimizer, schedule, data position, RNG).")
     tokenizer: TokenizerConfig = _key(help="The text tokenizer.", factory=TokenizerConfig)
     backbone: BackboneConfig = _key(help="The shared transformer.", factory=BackboneConfig)

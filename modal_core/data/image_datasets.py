@@ -74,7 +74,7 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
             return Sample((Media(generation, image),))
         if task == "caption":
             return question_answer(DESCRIBE, caption(scene), [Media(understanding, image)])
-        question, answer = random.Random(f"{seed}/{index}").choice(questions(scene))
+        question, answer = random.Random(f"{seed}/{split}/{index}").choice(questions(scene))
         return question_answer(question, answer, [Media(understanding, image)])
 
     return IndexedDataset(size, make, f"shapes/{task}/{split}")

@@ -98,6 +98,8 @@ def _decode(opener: Callable[[], BinaryIO], name: str, max_pixels: int) -> Image
                 return _to_rgb(ImageOps.exif_transpose(image))
         except ImageInputError:
             raise
+        except PermissionError as err:
+            raise ImageInputError(f"{name}: cannot be read ({err.strerror})") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
             raise ImageInputError(

@@ -3,7 +3,7 @@
 A scene is one or two flat-coloured shapes on a plain light-grey background, rendered with
 Pillow without antialiasing so that every object pixel carries its exact palette colour.
 One-object scenes hold a single shape of 35-50% of the image side anywhere in the image;
-two-object scenes hold one shape in each half (30-40% of the side each, never touching), so
+two-object scenes hold one shape in each half (30-40% of the side each, at least 4 px apart), so
 that "left of" is always unambiguous.
 
 Held-out split. Generalisation is measured on *combinations* the model never saw: the
@@ -12,8 +12,8 @@ fixed 20% of all such pairs (ranked by SHA-256, so the choice is the same in eve
 and Python version) is held out. "a red circle left of a blue square" and "a blue square
 left of a red circle" therefore always fall in the same split. Every single object
 (colour x shape) is seen in training, both alone and inside training pairs, so one-object
-scenes are all "train"; a held-out evaluation of one-object scenes uses fresh random sizes
-and positions (a different seed) rather than unseen objects.
+scenes are all "train"; the held-out split serves one-object scenes as fresh random sizes
+and positions drawn from its own random state, not as unseen objects.
 
 Everything here is deterministic given its seed: `scene_for_index` derives the random
 state from (seed, split, index) alone, so any worker can produce sample ``i`` on its own.
@@ -49,12 +49,12 @@ BACKGROUND: tuple[int, int, int] = (240, 240, 240)
 # Every shape fills its square bounding box differently, and the four corner cells of a
 # 3x3 grid over the box tell them apart even at ~10 px: a square fills all corners
 # (fill 1.0), a circle fills them partly (fill ~0.79), an upward triangle fills only the
-# bottom corners (fill 0.5), and a plus-shaped cross with arms one third wide fills none
+# bottom corners (fill 0.5), and a plus-shaped cross with arms about a third wide fills none
 # (fill ~0.56). Corner occupancy separates the two shapes whose fill ratios are close.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 POSITIONS: tuple[str, ...] = ("left", "right")
 
-NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two")
+NUMBER_WORDS: dict[int, str] = {1: "one", 2: "two"}
 MIN_IMAGE_SIZE = 32
 HELDOUT_FRACTION = 0.2
 
@@ -94,6 +94,7 @@ def render_scene(scene: Scene) -> Image.Image:
 
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
+    validate_object(obj.colour, obj.shape)
     fill = PALETTE[obj.colour]
     # Pillow boxes are inclusive, so a box of `size` pixels ends at x0 + size - 1.
     x0 = obj.centre[0] - obj.size // 2
@@ -106,12 +107,10 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
         draw.rectangle((x0, y0, x1, y1), fill=fill)
     elif obj.shape == "triangle":
         draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=fill)
-    elif obj.shape == "cross":
-        arm = round(obj.size / 3)
-        draw.rectangle((x0 + arm, y0, x1 - arm, y1), fill=fill)
-        draw.rectangle((x0, y0 + arm, x1, y1 - arm), fill=fill)
-    else:
-        raise DataError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
+    else:  # cross: two bars, each inset by a third of the box on both sides
+        inset = round(obj.size / 3)
+        draw.rectangle((x0 + inset, y0, x1 - inset, y1), fill=fill)
+        draw.rectangle((x0, y0 + inset, x1, y1 - inset), fill=fill)
 
 
 def sample_scene(
@@ -256,25 +255,23 @@ def scene_for_index(
 ) -> Scene:
     """The scene numbered ``index`` of ``split``: the same for the same arguments, anywhere.
 
-    Scenes are drawn with `sample_scene` from a random state named by (seed, split, index)
-    and redrawn until they belong to ``split``. The held-out split holds only two-object
-    scenes, so it asks for ``num_objects`` of 2 (or None, which then means 2).
+    Scenes are drawn with `sample_scene` from a random state named by (seed, split, index),
+    and two-object scenes are redrawn until their pair belongs to ``split``. One-object
+    scenes are all "train" by `split_of`, but the held-out split still serves them when
+    asked (``num_objects`` 1 or None): drawn from the held-out random state they are fresh
+    sizes and positions of known objects, the only kind of held-out single object there is.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if split == "heldout":
-        if num_objects not in (None, 2):
-            raise DataError(
-                "the held-out split holds only two-object scenes (every single object is seen in "
-                "training); evaluate one-object scenes on split 'train' with a different seed"
-            )
-        # Drawing one-object scenes here could only ever be rejected.
-        num_objects = 2
     # A string seed is hashed with SHA-512 by `random.Random`, so it is stable across runs.
     rng = random.Random(f"shapes/{seed}/{split}/{index}")
+    # Fixing the count before redrawing keeps one and two objects equally likely in both
+    # splits; redrawing it too would favour the count that is never rejected.
+    if num_objects is None:
+        num_objects = rng.choice((1, 2))
     while True:
         scene = sample_scene(rng, image_size=image_size, num_objects=num_objects)
-        if split_of(scene) == split:
+        if len(scene.objects) == 1 or split_of(scene) == split:
             return scene
 
 

@@ -122,14 +122,19 @@ def _components(labels: np.ndarray, min_area: int) -> list[tuple[int, np.ndarray
             i = parent[i]
         return i
 
-    previous: list[int] = []
-    current: list[int] = []
+    previous: list[int] = []  # the runs of the row above the current run
+    current: list[int] = []  # the runs of the current row so far
+    first = 0  # the leftmost run above that can still touch the current run or later ones
     for index, (y, start, stop, colour) in enumerate(runs):
         if current and runs[current[0]][0] != y:
-            previous, current = (current if runs[current[0]][0] == y - 1 else []), []
+            previous = current if runs[current[0]][0] == y - 1 else []
+            current, first = [], 0
         current.append(index)
-        # Runs of a row are sorted and disjoint, so overlaps with the row above can be swept.
-        for other in previous:
+        # Runs of a row are sorted and disjoint, so the row above is swept once per row.
+        while first < len(previous) and runs[previous[first]][2] <= start:
+            first += 1
+        for position in range(first, len(previous)):
+            other = previous[position]
             _, other_start, other_stop, other_colour = runs[other]
             if other_start >= stop:
                 break
@@ -168,33 +173,33 @@ def shape_features(mask: np.ndarray) -> dict[str, float]:
         "aspect": width / height,
         "top_corners": (occupancy(0, 0) + occupancy(0, 2)) / 2,
         "bottom_corners": (occupancy(2, 0) + occupancy(2, 2)) / 2,
-        "centre": occupancy(1, 1),
     }
 
 
 def classify_shape(features: dict[str, float]) -> str:
     """Name the shape a component's `shape_features` describe, or ``"unknown"``.
 
-    Reference values for ideal shapes (corner = mean occupancy of the four corner cells):
-    square fill 1.0, corner 1.0; circle fill 0.785, corner 0.545; cross fill 0.556,
-    corner 0.0; triangle fill 0.5, top corners 0.0, bottom corners 0.75. The cuts below sit
-    half way between the extremes measured on 400 random scenes at each of 32 and 64
-    pixels, each clean, with Gaussian noise (sigma 10/255), 2x down-up blurred, and both,
-    with objects as small as 10 pixels across: each cut has 0.1 of room on either side.
+    Ideal shapes (corners = mean occupancy of the four corner cells of a 3x3 grid over the
+    bounding box): square fill 1.0, corners 1.0; circle fill 0.785, corners 0.545; cross
+    fill 0.556, corners 0.0; triangle fill 0.5, top corners 0.0, bottom corners 0.75.
+    The cuts below were set from the extremes measured on 2,000 random scenes at each of
+    32 and 64 pixels, each clean, with Gaussian noise (sigma 10/255), 2x down-up blurred,
+    and blurred then noised, with objects down to 10 pixels across (ranges quoted below).
     """
-    # Every shape of the world has a square bounding box and fills 40% of it or more;
+    # Every shape of the world has a square bounding box and fills about 40% of it or more;
     # a blob that does not is something else (a smear or a bar in a generated image).
     if not 2 / 3 <= features["aspect"] <= 3 / 2 or features["fill"] < 0.3:
         return "unknown"
-    # Only the upward triangle is top-bottom asymmetric (measured >= 0.5; others <= 0.3).
-    if features["bottom_corners"] - features["top_corners"] >= 0.4:
+    # Only the upward triangle is top-bottom asymmetric: measured >= 0.55, others <= 0.33.
+    if features["bottom_corners"] - features["top_corners"] >= 0.45:
         return "triangle"
-    # The symmetric shapes are ordered by how much of their box, and of its corners, they
-    # fill. Measured ranges of corner + fill: cross <= 0.75, circle 0.97-1.43, square >= 1.67.
-    score = (features["top_corners"] + features["bottom_corners"]) / 2 + features["fill"]
-    if score < 0.86:
+    # The symmetric shapes are told apart by how much of their corners they fill; the fill
+    # ratio, at a quarter of the weight, widens the margins that blur leaves between them.
+    # Measured: cross <= 0.39, circle 0.48-0.83, square >= 1.01 (ideal 0.14, 0.74, 1.25).
+    score = (features["top_corners"] + features["bottom_corners"]) / 2 + features["fill"] / 4
+    if score < 0.43:
         return "cross"
-    if score < 1.55:
+    if score < 0.92:
         return "circle"
     return "square"
 

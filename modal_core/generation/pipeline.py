@@ -45,7 +45,9 @@ class Pipeline:
         assembled.model.to(device)
         return cls(assembled, Collator(tokenizer, assembled.modalities, max_length=_context_length(assembled)))
 
-    def _modality(self, direction: str, name: str | None, flag: str | None = None) -> str:
+    def modality(self, direction: str, name: str | None = None, flag: str | None = None) -> str:
+        """The model's one modality of `direction` ("input" or "output"), or the one named,
+        or the input modality with CLI flag `flag`."""
         candidates = [n for n, r in self.modalities.items() if r.spec.direction == direction and (flag is None or r.spec.cli_flag == flag)]
         if name is not None:
             if name not in candidates:
@@ -71,7 +73,7 @@ class Pipeline:
         _check_prompts(prompts)
         if not 1 <= n * len(prompts) <= MAX_IMAGES_PER_CALL:
             raise ModelInputError(f"prompts x n must be between 1 and {MAX_IMAGES_PER_CALL}, got {n * len(prompts)}")
-        name = self._modality("output", modality)
+        name = self.modality("output", modality)
         runtime = self.modalities[name]
         samples = [caption_to_image(prompt, None, name) for prompt in prompts]
         codes = generate_codes(
@@ -102,7 +104,7 @@ class Pipeline:
         _check_prompts(questions)
         items = dict(media or {})
         if image is not None:
-            items[self._modality("input", None, flag="image")] = image
+            items[self.modality("input", None, flag="image")] = image
         samples = []
         for index, text in enumerate(questions):
             segments = [Media(name, value if single else value[index]) for name, value in items.items()]

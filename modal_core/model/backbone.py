@@ -26,6 +26,11 @@ def build_backbone(path: str | None, model_type: str, config: dict[str, Any], vo
             raise RecipeError(f"backbone.path: {path} is not a local Hugging Face model directory (no config.json)")
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
     else:
+        if not config:
+            raise RecipeError(
+                "backbone.config is empty: give the architecture (hidden_size, num_hidden_layers, ...) or a local "
+                "backbone.path; transformers' defaults would build a 7B-parameter model"
+            )
         try:
             hf_config = AutoConfig.for_model(model_type, **{"vocab_size": vocab_size, **config})
         except (ValueError, TypeError) as error:

@@ -25,7 +25,7 @@ class AssembledModel:
 
 def special_tokens_of(recipe: DictConfig, plugins: PluginManager) -> list[str]:
     """Special tokens the recipe's modalities need in the text tokenizer."""
-    tokens: list[str] = []
+    tokens: list[str] = list(recipe.tokenizer.special_tokens)
     for name in recipe.modalities:
         tokens += plugins.modality(name).special_tokens
     return list(dict.fromkeys(tokens))

@@ -71,11 +71,11 @@ class VQImageTokenizer(nn.Module):
                 f"image_size {image_size} must be a positive multiple of the downsampling "
                 f"factor {downsample} implied by channel_multiplier {tuple(channel_multiplier)}"
             )
-        bad = [base_channels * m for m in channel_multiplier if (base_channels * m) % _GROUP_NORM_GROUPS]
-        if base_channels <= 0 or bad:
+        channels = [base_channels * m for m in channel_multiplier]
+        if any(c <= 0 or c % _GROUP_NORM_GROUPS for c in channels):
             raise ValueError(
-                f"base_channels * channel_multiplier gives channel counts {bad or [base_channels]} "
-                f"that are not positive multiples of {_GROUP_NORM_GROUPS} (Janus uses 32-group GroupNorm)"
+                f"base_channels * channel_multiplier gives channel counts {channels}; each must be a "
+                f"positive multiple of {_GROUP_NORM_GROUPS} (Janus uses 32-group GroupNorm)"
             )
         if codebook_size <= 0 or code_dim <= 0:
             raise ValueError(f"codebook_size and code_dim must be positive, got {codebook_size}, {code_dim}")
@@ -181,9 +181,11 @@ class VQImageTokenizer(nn.Module):
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """Encoder output as (B, N, code_dim) vectors, l2-normalised if configured."""
-        expected = (3, self.image_size, self.image_size)
-        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
-            raise ValueError(f"expected pixels of shape (batch, {', '.join(map(str, expected))}), got {tuple(pixels.shape)}")
+        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(
+                f"expected pixels of shape (batch, 3, {self.image_size}, {self.image_size}), "
+                f"got {tuple(pixels.shape)}"
+            )
         latents = self.vq.quant_conv(self.vq.encoder(pixels))
         latents = latents.permute(0, 2, 3, 1).reshape(pixels.shape[0], self.num_tokens, self.code_dim)
         return F.normalize(latents, dim=-1) if self.l2_normalize else latents

@@ -1,0 +1,1 @@
+"""Data sets, tokenizers and batching: everything between raw samples and model inputs."""

@@ -1,0 +1,1 @@
+"""Evaluation: deterministic judges of what a model understands and generates."""

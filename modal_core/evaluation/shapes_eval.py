@@ -1,0 +1,115 @@
+"""Score a trained model on the shapes world: answers on held-out images and
+images drawn for prompts, judged by the deterministic `shapes_checker`."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from modal_core.data.images import save_image_grid
+from modal_core.data.shapes import COLOURS, SHAPES, describe, render_scene, scene_for_index
+from modal_core.evaluation.shapes_checker import check_caption, check_prompt
+from modal_core.generation.pipeline import Pipeline
+
+DISPLAY_SIZE = 96
+
+
+@dataclass
+class UnderstandingResult:
+    """Answer accuracy on colour and shape questions about unseen images."""
+
+    accuracy: float
+    total: int
+    examples: list[tuple[Image.Image, str, str, str]] = field(repr=False)  # image, question, answer, expected
+
+
+@dataclass
+class GenerationResult:
+    """Share of generated images the checker finds to show the prompted object(s)."""
+
+    accuracy: float
+    two_object_accuracy: float
+    total: int
+    images: list[tuple[Image.Image, str, bool]] = field(repr=False)  # image, prompt, judged correct
+
+
+def _colour_and_shape_questions(scene) -> list[tuple[str, str]]:
+    ordered = scene.ordered()
+    pairs = []
+    for obj in ordered:
+        if sum(o.shape == obj.shape for o in ordered) == 1:
+            pairs.append((f"what colour is the {obj.shape}?", obj.colour))
+        if sum(o.colour == obj.colour for o in ordered) == 1:
+            pairs.append((f"what shape is the {obj.colour} object?", obj.shape))
+    return pairs
+
+
+def evaluate_understanding(pipeline: Pipeline, image_size: int, count: int = 200, seed: int = 1234, batch: int = 50) -> UnderstandingResult:
+    """Colour and shape questions about held-out images: two-object scenes whose pair of
+    objects never occurs in training, and fresh one-object scenes."""
+    rng = random.Random(seed)
+    items = []
+    for index in range(count):
+        scene = scene_for_index(index, seed, "heldout", image_size=image_size, num_objects=2 if index % 2 else 1)
+        question, expected = rng.choice(_colour_and_shape_questions(scene))
+        items.append((render_scene(scene), question, expected))
+    correct, examples = 0, []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        images = [image for image, _, _ in chunk]
+        answers = pipeline.answer([q for _, q, _ in chunk], media={pipeline.modality("input", flag="image"): images})
+        for (image, question, expected), answer in zip(chunk, answers):
+            correct += answer.strip().rstrip(".") == expected
+            examples.append((image, question, answer, expected))
+    return UnderstandingResult(correct / len(items), len(items), examples)
+
+
+def evaluate_generation(
+    pipeline: Pipeline, per_prompt: int = 2, cfg: float = 5.0, temperature: float = 1.0, seed: int = 0, two_object_prompts: int = 10
+) -> GenerationResult:
+    """Draw `per_prompt` images for every "a <colour> <shape>" prompt and for some
+    held-out two-object captions; the checker judges each image."""
+    single = [describe(colour, shape) for colour in COLOURS for shape in SHAPES]
+    pairs = [scene_for_index(i, seed, "heldout", num_objects=2) for i in range(two_object_prompts)]
+    two = [" left of ".join(describe(o.colour, o.shape) for o in scene.ordered()) for scene in pairs]
+    outputs = pipeline.generate(single + two, n=per_prompt, cfg=cfg, temperature=temperature, seed=seed)
+    images, single_ok, two_ok = [], 0, 0
+    for prompt, drawn in zip(single + two, outputs):
+        for image in drawn:
+            if prompt in single:
+                colour, shape = prompt.split()[1:]
+                ok = check_prompt(image, colour, shape)
+                single_ok += ok
+            else:
+                ok = check_caption(image, prompt)["position_ok"]
+                two_ok += ok
+            images.append((image, prompt, ok))
+    return GenerationResult(single_ok / (len(single) * per_prompt), two_ok / max(1, len(two) * per_prompt), len(images), images)
+
+
+def _enlarge(image: Image.Image) -> Image.Image:
+    return image.resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.NEAREST)
+
+
+def save_generation_grid(result: GenerationResult, path: Path, columns: int = 8) -> None:
+    """PNG grid of the generated images, each captioned with its prompt and verdict."""
+    save_image_grid(
+        [_enlarge(image) for image, _, _ in result.images],
+        path,
+        columns=columns,
+        captions=[f"{'OK' if ok else 'x'} {prompt}" for _, prompt, ok in result.images],
+    )
+
+
+def save_understanding_grid(result: UnderstandingResult, path: Path, count: int = 24, columns: int = 6) -> None:
+    """PNG grid of held-out images with question, the model's answer and the truth."""
+    chosen = result.examples[:count]
+    save_image_grid(
+        [_enlarge(image) for image, _, _, _ in chosen],
+        path,
+        columns=columns,
+        captions=[f"{q} -> {a} ({'OK' if a == e else 'want ' + e})" for _, q, a, e in chosen],
+    )

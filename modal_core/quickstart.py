@@ -1,0 +1,135 @@
+"""The offline quickstart: every Janus training stage on the built-in shapes world,
+then answers and drawings for held-out cases, and a report folder.
+
+text LM + text tokenizer -> VQ tokenizer -> stage 1 -> stage 2 -> stage 3 -> evaluation.
+Each step is an ordinary recipe run (`recipes/quickstart/*.yaml`); a step whose final
+checkpoint already exists is skipped, so an interrupted quickstart continues where it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from modal_core.config.loader import load_recipe, modality_options
+from modal_core.data.images import ImageProcessor
+from modal_core.data.shapes import render_scene, scene_for_index
+from modal_core.evaluation.shapes_eval import (
+    evaluate_generation,
+    evaluate_understanding,
+    save_generation_grid,
+    save_understanding_grid,
+)
+from modal_core.generation.pipeline import Pipeline
+from modal_core.plugins import PluginManager
+from modal_core.reporting import plot_curves, write_json
+from modal_core.training.callbacks import checkpoint_name, read_history
+from modal_core.training.run import CHECKPOINT_DIR, HISTORY_FILE, train
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "quickstart"
+GENERATION = "vq_generation"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One recipe run of the quickstart."""
+
+    name: str
+    recipe: str
+    init_from: str | None = None
+    uses_vq: bool = True
+
+
+STEPS = (
+    Step("text", "text.yaml", uses_vq=False),
+    Step("vq", "vq.yaml"),
+    Step("stage1", "stage1.yaml", init_from="text"),
+    Step("stage2", "stage2.yaml", init_from="stage1"),
+    Step("stage3", "stage3.yaml", init_from="stage2"),
+)
+
+
+def _overrides(step: Step, out: Path, step_scale: float, max_steps: int, progress_bar: bool) -> list[str]:
+    overrides = [f"output_dir={out / step.name}", f"trainer.progress_bar={str(progress_bar).lower()}"]
+    if step_scale != 1.0:
+        overrides += [f"trainer.max_steps={max(2, round(max_steps * step_scale))}", "trainer.checkpoint_every_n_steps=0", "trainer.val_every_n_steps=0"]
+    if step.init_from:
+        overrides.append(f"init_from={out / step.init_from}")
+    if step.uses_vq and step.name != "vq":
+        overrides.append(f"modalities.{GENERATION}.tokenizer_path={out / 'vq'}")
+    return overrides
+
+
+def run_quickstart(out: Path, plugins: PluginManager, step_scale: float = 1.0, progress_bar: bool = True, eval_scale: float = 1.0) -> dict:
+    """Run every step into `out`, evaluate, write the report; returns the metrics."""
+    out = Path(out)
+    timings: dict[str, float] = {}
+    for step in STEPS:
+        path = RECIPES / step.recipe
+        max_steps = load_recipe(path, plugins=plugins).trainer.max_steps
+        recipe = load_recipe(path, _overrides(step, out, step_scale, max_steps, progress_bar), plugins)
+        final = out / step.name / CHECKPOINT_DIR / checkpoint_name(recipe.trainer.max_steps)
+        if final.is_dir():
+            print(f"[quickstart] {step.name}: already trained ({final})")
+            continue
+        print(f"[quickstart] {step.name}: {recipe.description}")
+        started = time.perf_counter()
+        train(recipe, plugins)
+        timings[step.name] = round(time.perf_counter() - started, 1)
+    return evaluate(out, plugins, timings, eval_scale)
+
+
+def _tokenizer_quality(pipeline: Pipeline, count: int = 128) -> dict[str, float]:
+    """Reconstruction PSNR and codebook usage of the VQ tokenizer on unseen images."""
+    runtime = pipeline.modalities[GENERATION]
+    size = runtime.spec.options and pipeline.model.encoders[GENERATION].image_size
+    processor = ImageProcessor(size=size, pad_square=False)
+    images = torch.stack([processor(render_scene(scene_for_index(i, 99, "heldout", image_size=size))) for i in range(count)])
+    tokenizer = pipeline.model.encoders[GENERATION]
+    with torch.no_grad():
+        codes = tokenizer.encode(images)
+        reconstruction = tokenizer.decode(codes).clamp(-1, 1)
+    mse = torch.mean((reconstruction - images) ** 2)
+    return {
+        "psnr_db": round(float(10 * torch.log10(4.0 / mse)), 2),
+        "codebook_usage": round(codes.unique().numel() / tokenizer.codebook_size, 3),
+    }
+
+
+def evaluate(out: Path, plugins: PluginManager, timings: dict[str, float], eval_scale: float = 1.0) -> dict:
+    """Score the final model and write `out/report/`: metrics.json, curves.png,
+    generations.png and understanding.png."""
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline.load(out / "stage3", plugins=plugins)
+    image_size = modality_options(load_recipe(RECIPES / "stage3.yaml", plugins=plugins), plugins, "image_understanding").image_size
+    print("[quickstart] answering questions about held-out images ...")
+    understanding = evaluate_understanding(pipeline, image_size, count=max(20, round(200 * eval_scale)))
+    print("[quickstart] drawing images for prompts ...")
+    generation = evaluate_generation(pipeline, per_prompt=max(1, round(2 * eval_scale)), two_object_prompts=max(2, round(10 * eval_scale)))
+    histories = {step.name: out / step.name / HISTORY_FILE for step in STEPS}
+    metrics = {
+        "understanding_accuracy": round(understanding.accuracy, 3),
+        "understanding_questions": understanding.total,
+        "generation_accuracy": round(generation.accuracy, 3),
+        "generation_two_object_accuracy": round(generation.two_object_accuracy, 3),
+        "generated_images": generation.total,
+        "vq_tokenizer": _tokenizer_quality(pipeline),
+        "final_train_loss": {name: _last_loss(path) for name, path in histories.items()},
+        "seconds_per_step_run": timings,
+    }
+    write_json(metrics, report / "metrics.json")
+    plot_curves(histories, report / "curves.png")
+    save_generation_grid(generation, report / "generations.png")
+    save_understanding_grid(understanding, report / "understanding.png")
+    print(f"[quickstart] report in {report}: understanding accuracy {metrics['understanding_accuracy']}, "
+          f"generation accuracy {metrics['generation_accuracy']}")
+    return metrics
+
+
+def _last_loss(history: Path) -> float | None:
+    losses = [r["train/loss"] for r in read_history(history) if "train/loss" in r]
+    return round(losses[-1], 4) if losses else None

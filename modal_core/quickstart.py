@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from modal_core.config.loader import load_recipe, modality_options
-from modal_core.data.images import ImageProcessor
+from modal_core.config.loader import load_recipe
 from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.evaluation.shapes_eval import (
     evaluate_generation,
@@ -23,6 +22,7 @@ from modal_core.evaluation.shapes_eval import (
     save_generation_grid,
     save_understanding_grid,
 )
+from modal_core.evaluation.metrics import codebook_usage, psnr
 from modal_core.generation.pipeline import Pipeline
 from modal_core.plugins import PluginManager
 from modal_core.reporting import plot_curves, write_json
@@ -82,21 +82,26 @@ def run_quickstart(out: Path, plugins: PluginManager, step_scale: float = 1.0, p
     return evaluate(out, plugins, timings, eval_scale)
 
 
-def _tokenizer_quality(pipeline: Pipeline, count: int = 128) -> dict[str, float]:
+def _tokenizer_quality(pipeline: Pipeline, image_size: int, grid: int | None, count: int = 128) -> dict[str, float]:
     """Reconstruction PSNR and codebook usage of the VQ tokenizer on unseen images."""
-    runtime = pipeline.modalities[GENERATION]
-    size = runtime.spec.options and pipeline.model.encoders[GENERATION].image_size
-    processor = ImageProcessor(size=size, pad_square=False)
-    images = torch.stack([processor(render_scene(scene_for_index(i, 99, "heldout", image_size=size))) for i in range(count)])
+    processor = pipeline.modalities[GENERATION].processor
+    scenes = [scene_for_index(i, 99, "heldout", image_size=image_size, grid=grid) for i in range(count)]
+    images = torch.stack([processor(render_scene(scene)) for scene in scenes])
     tokenizer = pipeline.model.encoders[GENERATION]
     with torch.no_grad():
         codes = tokenizer.encode(images)
-        reconstruction = tokenizer.decode(codes).clamp(-1, 1)
-    mse = torch.mean((reconstruction - images) ** 2)
+        reconstruction = tokenizer.decode(codes)
     return {
-        "psnr_db": round(float(10 * torch.log10(4.0 / mse)), 2),
-        "codebook_usage": round(codes.unique().numel() / tokenizer.codebook_size, 3),
+        "psnr_db": round(psnr(images, reconstruction), 2),
+        "codebook_usage": round(codebook_usage(codes, tokenizer.codebook_size), 3),
     }
+
+
+def _shapes_settings(plugins: PluginManager) -> tuple[int, int | None]:
+    """Image size and grid the final stage was trained with."""
+    recipe = load_recipe(RECIPES / "stage3.yaml", plugins=plugins)
+    options = next(source.options for source in recipe.data.sources if source.dataset == "shapes")
+    return int(options.image_size), options.get("grid")
 
 
 def evaluate(out: Path, plugins: PluginManager, timings: dict[str, float], eval_scale: float = 1.0) -> dict:
@@ -105,9 +110,9 @@ def evaluate(out: Path, plugins: PluginManager, timings: dict[str, float], eval_
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline.load(out / "stage3", plugins=plugins)
-    image_size = modality_options(load_recipe(RECIPES / "stage3.yaml", plugins=plugins), plugins, "image_understanding").image_size
+    image_size, grid = _shapes_settings(plugins)
     print("[quickstart] answering questions about held-out images ...")
-    understanding = evaluate_understanding(pipeline, image_size, count=max(20, round(200 * eval_scale)))
+    understanding = evaluate_understanding(pipeline, image_size, grid, count=max(20, round(200 * eval_scale)))
     print("[quickstart] drawing images for prompts ...")
     generation = evaluate_generation(pipeline, per_prompt=max(1, round(2 * eval_scale)), two_object_prompts=max(2, round(10 * eval_scale)))
     histories = {step.name: out / step.name / HISTORY_FILE for step in STEPS}
@@ -117,7 +122,7 @@ def evaluate(out: Path, plugins: PluginManager, timings: dict[str, float], eval_
         "generation_accuracy": round(generation.accuracy, 3),
         "generation_two_object_accuracy": round(generation.two_object_accuracy, 3),
         "generated_images": generation.total,
-        "vq_tokenizer": _tokenizer_quality(pipeline),
+        "vq_tokenizer": _tokenizer_quality(pipeline, image_size, grid),
         "final_train_loss": {name: _last_loss(path) for name, path in histories.items()},
         "seconds_per_step_run": timings,
     }

@@ -57,16 +57,18 @@ def _option(options: dict[str, Any], key: str, default: Any, allowed: tuple | No
 def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
     """The shapes world. Options: `task` (vqa | caption | generate | image), `size`
     (number of distinct samples, default 20000), `image_size` (64), `num_objects`
-    (1, 2 or null for either), and the modality names."""
+    (1, 2 or null for either), `grid` (snap objects to this many pixels, see
+    `shapes.sample_scene`), and the modality names."""
     task = _option(options, "task", "vqa", ("vqa", "caption", "generate", "image"))
     size = int(_option(options, "size", 20000))
     image_size = int(_option(options, "image_size", 64))
     num_objects = _option(options, "num_objects", None, (None, 1, 2))
+    grid = _option(options, "grid", None)
     understanding = _option(options, "understanding", UNDERSTANDING)
     generation = _option(options, "generation", GENERATION)
 
     def make(index: int) -> Sample:
-        scene = scene_for_index(index, seed, split, image_size=image_size, num_objects=num_objects)
+        scene = scene_for_index(index, seed, split, image_size=image_size, num_objects=num_objects, grid=grid)
         image = render_scene(scene)
         if task == "generate":
             return caption_to_image(caption(scene), Media(generation, image, supervised=True), generation)

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+from modal_core.errors import DataError
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 IN_MEMORY_NAME = "<in-memory image>"
@@ -32,7 +33,7 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-class ImageInputError(ValueError):
+class ImageInputError(DataError, ValueError):
     """An image file or buffer is missing, corrupt, too large, or not an image."""
 
 

@@ -118,12 +118,17 @@ def sample_scene(
     image_size: int = 64,
     num_objects: int | None = None,
     objects: list[tuple[str, str]] | None = None,
+    grid: int | None = None,
 ) -> Scene:
     """Draw a random scene.
 
     ``objects`` fixes the (colour, shape) of each object, left to right; otherwise they are
     drawn uniformly. ``num_objects`` (1 or 2) defaults to ``len(objects)``, or to a fair
-    coin flip when neither is given. Sizes and positions are always random.
+    coin flip when neither is given. Sizes and positions are random, or, with ``grid``,
+    snapped: every object box starts on a multiple of ``grid`` pixels, one object is
+    ``2 * grid`` wide and each of two objects ``1.5 * grid``. A VQ tokenizer whose code
+    cells are ``grid`` pixels then sees only a small, fixed set of patch patterns, which
+    a tiny tokenizer learns in minutes.
     """
     if image_size < MIN_IMAGE_SIZE:
         raise DataError(
@@ -142,6 +147,8 @@ def sample_scene(
     if objects is None:
         objects = [(rng.choice(COLOURS), rng.choice(SHAPES)) for _ in range(num_objects)]
 
+    if grid is not None:
+        return Scene(objects=_snapped(rng, objects, image_size, grid), image_size=image_size)
     if num_objects == 1:
         (colour, shape), = objects
         size = rng.randint(round(0.35 * image_size), int(0.5 * image_size))
@@ -159,6 +166,22 @@ def sample_scene(
             placed_objects.append(ShapeObject(colour, shape, centre, size))
         placed = tuple(placed_objects)
     return Scene(objects=placed, image_size=image_size)
+
+
+def _snapped(rng: random.Random, objects: list[tuple[str, str]], image_size: int, grid: int) -> tuple[ShapeObject, ...]:
+    """Objects whose boxes start on the grid (see `sample_scene`)."""
+    cells = image_size // grid
+    if cells < 4 or image_size % grid:
+        raise DataError(f"grid {grid} must divide image_size {image_size} into at least 4 cells per side")
+    size = 2 * grid if len(objects) == 1 else round(1.5 * grid)
+    # Two objects: the left one starts in the left half, the right one at the middle, so
+    # they are at least grid / 2 pixels apart.
+    columns = [range(0, cells - 1)] if len(objects) == 1 else [range(0, cells // 2 - 1), range(cells // 2, cells - 1)]
+    placed = []
+    for (colour, shape), column_choices in zip(objects, columns):
+        x0, y0 = rng.choice(column_choices) * grid, rng.randrange(0, cells - 1) * grid
+        placed.append(ShapeObject(colour, shape, (x0 + size // 2, y0 + size // 2), size))
+    return tuple(placed)
 
 
 def _random_centre(
@@ -252,6 +275,7 @@ def scene_for_index(
     split: str,
     image_size: int = 64,
     num_objects: int | None = None,
+    grid: int | None = None,
 ) -> Scene:
     """The scene numbered ``index`` of ``split``: the same for the same arguments, anywhere.
 
@@ -270,7 +294,7 @@ def scene_for_index(
     if num_objects is None:
         num_objects = rng.choice((1, 2))
     while True:
-        scene = sample_scene(rng, image_size=image_size, num_objects=num_objects)
+        scene = sample_scene(rng, image_size=image_size, num_objects=num_objects, grid=grid)
         if len(scene.objects) == 1 or split_of(scene) == split:
             return scene
 

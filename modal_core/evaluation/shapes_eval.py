@@ -47,13 +47,15 @@ def _colour_and_shape_questions(scene) -> list[tuple[str, str]]:
     return pairs
 
 
-def evaluate_understanding(pipeline: Pipeline, image_size: int, count: int = 200, seed: int = 1234, batch: int = 50) -> UnderstandingResult:
+def evaluate_understanding(
+    pipeline: Pipeline, image_size: int, grid: int | None = None, count: int = 200, seed: int = 1234, batch: int = 50
+) -> UnderstandingResult:
     """Colour and shape questions about held-out images: two-object scenes whose pair of
-    objects never occurs in training, and fresh one-object scenes."""
+    objects never occurs in training, and fresh one-object scenes (`grid` as in training)."""
     rng = random.Random(seed)
     items = []
     for index in range(count):
-        scene = scene_for_index(index, seed, "heldout", image_size=image_size, num_objects=2 if index % 2 else 1)
+        scene = scene_for_index(index, seed, "heldout", image_size=image_size, num_objects=2 if index % 2 else 1, grid=grid)
         question, expected = rng.choice(_colour_and_shape_questions(scene))
         items.append((render_scene(scene), question, expected))
     correct, examples = 0, []
@@ -68,7 +70,12 @@ def evaluate_understanding(pipeline: Pipeline, image_size: int, count: int = 200
 
 
 def evaluate_generation(
-    pipeline: Pipeline, per_prompt: int = 2, cfg: float = 5.0, temperature: float = 1.0, seed: int = 0, two_object_prompts: int = 10
+    pipeline: Pipeline,
+    per_prompt: int = 2,
+    cfg: float = 5.0,
+    temperature: float = 1.0,
+    seed: int = 0,
+    two_object_prompts: int = 10,
 ) -> GenerationResult:
     """Draw `per_prompt` images for every "a <colour> <shape>" prompt and for some
     held-out two-object captions; the checker judges each image."""

@@ -72,6 +72,7 @@ IMAGE_UNDERSTANDING = ModalitySpec(
     end_token=END_OF_IMAGE,
     placeholder_token=IMAGE_PLACEHOLDER,
     cli_flag="image",
+    weight_paths=("path",),
     description="SigLIP vision transformer + MLP adapter; answered by the text head",
 )
 

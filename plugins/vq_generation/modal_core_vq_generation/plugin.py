@@ -22,6 +22,9 @@ IMAGE_PLACEHOLDER = "<image_placeholder>"
 class VQGenerationOptions:
     """Recipe options of `modalities.vq_generation`."""
 
+    architecture: str = "janus"
+    """VQ encoder/decoder: `janus` (transformers' JanusVQVAE, loads Janus weights) or
+    `compact` (a small conv stack that trains fast on tiny images)."""
     tokenizer_path: Optional[str] = None
     """Checkpoint directory of a trained VQ tokenizer (from a `task: modality_tokenizer`
     recipe). Null: a randomly initialised tokenizer (only useful to train one)."""
@@ -56,6 +59,7 @@ def build_tokenizer(options: VQGenerationOptions) -> VQImageTokenizer:
         num_res_blocks=options.num_res_blocks,
         latent_channels=options.latent_channels,
         commitment_beta=options.commitment_beta,
+        architecture=options.architecture,
     )
     if options.tokenizer_path:
         load_into(tokenizer, Path(options.tokenizer_path).expanduser())
@@ -80,6 +84,7 @@ VQ_GENERATION = ModalitySpec(
     end_token=END_OF_IMAGE,
     placeholder_token=IMAGE_PLACEHOLDER,
     to_output=lambda pixels: [tensor_to_image(image) for image in pixels],
+    weight_paths=("tokenizer_path",),
     description="VQ image tokenizer + generation adapter + image head (text-to-image)",
 )
 

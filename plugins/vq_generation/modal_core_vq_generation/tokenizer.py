@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from modal_core.evaluation.metrics import codebook_usage, psnr
+from modal_core_vq_generation.compact import CompactVQConfig, CompactVQModel
 from torch import nn
 from transformers import JanusVQVAEConfig
 from transformers.models.janus.modeling_janus import JanusVQVAE
 
 # JanusVQVAE's GroupNorm layers always use 32 groups.
+ARCHITECTURES = ("janus", "compact")
 _GROUP_NORM_GROUPS = 32
 
 
@@ -43,8 +46,10 @@ class VQImageTokenizer(nn.Module):
     """Turns square images into a grid of discrete codes and back.
 
     Defaults reproduce the Janus VQ tokenizer (384px images, 16x downsampling to a
-    24x24 grid, 16384 codes of dimension 8). Every channel count
-    (`base_channels * m` for each multiplier `m`) must be a multiple of 32, because the
+    24x24 grid, 16384 codes of dimension 8); `architecture="compact"` swaps the Janus
+    encoder/decoder for the small conv stack of `compact.py` (same quantiser). For
+    "janus", every channel count (`base_channels * m` for each multiplier `m`) must be
+    a multiple of 32, because the
     Janus blocks use 32-group GroupNorm.
     """
 
@@ -61,8 +66,11 @@ class VQImageTokenizer(nn.Module):
         dropout: float = 0.0,
         l2_normalize: bool = True,
         commitment_beta: float = 0.25,
+        architecture: str = "janus",
     ) -> None:
         super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
         if not channel_multiplier:
             raise ValueError("channel_multiplier needs at least one level")
         downsample = 2 ** (len(channel_multiplier) - 1)
@@ -72,7 +80,8 @@ class VQImageTokenizer(nn.Module):
                 f"factor {downsample} implied by channel_multiplier {tuple(channel_multiplier)}"
             )
         channels = [base_channels * m for m in channel_multiplier]
-        if any(c <= 0 or c % _GROUP_NORM_GROUPS for c in channels):
+        groups = _GROUP_NORM_GROUPS if architecture == "janus" else 1
+        if any(c <= 0 or c % groups for c in channels):
             raise ValueError(
                 f"base_channels * channel_multiplier gives channel counts {channels}; each must be a "
                 f"positive multiple of {_GROUP_NORM_GROUPS} (Janus uses 32-group GroupNorm)"
@@ -96,7 +105,10 @@ class VQImageTokenizer(nn.Module):
             # JanusVQVAE.decode reshapes the token sequence to num_patches x num_patches.
             num_patches=image_size // downsample,
         )
-        self.vq = JanusVQVAE(config)
+        if architecture == "compact":
+            self.vq = CompactVQModel(CompactVQConfig(codebook_size, code_dim, tuple(channel_multiplier), base_channels, latent_channels))
+        else:
+            self.vq = JanusVQVAE(config)
         # JanusVQVAE switches itself to eval mode because Janus keeps it frozen; this
         # module is trainable, so start in training mode like any other nn.Module.
         self.train()
@@ -161,7 +173,8 @@ class VQImageTokenizer(nn.Module):
         recon_weight_l1: float = 1.0,
         recon_weight_l2: float = 1.0,
     ) -> dict[str, torch.Tensor]:
-        """Training losses: `loss` (total), `recon_l1`, `recon_l2`, `codebook`, `commitment`."""
+        """Training losses: `loss` (total), `recon_l1`, `recon_l2`, `codebook`, `commitment`;
+        plus the batch's reconstruction `psnr` (dB) and `codebook_usage` for monitoring."""
         output = self(pixels)
         recon_l1 = F.l1_loss(output.reconstruction, pixels)
         recon_l2 = F.mse_loss(output.reconstruction, pixels)
@@ -177,6 +190,9 @@ class VQImageTokenizer(nn.Module):
             "recon_l2": recon_l2,
             "codebook": output.codebook_loss,
             "commitment": output.commitment_loss,
+            # monitoring only (no gradient): what the training log reports
+            "psnr": torch.tensor(psnr(pixels, output.reconstruction)),
+            "codebook_usage": torch.tensor(codebook_usage(output.codes, self.codebook_size)),
         }
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Quality measures for image tokenizers."""
+"""Quality measures for tokenizers: reconstruction PSNR and codebook usage."""
 
 from __future__ import annotations
 

@@ -1,0 +1,74 @@
+"""A shortened quickstart: every stage runs, loss falls, the report is written, and the
+trained model loads for answering and drawing through the Python API and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+import modal_core
+from modal_core.plugins import get_plugin_manager
+from modal_core.quickstart import STEPS, run_quickstart
+from modal_core.training.callbacks import read_history
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    metrics = run_quickstart(out, get_plugin_manager(), step_scale=0.05, eval_scale=0.1, progress_bar=False)
+    return out, metrics
+
+
+def test_every_stage_trains_and_the_report_is_written(quickstart_run):
+    out, metrics = quickstart_run
+    for step in STEPS:
+        assert (out / step.name / "checkpoints" / "last" / "model.safetensors").is_file(), step.name
+    for name in ("metrics.json", "curves.png", "generations.png", "understanding.png"):
+        assert (out / "report" / name).is_file(), name
+    assert json.loads((out / "report" / "metrics.json").read_text()) == metrics
+    assert 0.0 <= metrics["understanding_accuracy"] <= 1.0 and metrics["understanding_questions"] == 20
+    assert metrics["generated_images"] == 20 + 2
+    with Image.open(out / "report" / "generations.png") as grid:
+        assert grid.width > 400
+    assert metrics["vq_tokenizer"]["codebook_usage"] > 0
+
+
+def test_losses_fall_in_the_longest_stage(quickstart_run):
+    out, _ = quickstart_run
+    losses = [r["train/loss"] for r in read_history(out / "stage2" / "history.jsonl") if "train/loss" in r]
+    assert len(losses) >= 5
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def test_a_second_run_skips_finished_stages(quickstart_run, capsys):
+    out, _ = quickstart_run
+    run_quickstart(out, get_plugin_manager(), step_scale=0.05, eval_scale=0.1, progress_bar=False)
+    printed = capsys.readouterr().out
+    assert printed.count("already trained") == len(STEPS)
+
+
+def test_trained_model_answers_and_draws_reproducibly(quickstart_run):
+    out, _ = quickstart_run
+    model = modal_core.load(out / "stage3")
+    image = Image.new("RGB", (40, 30), (240, 240, 240))
+    answer = model.answer("what colour is the circle?", image=image)
+    assert isinstance(answer, str)
+    first = model.generate_images("a red circle", n=2, cfg=3.0, seed=3)
+    again = model.generate_images("a red circle", n=2, cfg=3.0, seed=3)
+    assert [im.size for im in first] == [(32, 32), (32, 32)]
+    assert [im.tobytes() for im in first] == [im.tobytes() for im in again]
+
+
+def test_generate_and_understand_commands(quickstart_run, tmp_path):
+    out, _ = quickstart_run
+    result = run_cli("generate", str(out / "stage3"), "--prompt", "a blue square", "--n", "2", "--out", str(tmp_path / "png"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["prompt00_000.png", "prompt00_001.png"]
+    result = run_cli("understand", str(out / "stage3"), "--image", str(tmp_path / "png" / "prompt00_000.png"), "--question", "what shape is the blue object?")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() != ""
+    result = run_cli("understand", str(out / "stage3"), "--image", str(tmp_path / "missing.png"), "--question", "what?")
+    assert result.returncode == 1 and "missing.png" in result.stderr and "Traceback" not in result.stderr

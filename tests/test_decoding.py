@@ -21,7 +21,7 @@ def _full_logits(model, collator, sample, head: str, modality: str | None = None
         embeds = torch.cat([embeds, model.embed_codes(modality, torch.tensor([codes]))], dim=1)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long)
     positions = torch.arange(embeds.shape[1])[None]
-    hidden = model.transformer(embeds, mask, positions).last_hidden_state
+    hidden = model.transformer(embeds, mask, positions).hidden
     return model.logits(head, hidden[:, -1])
 
 
@@ -56,7 +56,7 @@ def test_cached_text_decoding_equals_recomputation(assembled):  # noqa: F811
     for _ in range(6):
         extra = model.backbone.get_input_embeddings()(torch.tensor([reference], dtype=torch.long))
         full = torch.cat([embeds, extra], dim=1)
-        hidden = model.transformer(full, torch.ones(full.shape[:2], dtype=torch.long), torch.arange(full.shape[1])[None]).last_hidden_state
+        hidden = model.transformer(full, torch.ones(full.shape[:2], dtype=torch.long), torch.arange(full.shape[1])[None]).hidden
         reference.append(int(model.logits("text", hidden[:, -1]).argmax()))
     assert tokens == reference
 

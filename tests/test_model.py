@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from conftest import TINY_BACKBONE
 from omegaconf import OmegaConf
 
-from modal_core.config.loader import load_recipe
 from modal_core.config.schema import Recipe
 from modal_core.data.chat import EOS
 from modal_core.data.collator import NO_HEAD, TEXT_HEAD, Collator

@@ -11,10 +11,11 @@ from conftest import tiny_text_recipe, write_recipe
 
 from modal_core.checkpoints import store
 from modal_core.checkpoints.serialization import flatten_state, unflatten_state
+from modal_core.checkpoints.store import resolve_checkpoint
 from modal_core.config.loader import load_recipe
 from modal_core.errors import CheckpointError
 from modal_core.training.callbacks import read_history
-from modal_core.training.run import resolve_checkpoint, train
+from modal_core.training.run import train
 
 
 def _train(tmp_path: Path, plugins, name: str, overrides=(), **sections):

@@ -212,7 +212,8 @@ def _synthetic_shapes(count: int, size: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_short_training_run_improves_reconstruction() -> None:
+@pytest.mark.parametrize("architecture", ["janus", "compact"])
+def test_short_training_run_improves_reconstruction(architecture: str) -> None:
     torch.manual_seed(0)
     tokenizer = VQImageTokenizer(
         image_size=32,
@@ -222,6 +223,7 @@ def test_short_training_run_improves_reconstruction() -> None:
         channel_multiplier=(1, 1, 2),
         num_res_blocks=1,
         latent_channels=32,
+        architecture=architecture,
     )
     images = _synthetic_shapes(8, 32, seed=0)
     optimizer = torch.optim.Adam(tokenizer.parameters(), lr=1e-3)
@@ -239,3 +241,21 @@ def test_short_training_run_improves_reconstruction() -> None:
     used = codebook_usage(output.codes, tokenizer.codebook_size) * tokenizer.codebook_size
     assert psnr_after >= psnr_before + 5.0, f"PSNR {psnr_before:.1f} -> {psnr_after:.1f} dB"
     assert used > 1, f"only {used:.0f} code(s) in use"
+
+
+def test_compact_architecture_shares_the_quantiser_and_grid() -> None:
+    torch.manual_seed(0)
+    tokenizer = VQImageTokenizer(
+        image_size=32, codebook_size=16, code_dim=4, base_channels=8, channel_multiplier=(1, 1, 1, 1), latent_channels=8, architecture="compact"
+    )
+    pixels = torch.rand(3, 3, 32, 32) * 2 - 1
+    codes = tokenizer.encode(pixels)
+    assert codes.shape == (3, 16) and tokenizer.grid_size == 4
+    output = tokenizer(pixels)
+    assert torch.equal(output.codes, codes)
+    torch.testing.assert_close(tokenizer.decode(codes), output.reconstruction)
+    latents = tokenizer._latents(pixels)
+    codebook = torch.nn.functional.normalize(tokenizer.vq.quantize.embedding.weight, dim=-1)
+    assert torch.equal(codes, torch.cdist(latents, codebook[None]).argmin(-1))
+    with pytest.raises(ValueError, match="architecture"):
+        VQImageTokenizer(architecture="unet")

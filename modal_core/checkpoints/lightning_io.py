@@ -11,7 +11,11 @@ from typing import Any
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from modal_core.checkpoints.serialization import load_state, save_state
-from modal_core.checkpoints.store import load_model_state, save_model_state, write_atomically
+from modal_core.checkpoints.store import (
+    load_model_state,
+    save_model_state,
+    write_atomically,
+)
 
 MODEL_PREFIX = "model."
 TRAINER_STATE = "trainer_state"

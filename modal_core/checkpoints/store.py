@@ -30,6 +30,10 @@ from modal_core.errors import CheckpointError
 FORMAT = "modal-core-checkpoint/1"
 MODEL_FILE = "model.safetensors"
 MANIFEST = "manifest.json"
+CHECKPOINT_DIR = "checkpoints"
+"""A run directory's folder of step checkpoints."""
+LAST_LINK = "last"
+"""Symbolic link in CHECKPOINT_DIR to the newest complete checkpoint."""
 
 
 def write_atomically(path: Path, fill: Callable[[Path], None]) -> None:
@@ -57,6 +61,15 @@ def write_atomically(path: Path, fill: Callable[[Path], None]) -> None:
 def _write_manifest(directory: Path) -> None:
     sizes = {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
     (directory / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": sizes}, indent=1))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a checkpoint, a run directory or its checkpoints/ folder."""
+    path = Path(path)
+    for candidate in (path, path / LAST_LINK, path / CHECKPOINT_DIR / LAST_LINK):
+        if (candidate / MANIFEST).is_file():
+            return candidate.resolve()
+    raise CheckpointError(f"no checkpoint at {path}: expected a step-* directory, a run directory, or its checkpoints/ folder")
 
 
 def verify(directory: str | Path) -> Path:
@@ -92,8 +105,8 @@ def save_model_state(state: dict[str, torch.Tensor], directory: Path) -> None:
 
 
 def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint directory."""
-    directory = verify(directory)
+    """The model weights of a checkpoint (or of a run directory's last checkpoint)."""
+    directory = verify(resolve_checkpoint(directory))
     return load_file(str(directory / MODEL_FILE))
 
 

@@ -19,8 +19,9 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from modal_core.errors import DataError
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from modal_core.errors import DataError
 
 IN_MEMORY_NAME = "<in-memory image>"
 JANUS_GREY = (127, 127, 127)

@@ -10,7 +10,13 @@ from pathlib import Path
 from PIL import Image
 
 from modal_core.data.images import save_image_grid
-from modal_core.data.shapes import COLOURS, SHAPES, describe, render_scene, scene_for_index
+from modal_core.data.shapes import (
+    COLOURS,
+    SHAPES,
+    describe,
+    render_scene,
+    scene_for_index,
+)
 from modal_core.evaluation.shapes_checker import check_caption, check_prompt
 from modal_core.generation.pipeline import Pipeline
 
@@ -54,10 +60,14 @@ def evaluate_understanding(
     objects never occurs in training, and fresh one-object scenes (`grid` as in training)."""
     rng = random.Random(seed)
     items = []
-    for index in range(count):
+    index = 0
+    while len(items) < count:
         scene = scene_for_index(index, seed, "heldout", image_size=image_size, num_objects=2 if index % 2 else 1, grid=grid)
-        question, expected = rng.choice(_colour_and_shape_questions(scene))
-        items.append((render_scene(scene), question, expected))
+        index += 1
+        candidates = _colour_and_shape_questions(scene)
+        if candidates:  # two identical objects leave no unambiguous question
+            question, expected = rng.choice(candidates)
+            items.append((render_scene(scene), question, expected))
     correct, examples = 0, []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]

@@ -28,17 +28,17 @@ class _CachedDecoder:
         self.attention_mask = batch.attention_mask
         self.next_position = batch.position_ids[:, -1:] + 1
         output = model.transformer(embeds, batch.attention_mask, batch.position_ids, use_cache=True)
-        self.cache = output.past_key_values
-        self.hidden = output.last_hidden_state[:, -1]  # (B, hidden)
+        self.cache = output.cache
+        self.hidden = output.hidden[:, -1]  # (B, hidden)
 
     def step(self, embeds: torch.Tensor) -> torch.Tensor:
         """Feed one position (B, hidden) per row; returns its hidden state (B, hidden)."""
         ones = torch.ones_like(self.attention_mask[:, :1])
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
         output = self.model.transformer(embeds[:, None], self.attention_mask, self.next_position, past_key_values=self.cache, use_cache=True)
-        self.cache = output.past_key_values
+        self.cache = output.cache
         self.next_position = self.next_position + 1
-        self.hidden = output.last_hidden_state[:, -1]
+        self.hidden = output.hidden[:, -1]
         return self.hidden
 
 

@@ -34,10 +34,10 @@ class Pipeline:
     @classmethod
     def load(cls, checkpoint: str | Path, plugins: PluginManager | None = None, device: str = "cpu") -> Pipeline:
         """Load a modal-core checkpoint directory (or a run directory: its last one)."""
-        from modal_core.training.run import RECIPE_FILE, resolve_checkpoint
+        from modal_core.training.run import RECIPE_FILE
 
         plugins = plugins or get_plugin_manager()
-        directory = store.verify(resolve_checkpoint(checkpoint))
+        directory = store.verify(store.resolve_checkpoint(checkpoint))
         recipe = load_recipe(directory / RECIPE_FILE, plugins=plugins)
         tokenizer = load_tokenizer(directory, special_tokens_of(recipe, plugins))
         assembled = build_model(recipe, tokenizer, plugins, checkpoint=directory)

@@ -10,7 +10,11 @@ from transformers import PreTrainedTokenizerFast
 
 from modal_core.config.loader import modality_options
 from modal_core.data.collator import NO_HEAD, ModalityRuntime
-from modal_core.model.backbone import BACKBONE_CONFIG_DIR, backbone_from_config, build_backbone
+from modal_core.model.backbone import (
+    BACKBONE_CONFIG_DIR,
+    backbone_from_config,
+    build_backbone,
+)
 from modal_core.model.unified import UnifiedModel
 from modal_core.plugins import PluginManager
 

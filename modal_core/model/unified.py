@@ -13,6 +13,7 @@ import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,14 @@ from modal_core.data.collator import Batch
 from modal_core.errors import ModelInputError, RecipeError
 
 PARAMETER_GROUPS = ("backbone", "encoders", "adapters", "heads")
+
+
+@dataclass
+class TransformerOutput:
+    """Hidden states of the shared transformer and its KV cache (when asked for)."""
+
+    hidden: torch.Tensor  # (B, T, hidden)
+    cache: Any = None
 
 
 @dataclass
@@ -114,16 +123,18 @@ class UnifiedModel(nn.Module):
         past_key_values=None,
         use_cache: bool = False,
     ):
-        """Run the shared transformer; returns the base model's output (hidden states
-        in `last_hidden_state`, the KV cache in `past_key_values`)."""
-        cache = {_cache_argument(self.backbone.base_model): past_key_values} if past_key_values is not None else {}
-        return self.backbone.base_model(
+        """Run the shared transformer: hidden states (B, T, hidden) and, with
+        `use_cache`, the KV cache to pass back in as `past_key_values`."""
+        name = _cache_argument(self.backbone.base_model)
+        cache = {name: past_key_values} if past_key_values is not None else {}
+        output = self.backbone.base_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=use_cache,
             **cache,
         )
+        return TransformerOutput(output.last_hidden_state, output[name] if use_cache else None)
 
     def head(self, name: str) -> nn.Module:
         """The head called `name` ("text" is the backbone's LM head)."""
@@ -137,7 +148,7 @@ class UnifiedModel(nn.Module):
         """Next-token loss of a batch: each head on its own supervised positions, summed
         over heads and divided by the number of supervised positions (no task weights)."""
         embeds, token_ids = self.embed(batch)
-        hidden = self.transformer(embeds, batch.attention_mask, batch.position_ids).last_hidden_state
+        hidden = self.transformer(embeds, batch.attention_mask, batch.position_ids).hidden
         hidden, targets, owners = hidden[:, :-1], token_ids[:, 1:], batch.token_head[:, 1:]
         supervised = batch.supervised[:, 1:] & batch.attention_mask[:, 1:].bool()
         sums, counts = {}, {}

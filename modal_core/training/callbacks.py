@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-LAST_LINK = "last"
+from modal_core.checkpoints.store import LAST_LINK
 
 
 def checkpoint_name(step: int) -> str:

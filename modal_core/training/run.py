@@ -11,22 +11,29 @@ from transformers import PreTrainedTokenizerFast
 
 from modal_core.checkpoints import store
 from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
+from modal_core.checkpoints.store import CHECKPOINT_DIR, resolve_checkpoint
 from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
 from modal_core.data.collator import NO_HEAD, Collator, ModalityRuntime
 from modal_core.data.datamodule import MixtureDataModule
 from modal_core.data.mixture import MixtureDataset
-from modal_core.data.text_tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from modal_core.data.text_tokenizer import (
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 from modal_core.errors import RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
 from modal_core.model.build import build_model, special_tokens_of
 from modal_core.plugins import PluginManager
-from modal_core.training.callbacks import LAST_LINK, MetricsHistory, StepCheckpoint
+from modal_core.training.callbacks import MetricsHistory, StepCheckpoint
 from modal_core.training.module import UnifiedTrainingModule
-from modal_core.training.tokenizer_module import ModalityTokenizerModule, PayloadCollator
+from modal_core.training.tokenizer_module import (
+    ModalityTokenizerModule,
+    PayloadCollator,
+)
 
 RECIPE_FILE = "recipe.yaml"
 HISTORY_FILE = "history.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass
@@ -36,15 +43,6 @@ class TrainResult:
     run_dir: Path
     checkpoint: Path
     history: Path
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from a checkpoint, a run directory or its checkpoints/."""
-    path = Path(path)
-    for candidate in (path, path / LAST_LINK, path / CHECKPOINT_DIR / LAST_LINK):
-        if (candidate / store.MANIFEST).is_file():
-            return candidate.resolve()
-    raise RecipeError(f"no checkpoint at {path}: expected a step-* directory, a run directory, or its checkpoints/ folder")
 
 
 def prepare_tokenizer(recipe: DictConfig, plugins: PluginManager) -> PreTrainedTokenizerFast:
@@ -103,7 +101,7 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras))
     resume = str(resolve_checkpoint(recipe.resume)) if recipe.resume else None
     trainer.fit(module, datamodule=data, ckpt_path=resume)
-    return TrainResult(run_dir, (run_dir / CHECKPOINT_DIR / LAST_LINK).resolve(), run_dir / HISTORY_FILE)
+    return TrainResult(run_dir, (run_dir / CHECKPOINT_DIR / store.LAST_LINK).resolve(), run_dir / HISTORY_FILE)
 
 
 def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from modal_core.data.images import ImageProcessor
+from modal_core.errors import RecipeError
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
 from modal_core_image_understanding.encoder import SiglipImageEncoder, build_adapter
@@ -20,7 +21,7 @@ class ImageUnderstandingOptions:
     """Recipe options of `modalities.image_understanding`."""
 
     path: Optional[str] = None
-    """Local directory of a pretrained SigLIP; when set, the sizes below come from it."""
+    """Local directory of a pretrained SigLIP; the sizes below must match its config."""
     image_size: int = 384
     """Input side in pixels (Janus: 384)."""
     patch_size: int = 16
@@ -44,9 +45,12 @@ class ImageUnderstandingOptions:
 def _encoder(options: ImageUnderstandingOptions) -> SiglipImageEncoder:
     if options.path:
         encoder = SiglipImageEncoder.from_directory(options.path)
-        options.image_size = encoder.vision.config.image_size
-        options.patch_size = encoder.vision.config.patch_size
-        options.width = encoder.width
+        config = encoder.vision.config
+        # The recipe must state the sizes too: it is what rebuilds the model from a checkpoint.
+        loaded = {"image_size": config.image_size, "patch_size": config.patch_size, "width": config.hidden_size}
+        wrong = {key: value for key, value in loaded.items() if getattr(options, key) != value}
+        if wrong:
+            raise RecipeError(f"modalities.image_understanding: {options.path} has {wrong}; set these values in the recipe")
         return encoder
     return SiglipImageEncoder.from_config(
         image_size=options.image_size,

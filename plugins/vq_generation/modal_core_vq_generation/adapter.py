@@ -6,7 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers.models.janus.configuration_janus import JanusVQVAEConfig
-from transformers.models.janus.modeling_janus import JanusVQVAEAlignerMLP, JanusVQVAEHead
+from transformers.models.janus.modeling_janus import (
+    JanusVQVAEAlignerMLP,
+    JanusVQVAEHead,
+)
 
 
 def _config(codebook_size: int, code_dim: int, hidden_size: int, depth: int) -> JanusVQVAEConfig:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from modal_core.evaluation.metrics import codebook_usage, psnr
-from modal_core_vq_generation.compact import CompactVQConfig, CompactVQModel
 from torch import nn
 from transformers import JanusVQVAEConfig
 from transformers.models.janus.modeling_janus import JanusVQVAE
+
+from modal_core.evaluation.metrics import codebook_usage, psnr
+from modal_core_vq_generation.compact import CompactVQConfig, CompactVQModel
 
 # JanusVQVAE's GroupNorm layers always use 32 groups.
 ARCHITECTURES = ("janus", "compact")

@@ -31,13 +31,22 @@ SIZES = {
 
 def build(size: str, image_size: int, patch: int):
     plugins = get_plugin_manager()
-    vq = {"architecture": "compact", "image_size": image_size, "codebook_size": 1024, "base_channels": 32, "latent_channels": 32,
-          "channel_multiplier": [1, 1, 1, 1, 1]}
-    recipe = OmegaConf.merge(OmegaConf.structured(Recipe), {
-        "output_dir": "unused",
-        "backbone": {"model_type": "llama", "config": {**SIZES[size], "max_position_embeddings": 1024}},
-        "modalities": {"vq_generation": vq},
-    })
+    vq = {
+        "architecture": "compact",
+        "image_size": image_size,
+        "codebook_size": 1024,
+        "base_channels": 32,
+        "latent_channels": 32,
+        "channel_multiplier": [1, 1, 1, 1, 1],
+    }
+    recipe = OmegaConf.merge(
+        OmegaConf.structured(Recipe),
+        {
+            "output_dir": "unused",
+            "backbone": {"model_type": "llama", "config": {**SIZES[size], "max_position_embeddings": 1024}},
+            "modalities": {"vq_generation": vq},
+        },
+    )
     tokenizer = train_tokenizer(["a red circle left of a blue square"] * 50, 300, special_tokens_of(recipe, plugins))
     built = build_model(recipe, tokenizer, plugins)
     built.model.eval()
@@ -84,11 +93,17 @@ def main() -> None:
         positions = built.modalities["vq_generation"].num_positions
         for parallel in args.parallel:
             prompts = [caption_to_image("a red circle left of a blue square", None, "vq_generation")] * parallel
-            cached_s, cached = timed(lambda: generate_codes(built.model, collator, prompts[:1], "vq_generation", positions, parallel,
-                                                            cfg_scale=5.0, temperature=0.0), args.repeats)
+            cached_s, cached = timed(
+                lambda: generate_codes(
+                    built.model, collator, prompts[:1], "vq_generation", positions, parallel, cfg_scale=5.0, temperature=0.0
+                ),
+                args.repeats,
+            )
             plain_s, plain = timed(lambda: recompute_codes(built.model, collator, prompts, positions, 5.0), args.repeats)
-            print(f"{size:6} {parallel:6d} {positions:5d} {parallel / cached_s:12.2f} {parallel / plain_s:15.2f} "
-                  f"{plain_s / cached_s:6.2f}  {torch.equal(cached, plain)}")
+            print(
+                f"{size:6} {parallel:6d} {positions:5d} {parallel / cached_s:12.2f} {parallel / plain_s:15.2f} "
+                f"{plain_s / cached_s:6.2f}  {torch.equal(cached, plain)}"
+            )
 
 
 if __name__ == "__main__":

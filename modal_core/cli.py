@@ -82,8 +82,11 @@ def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
     from modal_core.generation.pipeline import Pipeline
 
     pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device)
-    media = {name: getattr(args, f"media_{runtime.spec.cli_flag}") for name, runtime in pipeline.modalities.items()
-             if runtime.spec.cli_flag and getattr(args, f"media_{runtime.spec.cli_flag}", None)}
+    media = {
+        name: getattr(args, f"media_{runtime.spec.cli_flag}")
+        for name, runtime in pipeline.modalities.items()
+        if runtime.spec.cli_flag and getattr(args, f"media_{runtime.spec.cli_flag}", None)
+    }
     print(pipeline.answer(args.question, media=media, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
     return 0
 
@@ -91,7 +94,9 @@ def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
 def _add_inference_commands(commands, plugins: PluginManager) -> None:
     quickstart = commands.add_parser("quickstart", help="train every Janus stage on the built-in shapes world, offline, and report")
     quickstart.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
-    quickstart.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)")
+    quickstart.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)"
+    )
     quickstart.add_argument("--no-progress", action="store_true", help="hide progress bars")
     quickstart.set_defaults(handler=_quickstart)
 

@@ -67,4 +67,3 @@ def modal_core_commands(subparsers: Any) -> None:
     handler with `parser.set_defaults(handler=function)`; the handler receives the
     parsed `argparse.Namespace` and returns an exit code (or None for 0).
     """
-

@@ -59,7 +59,11 @@ STEPS = (
 def _overrides(step: Step, out: Path, step_scale: float, max_steps: int, progress_bar: bool) -> list[str]:
     overrides = [f"output_dir={out / step.name}", f"trainer.progress_bar={str(progress_bar).lower()}"]
     if step_scale != 1.0:
-        overrides += [f"trainer.max_steps={max(2, round(max_steps * step_scale))}", "trainer.checkpoint_every_n_steps=0", "trainer.val_every_n_steps=0"]
+        overrides += [
+            f"trainer.max_steps={max(2, round(max_steps * step_scale))}",
+            "trainer.checkpoint_every_n_steps=0",
+            "trainer.val_every_n_steps=0",
+        ]
     if step.init_from:
         overrides.append(f"init_from={out / step.init_from}")
     if step.uses_vq and step.name != "vq":
@@ -138,8 +142,10 @@ def evaluate(out: Path, plugins: PluginManager, timings: dict[str, float], eval_
     plot_curves(histories, report / "curves.png")
     save_generation_grid(generation, report / "generations.png")
     save_understanding_grid(understanding, report / "understanding.png")
-    print(f"[quickstart] report in {report}: understanding accuracy {metrics['understanding_accuracy']}, "
-          f"generation accuracy {metrics['generation_accuracy']}")
+    print(
+        f"[quickstart] report in {report}: understanding accuracy {metrics['understanding_accuracy']}, "
+        f"generation accuracy {metrics['generation_accuracy']}"
+    )
     return metrics
 
 

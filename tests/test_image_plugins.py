@@ -62,7 +62,9 @@ def test_understanding_encoder_and_adapter_match_manual_computation(image_model)
     features = encoder.encode(pixels)
     assert features.shape == (1, 16, 32)  # (32 / 8)^2 patches of width 32
     torch.testing.assert_close(features, encoder.vision(pixel_values=pixels).last_hidden_state)
-    manual = F.linear(F.gelu(F.linear(features, adapter.fc1.weight, adapter.fc1.bias)), adapter.hidden_layers[0].weight, adapter.hidden_layers[0].bias)
+    manual = F.linear(
+        F.gelu(F.linear(features, adapter.fc1.weight, adapter.fc1.bias)), adapter.hidden_layers[0].weight, adapter.hidden_layers[0].bias
+    )
     torch.testing.assert_close(adapter(features), manual)
     assert adapter(features).shape == (1, 16, built.model.hidden_size)
 
@@ -72,7 +74,9 @@ def test_generation_adapter_and_head_match_manual_computation(image_model):
     adapter, head = built.model.adapters["vq_generation"], built.model.heads["vq_generation"]
     codes = torch.tensor([[0, 5, 63, 7]])
     vectors = adapter.embedding.weight[codes]
-    manual = F.linear(F.gelu(F.linear(vectors, adapter.aligner.fc1.weight, adapter.aligner.fc1.bias)), *adapter.aligner.hidden_layers[0].parameters())
+    manual = F.linear(
+        F.gelu(F.linear(vectors, adapter.aligner.fc1.weight, adapter.aligner.fc1.bias)), *adapter.aligner.hidden_layers[0].parameters()
+    )
     torch.testing.assert_close(adapter(codes), manual)
     hidden = torch.randn(3, built.model.hidden_size)
     logits = head(hidden)

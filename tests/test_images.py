@@ -206,12 +206,7 @@ def test_image_processor_batches_mixed_sources(tmp_path: Path) -> None:
 def _bomb_png(side: int = 100_000) -> bytes:
     """A tiny PNG whose header claims `side` x `side` pixels."""
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + _png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b"")
 
 
 def _truncated_png() -> bytes:
@@ -230,9 +225,7 @@ def _truncated_png() -> bytes:
         ("bomb.png", _bomb_png(), "decompression bomb"),
     ],
 )
-def test_bad_files_raise_image_input_error_naming_the_file(
-    tmp_path: Path, name: str, content: bytes, expected: str
-) -> None:
+def test_bad_files_raise_image_input_error_naming_the_file(tmp_path: Path, name: str, content: bytes, expected: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
 

@@ -51,10 +51,11 @@ def test_collator_marks_exactly_which_head_learns_which_position(assembled):
     question = tokenizer.encode("what is it", add_special_tokens=False)
     answer = tokenizer.encode(" a red circle", add_special_tokens=False)
     prompt = tokenizer.encode(" draw it", add_special_tokens=False)
-    expected_ids = (
-        [tokenizer.bos_token_id, *question, tok("<toy>"), *[tok("<toy_slot>")] * 3, tok("</toy>"), *answer, *prompt]
-        + [tok("<codes>"), *[tok("<code_slot>")] * 4, tok("</codes>")]
-    )
+    expected_ids = [tokenizer.bos_token_id, *question, tok("<toy>"), *[tok("<toy_slot>")] * 3, tok("</toy>"), *answer, *prompt] + [
+        tok("<codes>"),
+        *[tok("<code_slot>")] * 4,
+        tok("</codes>"),
+    ]
     assert ids == expected_ids
     n_q, n_a, n_p = len(question), len(answer), len(prompt)
     feature_start = 1 + n_q + 1
@@ -89,7 +90,9 @@ def test_loss_equals_per_head_cross_entropy_on_own_positions(assembled):
     embeds[feature_mask] = features.reshape(-1, model.hidden_size)
     codes = batch.media["toy_codes"].payload
     embeds[code_mask] = model.adapters["toy_codes"](codes).reshape(-1, model.hidden_size)
-    hidden = model.backbone.base_model(inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids).last_hidden_state
+    hidden = model.backbone.base_model(
+        inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).last_hidden_state
     targets = batch.token_ids.clone()
     targets[code_mask] = codes.reshape(-1)
     losses, count = [], 0

@@ -22,7 +22,7 @@ def test_in_process_registration_contributes_modalities(toy_plugins):
     assert specs["toy_vector"].special_tokens == ("<toy>", "</toy>", "<toy_slot>")
     info = {i.name: i for i in toy_plugins.describe()}
     assert info["toy"].modalities == ["toy_codes", "toy_vector"]
-    assert info["modal_core.builtin"].datasets == ["jsonl_text", "shapes_text"]
+    assert info["modal_core.builtin"].datasets == ["image_folder", "image_text_jsonl", "jsonl_text", "shapes", "shapes_text", "vqa_jsonl"]
 
 
 def test_unregister_removes_contributions(toy_plugins):
@@ -128,7 +128,7 @@ def test_plugins_command_lists_installed_plugins():
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
     assert "modal_core.builtin" in result.stdout
-    assert "datasets: jsonl_text, shapes_text" in result.stdout
+    assert "datasets: image_folder, image_text_jsonl, jsonl_text, shapes, shapes_text, vqa_jsonl" in result.stdout
     for name in ("image_understanding", "vq_generation"):
         assert name in result.stdout
     assert sys.executable  # the subprocess used this interpreter's environment

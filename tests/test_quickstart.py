@@ -67,7 +67,14 @@ def test_generate_and_understand_commands(quickstart_run, tmp_path):
     result = run_cli("generate", str(out / "stage3"), "--prompt", "a blue square", "--n", "2", "--out", str(tmp_path / "png"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["prompt00_000.png", "prompt00_001.png"]
-    result = run_cli("understand", str(out / "stage3"), "--image", str(tmp_path / "png" / "prompt00_000.png"), "--question", "what shape is the blue object?")
+    result = run_cli(
+        "understand",
+        str(out / "stage3"),
+        "--image",
+        str(tmp_path / "png" / "prompt00_000.png"),
+        "--question",
+        "what shape is the blue object?",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() != ""
     result = run_cli("understand", str(out / "stage3"), "--image", str(tmp_path / "missing.png"), "--question", "what?")

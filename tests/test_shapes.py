@@ -90,10 +90,7 @@ def test_sampled_scenes_respect_sizes_and_halves(image_size: int) -> None:
     rng = random.Random(0)
     for _ in range(200):
         scene = sample_scene(rng, image_size=image_size)
-        boxes = [
-            (obj.centre[0] - obj.size // 2, obj.centre[1] - obj.size // 2, obj.size)
-            for obj in scene.ordered()
-        ]
+        boxes = [(obj.centre[0] - obj.size // 2, obj.centre[1] - obj.size // 2, obj.size) for obj in scene.ordered()]
         for x0, y0, size in boxes:
             assert x0 >= 1 and y0 >= 1 and x0 + size <= image_size - 1 and y0 + size <= image_size - 1
         if len(boxes) == 1:

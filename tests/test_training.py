@@ -61,7 +61,9 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tmp_path, plugins):
 
 def test_init_from_loads_weights_and_tokenizer(tmp_path, plugins):
     first = _train(tmp_path, plugins, "stage1", trainer={"max_steps": 3})
-    second = _train(tmp_path, plugins, "stage2", [f"init_from={first.checkpoint}", "optim.lr=0.0", "optim.warmup_steps=0"], trainer={"max_steps": 2})
+    second = _train(
+        tmp_path, plugins, "stage2", [f"init_from={first.checkpoint}", "optim.lr=0.0", "optim.warmup_steps=0"], trainer={"max_steps": 2}
+    )
     before, after = store.load_model_state(first.checkpoint), store.load_model_state(second.checkpoint)
     for key in before:
         torch.testing.assert_close(after[key], before[key])  # lr 0: the loaded weights are kept
@@ -70,7 +72,10 @@ def test_init_from_loads_weights_and_tokenizer(tmp_path, plugins):
 
 def test_state_serialization_round_trip_keeps_types():
     state = {
-        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 2)}}, "param_groups": [{"betas": (0.9, 0.95), "params": [0], "foreach": None}]},
+        "optimizer": {
+            "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 2)}},
+            "param_groups": [{"betas": (0.9, 0.95), "params": [0], "foreach": None}],
+        },
         "rng": (3, (1, 2, 3), None),
         "flags": [True, 1.5, "x"],
     }

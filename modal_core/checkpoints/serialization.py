@@ -39,7 +39,9 @@ def flatten_state(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
             return value
         if isinstance(value, (np.integer, np.floating)):
             return value.item()
-        raise CheckpointError(f"cannot store {type(value).__name__} at {path!r} in a checkpoint (only tensors, numbers, strings, containers)")
+        raise CheckpointError(
+            f"cannot store {type(value).__name__} at {path!r} in a checkpoint (only tensors, numbers, strings, containers)"
+        )
 
     return encode(state, "state"), tensors
 

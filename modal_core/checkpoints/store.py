@@ -120,7 +120,9 @@ def load_into(model: torch.nn.Module, directory: str | Path, partial: bool = Fal
     expected = model.state_dict()
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(set(expected) - set(state))
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in state if k in expected and state[k].shape != expected[k].shape]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in state if k in expected and state[k].shape != expected[k].shape
+    ]
     if unexpected or wrong_shape or (missing and not partial):
         raise CheckpointError(
             f"{directory} does not fit this model: unexpected {_few(unexpected)}, missing {_few(missing)}, "

@@ -104,18 +104,11 @@ def _decode(opener: Callable[[], BinaryIO], name: str, max_pixels: int) -> Image
             raise ImageInputError(f"{name}: cannot be read ({err.strerror})") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
-            raise ImageInputError(
-                f"{name}: refusing a possible decompression bomb ({err}); "
-                f"expected at most {limit:,} pixels"
-            ) from err
+            raise ImageInputError(f"{name}: refusing a possible decompression bomb ({err}); expected at most {limit:,} pixels") from err
         except Image.UnidentifiedImageError as err:
-            raise ImageInputError(
-                f"{name}: not a recognised image format, expected e.g. PNG, JPEG or WebP"
-            ) from err
+            raise ImageInputError(f"{name}: not a recognised image format, expected e.g. PNG, JPEG or WebP") from err
         except _DECODE_ERRORS as err:
-            raise ImageInputError(
-                f"{name}: the image is corrupt or truncated ({err}); expected a complete image file"
-            ) from err
+            raise ImageInputError(f"{name}: the image is corrupt or truncated ({err}); expected a complete image file") from err
 
 
 def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> None:

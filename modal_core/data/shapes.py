@@ -131,9 +131,7 @@ def sample_scene(
     a tiny tokenizer learns in minutes.
     """
     if image_size < MIN_IMAGE_SIZE:
-        raise DataError(
-            f"image_size {image_size} is too small for the shapes world; use at least {MIN_IMAGE_SIZE}"
-        )
+        raise DataError(f"image_size {image_size} is too small for the shapes world; use at least {MIN_IMAGE_SIZE}")
     if objects is not None:
         if num_objects is not None and num_objects != len(objects):
             raise DataError(f"num_objects={num_objects} but {len(objects)} objects were given")
@@ -150,7 +148,7 @@ def sample_scene(
     if grid is not None:
         return Scene(objects=_snapped(rng, objects, image_size, grid), image_size=image_size)
     if num_objects == 1:
-        (colour, shape), = objects
+        ((colour, shape),) = objects
         size = rng.randint(round(0.35 * image_size), int(0.5 * image_size))
         centre = _random_centre(rng, size, 0, image_size, image_size)
         placed = (ShapeObject(colour, shape, centre, size),)
@@ -184,9 +182,7 @@ def _snapped(rng: random.Random, objects: list[tuple[str, str]], image_size: int
     return tuple(placed)
 
 
-def _random_centre(
-    rng: random.Random, size: int, x_lo: int, x_hi: int, image_size: int
-) -> tuple[int, int]:
+def _random_centre(rng: random.Random, size: int, x_lo: int, x_hi: int, image_size: int) -> tuple[int, int]:
     """A centre whose box of ``size`` lies in columns [x_lo, x_hi) and one pixel inside the image."""
     # The box starts at centre - size // 2 and spans `size` pixels (see `_draw_object`).
     before, after = size // 2, size - size // 2

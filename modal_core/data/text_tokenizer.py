@@ -44,7 +44,9 @@ def load_tokenizer(directory: str | Path, special_tokens: Iterable[str] = ()) ->
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
     missing = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
     tokenizer.add_special_tokens({k: v for k, v in missing.items() if getattr(tokenizer, k) is None})
-    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in [*CHAT_TOKENS, *special_tokens] if t not in tokenizer.get_vocab()]})
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [t for t in [*CHAT_TOKENS, *special_tokens] if t not in tokenizer.get_vocab()]}
+    )
     return tokenizer
 
 

@@ -80,9 +80,7 @@ def segment(image: Image.Image | np.ndarray) -> np.ndarray:
     residual = (offsets**2).sum(axis=1, keepdims=True) - 2 * alpha * along + alpha**2 * lengths
     nearest = residual.argmin(axis=1)
     pixels = np.arange(len(nearest))
-    is_object = (alpha[pixels, nearest] >= 0.5) & (
-        residual[pixels, nearest] <= MAX_RESIDUAL**2
-    )
+    is_object = (alpha[pixels, nearest] >= 0.5) & (residual[pixels, nearest] <= MAX_RESIDUAL**2)
     return np.where(is_object, nearest, -1).reshape(rgb.shape[:2])
 
 
@@ -245,9 +243,7 @@ def check_caption(image: Image.Image | np.ndarray, caption: str) -> dict[str, bo
     if len(wanted) == 2:
         first, second = wanted
         position_ok = any(
-            (a.colour, a.shape) == first
-            and (b.colour, b.shape) == second
-            and a.centre[0] < b.centre[0]
+            (a.colour, a.shape) == first and (b.colour, b.shape) == second and a.centre[0] < b.centre[0]
             for a in found
             for b in found
             if a is not b
@@ -279,4 +275,3 @@ def parse_caption(caption: str) -> list[tuple[str, str]]:
 
 def _contains(have: Counter, need: Counter) -> bool:
     return all(have[key] >= n for key, n in need.items())
-

@@ -35,7 +35,9 @@ class _CachedDecoder:
         """Feed one position (B, hidden) per row; returns its hidden state (B, hidden)."""
         ones = torch.ones_like(self.attention_mask[:, :1])
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
-        output = self.model.transformer(embeds[:, None], self.attention_mask, self.next_position, past_key_values=self.cache, use_cache=True)
+        output = self.model.transformer(
+            embeds[:, None], self.attention_mask, self.next_position, past_key_values=self.cache, use_cache=True
+        )
         self.cache = output.cache
         self.next_position = self.next_position + 1
         self.hidden = output.hidden[:, -1]

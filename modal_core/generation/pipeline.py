@@ -76,14 +76,14 @@ class Pipeline:
         name = self.modality("output", modality)
         runtime = self.modalities[name]
         samples = [caption_to_image(prompt, None, name) for prompt in prompts]
-        codes = generate_codes(
-            self.model, self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed
-        )
+        codes = generate_codes(self.model, self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed)
         with torch.no_grad():
             outputs = runtime.spec.to_output(self.model.encoders[name].decode(codes).cpu())
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def generate_images(self, prompt: str, n: int = 4, cfg: float = 5.0, temperature: float = 1.0, seed: int | None = 0, **options) -> list[Any]:
+    def generate_images(
+        self, prompt: str, n: int = 4, cfg: float = 5.0, temperature: float = 1.0, seed: int | None = 0, **options
+    ) -> list[Any]:
         """`n` images for one prompt (classifier-free guidance scale `cfg`)."""
         return self.generate(prompt, n=n, cfg=cfg, temperature=temperature, seed=seed, **options)[0]
 

@@ -82,7 +82,9 @@ class MetricsHistory(L.Callback):
         if not trainer.is_global_zero or (not force and trainer.global_step % self.every_n_steps):
             return
         metrics = {
-            key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(prefix) and isinstance(value, torch.Tensor)
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith(prefix) and isinstance(value, torch.Tensor)
         }
         if metrics:
             self.path.parent.mkdir(parents=True, exist_ok=True)

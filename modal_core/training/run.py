@@ -111,7 +111,9 @@ def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total
         fresh = store.load_into(assembled.model, resolve_checkpoint(recipe.init_from), partial=True)
         if fresh:
             groups = sorted({".".join(key.split(".")[:2]) for key in fresh})
-            print(f"init_from {recipe.init_from}: {len(fresh)} tensors not in the checkpoint keep their initialisation ({', '.join(groups)})")
+            print(
+                f"init_from {recipe.init_from}: {len(fresh)} tensors not in the checkpoint keep their initialisation ({', '.join(groups)})"
+            )
     collator = Collator(tokenizer, assembled.modalities, max_length=recipe.data.max_length)
     module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
     return module, _data_module(recipe, plugins, assembled.modalities, collator), tokenizer

@@ -179,12 +179,7 @@ class VQImageTokenizer(nn.Module):
         output = self(pixels)
         recon_l1 = F.l1_loss(output.reconstruction, pixels)
         recon_l2 = F.mse_loss(output.reconstruction, pixels)
-        total = (
-            recon_weight_l1 * recon_l1
-            + recon_weight_l2 * recon_l2
-            + output.codebook_loss
-            + output.commitment_loss
-        )
+        total = recon_weight_l1 * recon_l1 + recon_weight_l2 * recon_l2 + output.codebook_loss + output.commitment_loss
         return {
             "loss": total,
             "recon_l1": recon_l1,
@@ -199,10 +194,7 @@ class VQImageTokenizer(nn.Module):
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """Encoder output as (B, N, code_dim) vectors, l2-normalised if configured."""
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
-            raise ValueError(
-                f"expected pixels of shape (batch, 3, {self.image_size}, {self.image_size}), "
-                f"got {tuple(pixels.shape)}"
-            )
+            raise ValueError(f"expected pixels of shape (batch, 3, {self.image_size}, {self.image_size}), got {tuple(pixels.shape)}")
         latents = self.vq.quant_conv(self.vq.encoder(pixels))
         latents = latents.permute(0, 2, 3, 1).reshape(pixels.shape[0], self.num_tokens, self.code_dim)
         return F.normalize(latents, dim=-1) if self.l2_normalize else latents

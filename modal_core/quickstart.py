@@ -44,15 +44,15 @@ class Step:
     name: str
     recipe: str
     init_from: str | None = None
-    uses_vq: bool = True
+    uses_trained_vq: bool = False
 
 
 STEPS = (
-    Step("text", "text.yaml", uses_vq=False),
+    Step("text", "text.yaml"),
     Step("vq", "vq.yaml"),
-    Step("stage1", "stage1.yaml", init_from="text"),
-    Step("stage2", "stage2.yaml", init_from="stage1"),
-    Step("stage3", "stage3.yaml", init_from="stage2"),
+    Step("stage1", "stage1.yaml", init_from="text", uses_trained_vq=True),
+    Step("stage2", "stage2.yaml", init_from="stage1", uses_trained_vq=True),
+    Step("stage3", "stage3.yaml", init_from="stage2", uses_trained_vq=True),
 )
 
 
@@ -66,7 +66,7 @@ def _overrides(step: Step, out: Path, step_scale: float, max_steps: int, progres
         ]
     if step.init_from:
         overrides.append(f"init_from={out / step.init_from}")
-    if step.uses_vq and step.name != "vq":
+    if step.uses_trained_vq:
         overrides.append(f"modalities.{GENERATION}.tokenizer_path={out / 'vq'}")
     return overrides
 

@@ -14,14 +14,21 @@ from modal_core.errors import ModalCoreError
 from modal_core.plugins import PluginManager, get_plugin_manager
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+EXIT_INTERRUPTED = 143
+"""Exit code of a run stopped by SIGTERM or Ctrl+C after saving a resumable checkpoint."""
 
 
 def _train(args: argparse.Namespace, plugins: PluginManager) -> int:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from modal_core.config.loader import load_recipe
     from modal_core.training.run import train
 
     recipe = load_recipe(args.recipe, args.overrides, plugins)
-    result = train(recipe, plugins)
+    try:
+        result = train(recipe, plugins)
+    except SIGTERMException:
+        return EXIT_INTERRUPTED  # the checkpoint callback saved and said where
     print(f"done: checkpoint {result.checkpoint}")
     return 0
 

@@ -19,7 +19,8 @@ class TokenizerTrainConfig:
     """How to train a text tokenizer when `tokenizer.path` is not given."""
 
     corpus: str = _key("shapes_text", "Name of a data set whose text trains the tokenizer (`shapes_text`: the built-in corpus).")
-    num_sentences: int = _key(20000, "Number of corpus sentences to train on.")
+    num_sentences: int = _key(20000, "Number of corpus sentences to train on (built-in corpus).")
+    options: dict[str, Any] = _key(help="Further options of the corpus data set (e.g. `path` for `jsonl_text`).", factory=dict)
     vocab_size: int = _key(512, "Target vocabulary size (special tokens included).")
 
 
@@ -64,10 +65,15 @@ class DataConfig:
 
     sources: list[DataSourceConfig] = _key(help="The data sets to mix.", factory=list)
     batch_size: int = _key(8, "Samples per optimizer step and device (before gradient accumulation).")
-    max_length: int = _key(512, "Longest sequence in tokens; a longer sample raises an error naming it.")
+    max_length: int = _key(512, "Longest sequence in tokens; a longer sample is a bad sample (see `on_bad_sample`).")
     cfg_dropout: float = _key(0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).")
     num_workers: int = _key(0, "DataLoader worker processes.")
     val_samples: int = _key(0, "Held-out samples scored at each validation (0 disables validation).")
+    on_bad_sample: str = _key(
+        "raise",
+        "`raise`: stop at a missing/corrupt/too-long sample with an error naming it; `skip`: drop it and log "
+        "its source and the reason to `bad_samples.jsonl` in the run directory.",
+    )
 
 
 @dataclass

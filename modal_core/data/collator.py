@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from modal_core.data.bad_samples import BadSamplePolicy
 from modal_core.data.segments import Media, Sample, Text
 from modal_core.errors import DataError
 from modal_core.modality import ModalitySpec, Processor
@@ -94,8 +95,10 @@ class Collator:
         modalities: dict[str, ModalityRuntime],
         max_length: int,
         padding_side: Literal["right", "left"] = "right",
+        bad_samples: BadSamplePolicy | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.bad_samples = bad_samples or BadSamplePolicy()
         self.modalities = modalities
         self.max_length = max_length
         self.padding_side = padding_side
@@ -158,7 +161,14 @@ class Collator:
         return self._collate(samples, "left")
 
     def _collate(self, samples: Sequence[Sample], padding_side: str) -> Batch:
-        rows = [self.encode_sample(sample) for sample in samples]
+        rows = []
+        for sample in samples:
+            try:
+                rows.append(self.encode_sample(sample))
+            except DataError as error:
+                self.bad_samples.handle(sample.source or "a data set", error)
+        if not rows:
+            raise DataError(f"every one of the {len(samples)} samples of a batch was bad; see the bad-sample log")
         length = max(len(row.ids) for row in rows)
         batch_size = len(rows)
         input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)

@@ -13,8 +13,11 @@ from dataclasses import replace
 
 from torch.utils.data import Dataset, Sampler
 
+from modal_core.data.bad_samples import BadSamplePolicy
 from modal_core.data.segments import Media, Sample
-from modal_core.errors import RecipeError
+from modal_core.errors import DataError, RecipeError
+
+MAX_DRAWS = 100
 
 
 class MixtureDataset(Dataset):
@@ -26,6 +29,7 @@ class MixtureDataset(Dataset):
         seed: int,
         cfg_dropout: float = 0.0,
         output_modalities: frozenset[str] = frozenset(),
+        bad_samples: BadSamplePolicy | None = None,
     ) -> None:
         if not sources:
             raise RecipeError("data.sources is empty: name at least one data set")
@@ -43,11 +47,20 @@ class MixtureDataset(Dataset):
         self.seed = seed
         self.cfg_dropout = cfg_dropout
         self.output_modalities = output_modalities
+        self.bad_samples = bad_samples or BadSamplePolicy()
 
     def __getitem__(self, index: int) -> Sample:
         rng = random.Random(f"{self.seed}:{index}")
-        name, dataset, _ = rng.choices(self.sources, weights=self.weights)[0]
-        sample = dataset[rng.randrange(len(dataset))]
+        for _ in range(MAX_DRAWS):
+            name, dataset, _ = rng.choices(self.sources, weights=self.weights)[0]
+            item = rng.randrange(len(dataset))
+            try:
+                sample = dataset[item]
+                break
+            except DataError as error:  # skipped: draw again, deterministically
+                self.bad_samples.handle(f"{name}[{item}]", error)
+        else:
+            raise DataError(f"{MAX_DRAWS} draws in a row from data.sources were bad; see the bad-sample log")
         generates = any(isinstance(s, Media) and s.supervised and s.modality in self.output_modalities for s in sample.segments)
         drop = generates and rng.random() < self.cfg_dropout
         return replace(sample, drop_condition=drop, source=sample.source or name)

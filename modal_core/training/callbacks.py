@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from modal_core.checkpoints.store import LAST_LINK
 
@@ -19,8 +22,10 @@ def checkpoint_name(step: int) -> str:
 
 
 class StepCheckpoint(L.Callback):
-    """Save a checkpoint every `every_n_steps` optimizer steps and when training ends;
-    point `last` at the newest and keep only the newest `keep_last` (-1: all)."""
+    """Save a checkpoint every `every_n_steps` optimizer steps, when training ends, and
+    when the run is stopped by SIGTERM or Ctrl+C (after the batch in flight, so the
+    checkpoint resumes exactly); point `last` at the newest and keep only the newest
+    `keep_last` (-1: all)."""
 
     def __init__(self, directory: Path, every_n_steps: int, keep_last: int) -> None:
         self.directory = Path(directory)
@@ -36,6 +41,24 @@ class StepCheckpoint(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._saved_step:
             self.save(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning stops cleanly at the next batch boundary on SIGTERM; route the first
+        # Ctrl+C there too (a second one interrupts at once).
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+
+            def to_sigterm(signum, frame) -> None:
+                signal.signal(signal.SIGINT, previous)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            signal.signal(signal.SIGINT, to_sigterm)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.global_step != self._saved_step:
+            path = self.save(trainer)
+            if trainer.is_global_zero:
+                print(f"stopped by a signal: saved {path}; continue with resume={self.directory.parent}")
 
     def save(self, trainer: L.Trainer) -> Path:
         """Write the checkpoint of the current step (every rank calls; rank 0 writes)."""

@@ -13,9 +13,11 @@ from modal_core.checkpoints import store
 from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
 from modal_core.checkpoints.store import CHECKPOINT_DIR, resolve_checkpoint
 from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
+from modal_core.data.bad_samples import BadSamplePolicy
 from modal_core.data.collator import NO_HEAD, Collator, ModalityRuntime
 from modal_core.data.datamodule import MixtureDataModule
 from modal_core.data.mixture import MixtureDataset
+from modal_core.data.segments import Text
 from modal_core.data.text_tokenizer import (
     load_tokenizer,
     save_tokenizer,
@@ -34,6 +36,7 @@ from modal_core.training.tokenizer_module import (
 
 RECIPE_FILE = "recipe.yaml"
 HISTORY_FILE = "history.jsonl"
+BAD_SAMPLES_FILE = "bad_samples.jsonl"
 
 
 @dataclass
@@ -58,8 +61,8 @@ def prepare_tokenizer(recipe: DictConfig, plugins: PluginManager) -> PreTrainedT
     factory = plugins.datasets().get(settings.corpus)
     if factory is None:
         raise RecipeError(f"tokenizer.train.corpus: unknown data set {settings.corpus!r}; installed: {sorted(plugins.datasets())}")
-    corpus = factory({"num_sentences": settings.num_sentences}, recipe.seed, "train")
-    texts = (segment.text for index in range(len(corpus)) for segment in corpus[index].segments if hasattr(segment, "text"))
+    corpus = factory({"num_sentences": settings.num_sentences, **settings.options}, recipe.seed, "train")
+    texts = (segment.text for index in range(len(corpus)) for segment in corpus[index].segments if isinstance(segment, Text))
     return train_tokenizer(texts, settings.vocab_size, specials)
 
 
@@ -73,7 +76,14 @@ def build_mixture(recipe: DictConfig, plugins: PluginManager, output_modalities:
         dataset = factories[source.dataset](dict(source.options), recipe.seed, split)
         sources.append((source.dataset, dataset, float(source.weight)))
     dropout = recipe.data.cfg_dropout if split == "train" else 0.0
-    return MixtureDataset(sources, seed=seed, cfg_dropout=dropout, output_modalities=output_modalities)
+    return MixtureDataset(
+        sources, seed=seed, cfg_dropout=dropout, output_modalities=output_modalities, bad_samples=bad_sample_policy(recipe)
+    )
+
+
+def bad_sample_policy(recipe: DictConfig) -> BadSamplePolicy:
+    """The recipe's `data.on_bad_sample` policy, logging into the run directory."""
+    return BadSamplePolicy(recipe.data.on_bad_sample, Path(recipe.output_dir) / BAD_SAMPLES_FILE)
 
 
 def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
@@ -114,7 +124,7 @@ def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total
             print(
                 f"init_from {recipe.init_from}: {len(fresh)} tensors not in the checkpoint keep their initialisation ({', '.join(groups)})"
             )
-    collator = Collator(tokenizer, assembled.modalities, max_length=recipe.data.max_length)
+    collator = Collator(tokenizer, assembled.modalities, max_length=recipe.data.max_length, bad_samples=bad_sample_policy(recipe))
     module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
     return module, _data_module(recipe, plugins, assembled.modalities, collator), tokenizer
 

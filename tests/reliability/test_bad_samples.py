@@ -1,0 +1,82 @@
+"""Bad data in a real training run: `raise` names the file, `skip` drops and logs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_text_recipe, write_recipe
+from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixture)
+
+from modal_core.config.loader import load_recipe
+from modal_core.data.bad_samples import read_bad_samples
+from modal_core.data.shapes import render_scene, scene_for_index
+from modal_core.errors import DataError
+from modal_core.training.callbacks import read_history
+from modal_core.training.run import BAD_SAMPLES_FILE, train
+
+
+@pytest.fixture
+def vqa_folder(tmp_path):
+    """A VQA JSONL file with good images, a corrupt one, a text file posing as PNG,
+    an empty file, a missing path and a question far too long for max_length."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    records = []
+    for index in range(6):
+        render_scene(scene_for_index(index, 0, "train", image_size=32)).save(folder / f"good{index}.png")
+        records.append({"image": f"good{index}.png", "question": "what colour is it?", "answer": "red"})
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (folder / "text.png").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")
+    records += [
+        {"image": "corrupt.png", "question": "q?", "answer": "a"},
+        {"image": "text.png", "question": "q?", "answer": "a"},
+        {"image": "empty.png", "question": "q?", "answer": "a"},
+        {"image": "missing.png", "question": "q?", "answer": "a"},
+        {"image": "good0.png", "question": "why " * 200, "answer": "a"},
+    ]
+    (folder / "vqa.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    return folder / "vqa.jsonl"
+
+
+def _recipe(tmp_path, vqa, policy: str):
+    recipe = tiny_text_recipe(
+        tmp_path / policy,
+        modalities={"image_understanding": TINY_IMAGES["image_understanding"]},
+        data={
+            "sources": [{"dataset": "vqa_jsonl", "options": {"path": str(vqa)}}],
+            "batch_size": 4,
+            "max_length": 64,
+            "on_bad_sample": policy,
+        },
+        trainer={"max_steps": 6, "log_every_n_steps": 1, "progress_bar": False, "accelerator": "cpu"},
+    )
+    return write_recipe(tmp_path / f"{policy}.yaml", recipe)
+
+
+def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+    recipe = load_recipe(_recipe(tmp_path, vqa_folder, "skip"), plugins=image_plugins)
+    result = train(recipe, image_plugins)
+    assert len([r for r in read_history(result.history) if "train/loss" in r]) == 6
+    logged = read_bad_samples(result.run_dir / BAD_SAMPLES_FILE)
+    reasons = " ".join(entry["reason"] for entry in logged)
+    sources = {entry["source"] for entry in logged}
+    for name in ("corrupt.png", "text.png", "empty.png", "missing.png"):
+        assert name in reasons, name
+    assert "over data.max_length=64" in reasons
+    assert all(source.startswith(("vqa_jsonl[", str(vqa_folder))) for source in sources)
+
+
+def test_raise_policy_names_the_file(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+    recipe = load_recipe(_recipe(tmp_path, vqa_folder, "raise"), plugins=image_plugins)
+    with pytest.raises(DataError, match=r"(corrupt|text|empty|missing)\.png|max_length"):
+        train(recipe, image_plugins)
+
+
+def test_unknown_policy_is_a_recipe_error(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+    from modal_core.errors import RecipeError
+
+    recipe = load_recipe(_recipe(tmp_path, vqa_folder, "ignore"), plugins=image_plugins)
+    with pytest.raises(RecipeError, match="on_bad_sample"):
+        train(recipe, image_plugins)

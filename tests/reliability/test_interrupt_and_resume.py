@@ -1,0 +1,65 @@
+"""A training process killed by SIGTERM saves a checkpoint and resumes to exactly the
+weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from conftest import REPO, run_cli, tiny_text_recipe, write_recipe
+
+from modal_core.checkpoints import store
+from modal_core.config.loader import load_recipe
+from modal_core.training.run import train
+
+STEPS = 400
+
+
+def _wait_for_step(history, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be interrupted"
+        if history.is_file() and any(json.loads(line)["step"] >= step for line in history.read_text().splitlines()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached")
+
+
+def test_sigterm_saves_and_resume_matches_uninterrupted_run(tmp_path, plugins):
+    run_dir = tmp_path / "interrupted"
+    recipe = tiny_text_recipe(run_dir, trainer={"max_steps": STEPS, "log_every_n_steps": 1})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modal_core", "train", str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    _wait_for_step(run_dir / "history.jsonl", 20, process)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "stopped by a signal: saved" in stdout
+    saved = store.resolve_checkpoint(run_dir)
+    interrupted_at = int(saved.name.split("-")[1])
+    assert 20 <= interrupted_at < STEPS
+
+    result = run_cli("train", str(path), f"resume={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed = store.load_model_state(run_dir)
+
+    reference = train(
+        load_recipe(write_recipe(tmp_path / "ref.yaml", tiny_text_recipe(tmp_path / "ref", **{k: recipe[k] for k in ("trainer",)}))),
+        plugins,
+    )
+    expected = store.load_model_state(reference.checkpoint)
+    assert store.resolve_checkpoint(run_dir).name == reference.checkpoint.name == f"step-{STEPS:06d}"
+    for key, value in expected.items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=key)

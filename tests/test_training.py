@@ -54,9 +54,6 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tmp_path, plugins):
     assert full_weights.keys() == resumed_weights.keys()
     for key in full_weights:
         torch.testing.assert_close(resumed_weights[key], full_weights[key], rtol=1e-5, atol=1e-6)
-    # and the optimizer state was really restored: a run resumed without it differs
-    state = store.load_model_state(first_half.checkpoint)
-    assert any(not torch.equal(state[k], full_weights[k]) for k in state)
 
 
 def test_init_from_loads_weights_and_tokenizer(tmp_path, plugins):

@@ -120,8 +120,9 @@ def generate_text(
         if bool(finished.all()) or index + 1 == max_new_tokens:
             break
         hidden = decoder.step(embedding(next_tokens))
+    stop_set = set(stop_ids)
     results = []
     for row in tokens[:, :produced].tolist():
-        cut = next((i for i, token in enumerate(row) if token in set(stop_ids)), len(row))
+        cut = next((i for i, token in enumerate(row) if token in stop_set), len(row))
         results.append(row[:cut])
     return results

@@ -53,8 +53,17 @@ def modal_core_evaluators() -> dict[str, Any]:
     """Contribute evaluators that `modal-core eval --suite NAME` can run.
 
     Called once when the evaluator registry is built. Return a dict mapping a unique
-    suite name to a callable `evaluate(model, options: dict, out_dir: Path) -> dict`
-    that returns JSON-serialisable metrics.
+    suite name to a callable `evaluate(pipeline, options: dict, out_dir: Path) -> dict`:
+    `pipeline` is a loaded `modal_core.Pipeline` (`.answer(...)`, `.generate(...)`),
+    `options` holds the suite's settings from the command line (e.g. `data`, `limit`,
+    `seed`, `batch_size`), and files the evaluator writes (report pieces, images) go
+    under `out_dir`. It returns JSON-serialisable metrics.
+
+    Example::
+
+        @hookimpl
+        def modal_core_evaluators():
+            return {"my_qa": lambda pipeline, options, out_dir: {"accuracy": 1.0}}
     """
 
 

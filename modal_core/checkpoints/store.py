@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from modal_core.errors import CheckpointError
@@ -107,7 +108,10 @@ def save_model_state(state: dict[str, torch.Tensor], directory: Path) -> None:
 def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint (or of a run directory's last checkpoint)."""
     directory = verify(resolve_checkpoint(directory))
-    return load_file(str(directory / MODEL_FILE))
+    try:
+        return load_file(str(directory / MODEL_FILE))
+    except SafetensorError as error:
+        raise CheckpointError(f"{directory / MODEL_FILE} is damaged or not a safetensors file ({error})") from error
 
 
 def load_into(model: torch.nn.Module, directory: str | Path, partial: bool = False) -> list[str]:

@@ -105,6 +105,13 @@ class TrainerConfig:
     val_every_n_steps: int = _key(0, "Validate every N steps (0: only when training ends, if `data.val_samples` > 0).")
     checkpoint_every_n_steps: int = _key(0, "Save a checkpoint every N steps (0: only at the end).")
     keep_last: int = _key(2, "How many step checkpoints to keep (-1: all).")
+    keep_best: int = _key(
+        0,
+        "Also keep the N checkpoints with the best `monitor` value, saving one after every validation "
+        "that enters the top N (0: none); `checkpoints/best` names the best.",
+    )
+    monitor: str = _key("val/loss", "Validation metric that ranks checkpoints for `keep_best`.")
+    monitor_mode: str = _key("min", "`min` or `max`: which values of `monitor` are better.")
     progress_bar: bool = _key(True, "Show Lightning's progress bar.")
 
 

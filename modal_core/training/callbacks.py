@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +15,12 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from modal_core.checkpoints.store import LAST_LINK
+from modal_core.errors import RecipeError
+
+BEST_LINK = "best"
+"""Symbolic link in the checkpoints folder to the checkpoint with the best monitored metric."""
+SCORES_FILE = "scores.json"
+"""The monitored metric of each scored checkpoint, by directory name."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -21,16 +28,32 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Which checkpoints survive besides the newest: the `keep_best` best by `monitor`."""
+
+    keep_best: int = 0
+    monitor: str = "val/loss"
+    mode: str = "min"
+
+    def ranked(self, scores: dict[str, float]) -> list[str]:
+        """Checkpoint names, best first."""
+        return sorted(scores, key=lambda name: scores[name], reverse=self.mode == "max")
+
+
 class StepCheckpoint(L.Callback):
     """Save a checkpoint every `every_n_steps` optimizer steps, when training ends, and
     when the run is stopped by SIGTERM or Ctrl+C (after the batch in flight, so the
-    checkpoint resumes exactly); point `last` at the newest and keep only the newest
-    `keep_last` (-1: all)."""
+    checkpoint resumes exactly); point `last` at the newest and keep the newest
+    `keep_last` (-1: all). With `retention.keep_best`, every validation scores the
+    current step's checkpoint (saving it if needed), the best `keep_best` are kept too,
+    and `best` points at the best."""
 
-    def __init__(self, directory: Path, every_n_steps: int, keep_last: int) -> None:
+    def __init__(self, directory: Path, every_n_steps: int, keep_last: int, retention: Retention | None = None) -> None:
         self.directory = Path(directory)
         self.every_n_steps = every_n_steps
         self.keep_last = keep_last
+        self.retention = retention or Retention()
         self._saved_step = -1
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
@@ -54,6 +77,21 @@ class StepCheckpoint(L.Callback):
 
             signal.signal(signal.SIGINT, to_sigterm)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.retention.keep_best or trainer.global_step == 0:
+            return
+        value = trainer.callback_metrics.get(self.retention.monitor)
+        if value is None:
+            logged = sorted(trainer.callback_metrics)
+            raise RecipeError(f"trainer.monitor: validation logged no {self.retention.monitor!r}; it logged {logged}")
+        if trainer.global_step != self._saved_step:
+            self.save(trainer)
+        if trainer.is_global_zero:
+            scores = self.scores()
+            scores[checkpoint_name(trainer.global_step)] = float(value)
+            _write_json_atomically(self.directory / SCORES_FILE, scores)
+            self._prune()
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.global_step != self._saved_step:
             path = self.save(trainer)
@@ -70,20 +108,39 @@ class StepCheckpoint(L.Callback):
             self._prune()
         return path
 
+    def scores(self) -> dict[str, float]:
+        """The monitored metric of every scored checkpoint that still exists."""
+        path = self.directory / SCORES_FILE
+        scores = json.loads(path.read_text()) if path.is_file() else {}
+        return {name: value for name, value in scores.items() if (self.directory / name).is_dir()}
+
     def _point_last_at(self, path: Path) -> None:
-        link = self.directory / LAST_LINK
-        temporary = self.directory / f".{LAST_LINK}.tmp-{os.getpid()}"
-        if temporary.is_symlink():
-            temporary.unlink()
-        temporary.symlink_to(path.name)
-        os.replace(temporary, link)  # atomic: `last` always names a complete checkpoint
+        _point_link(self.directory / LAST_LINK, path.name)
 
     def _prune(self) -> None:
-        if self.keep_last < 0:
-            return
-        steps = sorted(p for p in self.directory.glob("step-*") if p.is_dir())
-        for old in steps[: -self.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        steps = sorted(p.name for p in self.directory.glob("step-*") if p.is_dir())
+        keep = set(steps if self.keep_last < 0 else steps[-self.keep_last :])
+        best = self.retention.ranked(self.scores())[: self.retention.keep_best]
+        keep.update(best)
+        for name in steps:
+            if name not in keep:
+                shutil.rmtree(self.directory / name, ignore_errors=True)
+        if best:
+            _point_link(self.directory / BEST_LINK, best[0])
+
+
+def _point_link(link: Path, target: str) -> None:
+    temporary = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    if temporary.is_symlink():
+        temporary.unlink()
+    temporary.symlink_to(target)
+    os.replace(temporary, link)  # atomic: the link always names a complete checkpoint
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(data, indent=1))
+    os.replace(temporary, path)
 
 
 class MetricsHistory(L.Callback):

@@ -27,7 +27,7 @@ from modal_core.errors import RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
 from modal_core.model.build import build_model, special_tokens_of
 from modal_core.plugins import PluginManager
-from modal_core.training.callbacks import MetricsHistory, StepCheckpoint
+from modal_core.training.callbacks import MetricsHistory, Retention, StepCheckpoint
 from modal_core.training.module import UnifiedTrainingModule
 from modal_core.training.tokenizer_module import (
     ModalityTokenizerModule,
@@ -90,6 +90,12 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     """Train as the recipe says; returns the run directory and the final checkpoint."""
     if recipe.trainer.keep_last == 0 or recipe.trainer.keep_last < -1:
         raise RecipeError(f"trainer.keep_last must be >= 1 or -1 (keep all), got {recipe.trainer.keep_last}")
+    if recipe.trainer.keep_best < 0:
+        raise RecipeError(f"trainer.keep_best must be >= 0, got {recipe.trainer.keep_best}")
+    if recipe.trainer.monitor_mode not in ("min", "max"):
+        raise RecipeError(f"trainer.monitor_mode must be 'min' or 'max', got {recipe.trainer.monitor_mode!r}")
+    if recipe.trainer.keep_best and not recipe.data.val_samples:
+        raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     run_dir = Path(recipe.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +180,12 @@ def _trainer(recipe: DictConfig, run_dir: Path, checkpoint_io: SafetensorsCheckp
         limit_val_batches=None if recipe.data.val_samples else 0,
         num_sanity_val_steps=0,
         callbacks=[
-            StepCheckpoint(run_dir / CHECKPOINT_DIR, settings.checkpoint_every_n_steps, settings.keep_last),
+            StepCheckpoint(
+                run_dir / CHECKPOINT_DIR,
+                settings.checkpoint_every_n_steps,
+                settings.keep_last,
+                Retention(settings.keep_best, settings.monitor, settings.monitor_mode),
+            ),
             MetricsHistory(run_dir / HISTORY_FILE, settings.log_every_n_steps),
         ],
         plugins=[checkpoint_io],

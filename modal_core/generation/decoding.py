@@ -15,7 +15,7 @@ import torch
 from modal_core.data.collator import Batch, Collator
 from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
-from modal_core.generation.sampling import check_sampling, guided_logits, sample_tokens
+from modal_core.generation.sampling import check_guidance, check_sampling, guided_logits, sample_tokens
 from modal_core.model.unified import UnifiedModel
 
 
@@ -44,6 +44,16 @@ class _CachedDecoder:
         return self.hidden
 
 
+def _check_context(model: UnifiedModel, batch: Batch, new_tokens: int) -> None:
+    context = getattr(model.backbone.config, "max_position_embeddings", None)
+    prompt = batch.input_ids.shape[1]
+    if context is not None and prompt + new_tokens > context:
+        raise ModelInputError(
+            f"the prompt ({prompt} tokens) plus {new_tokens} new tokens exceeds the model's context of {context} positions; "
+            "shorten the prompt or ask for fewer tokens"
+        )
+
+
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     return None if seed is None else torch.Generator(device=device).manual_seed(seed)
 
@@ -66,11 +76,13 @@ def generate_codes(
     belonging to prompt r // images_per_prompt. Each prompt must end where the item
     begins (a `Media(modality, None)` segment)."""
     check_sampling(temperature, top_k, top_p)
-    if images_per_prompt < 1 or cfg_scale < 0:
-        raise ModelInputError(f"need images_per_prompt >= 1 and cfg_scale >= 0, got {images_per_prompt}, {cfg_scale}")
+    check_guidance(cfg_scale)
+    if images_per_prompt < 1:
+        raise ModelInputError(f"need images_per_prompt >= 1, got {images_per_prompt}")
     rows = [prompt for prompt in prompts for _ in range(images_per_prompt)]
     unconditional = [replace(prompt, drop_condition=True) for prompt in rows]
     batch = collator.left_padded(rows + unconditional)
+    _check_context(model, batch, num_positions)
     device = next(model.parameters()).device
     decoder = _CachedDecoder(model, batch.to(device))
     generator = _generator(seed, device)
@@ -103,6 +115,7 @@ def generate_text(
     if max_new_tokens < 1:
         raise ModelInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     batch = collator.left_padded(list(prompts))
+    _check_context(model, batch, max_new_tokens)
     device = next(model.parameters()).device
     decoder = _CachedDecoder(model, batch.to(device))
     generator = _generator(seed, device)

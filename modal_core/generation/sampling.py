@@ -12,14 +12,26 @@ def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, scale:
     return unconditional + scale * (conditional - unconditional)
 
 
+MAX_TEMPERATURE = 10.0
+"""Beyond this, sampling is uniform noise for any trained model: surely a typo."""
+MAX_CFG_SCALE = 100.0
+"""Guidance scales used in practice are 1-10; far larger ones only amplify noise."""
+
+
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Reject sampling settings that have no meaning."""
-    if temperature < 0:
-        raise ModelInputError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not (isinstance(temperature, (int, float)) and 0 <= temperature <= MAX_TEMPERATURE):
+        raise ModelInputError(f"temperature must be a number in [0, {MAX_TEMPERATURE:g}] (0 = greedy), got {temperature!r}")
     if top_k is not None and top_k < 1:
         raise ModelInputError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ModelInputError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def check_guidance(scale: float) -> None:
+    """Reject a classifier-free guidance scale outside [0, MAX_CFG_SCALE] (or not a number)."""
+    if not (isinstance(scale, (int, float)) and 0 <= scale <= MAX_CFG_SCALE):
+        raise ModelInputError(f"cfg scale must be a number in [0, {MAX_CFG_SCALE:g}] (1 = no guidance), got {scale!r}")
 
 
 def sample_tokens(

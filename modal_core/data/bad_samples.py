@@ -19,11 +19,19 @@ class BadSamplePolicy:
         if mode not in POLICIES:
             raise RecipeError(f"data.on_bad_sample: expected one of {POLICIES}, got {mode!r}")
         self.mode, self.log_path = mode, log_path
+        self._known_bad: set[str] = set()  # per process: each data-loader worker logs an item once
+
+    def known_bad(self, source: str) -> bool:
+        """Whether `source` was already skipped (so it need not be read again)."""
+        return source in self._known_bad
 
     def handle(self, source: str, error: DataError) -> None:
-        """Re-raise under `raise`; otherwise record the sample as skipped."""
+        """Re-raise under `raise`; otherwise record the sample as skipped (logged once)."""
         if self.mode == "raise":
             raise error
+        if source in self._known_bad:
+            return
+        self._known_bad.add(source)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a") as handle:  # one short line per write: safe across workers

@@ -7,10 +7,11 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from modal_core.data.chat import plain_text
-from modal_core.data.image_datasets import IMAGE_DATASETS
+from modal_core.data.image_datasets import IMAGE_DATASETS, IndexedDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.segments import Sample
 from modal_core.data.shapes import text_corpus
+from modal_core.errors import DataError
 from modal_core.hookspecs import hookimpl
 
 
@@ -38,8 +39,10 @@ def shapes_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
 def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
     """Text from a local JSONL file, one `{"text": ...}` object per line. Options: `path`."""
     path = options.get("path")
+    if not path:
+        raise DataError("data source jsonl_text needs options.path: a local JSONL file of {\"text\": ...} lines")
     records = read_jsonl(path, required=("text",))
-    return TextDataset([str(record["text"]) for record in records], source=str(path))
+    return IndexedDataset(len(records), lambda index: plain_text(str(records[index]["text"])), str(path))
 
 
 @hookimpl

@@ -99,7 +99,7 @@ def image_text_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
 
     def make(index: int) -> Sample:
         record = records[index]
-        image = _resolve(path.parent, record["image"], f"{path}:{index + 1}")
+        image = _resolve(path.parent, record["image"], records.where(index))
         if task == "generate":
             return caption_to_image(record["caption"], Media(generation, image, supervised=True), generation)
         return question_answer(DESCRIBE, record["caption"], [Media(understanding, image)])
@@ -115,7 +115,7 @@ def vqa_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
 
     def make(index: int) -> Sample:
         record = records[index]
-        image = _resolve(path.parent, record["image"], f"{path}:{index + 1}")
+        image = _resolve(path.parent, record["image"], records.where(index))
         return question_answer(record["question"], record["answer"], [Media(understanding, image)])
 
     return IndexedDataset(len(records), make, str(path))

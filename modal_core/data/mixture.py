@@ -54,11 +54,14 @@ class MixtureDataset(Dataset):
         for _ in range(MAX_DRAWS):
             name, dataset, _ = rng.choices(self.sources, weights=self.weights)[0]
             item = rng.randrange(len(dataset))
+            source = f"{name}[{item}]"
+            if self.bad_samples.known_bad(source):
+                continue  # the same draws follow as if it were read and failed again
             try:
                 sample = dataset[item]
                 break
             except DataError as error:  # skipped: draw again, deterministically
-                self.bad_samples.handle(f"{name}[{item}]", error)
+                self.bad_samples.handle(source, error)
         else:
             raise DataError(f"{MAX_DRAWS} draws in a row from data.sources were bad; see the bad-sample log")
         generates = any(isinstance(s, Media) and s.supervised and s.modality in self.output_modalities for s in sample.segments)

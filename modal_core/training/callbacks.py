@@ -101,7 +101,7 @@ class StepCheckpoint(L.Callback):
     def save(self, trainer: L.Trainer) -> Path:
         """Write the checkpoint of the current step (every rank calls; rank 0 writes)."""
         path = self.directory / checkpoint_name(trainer.global_step)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # full state: optimizer, loops, RNG (not about loading)
         self._saved_step = trainer.global_step
         if trainer.is_global_zero:
             self._point_last_at(path)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zlib
 
 import pytest
 from conftest import tiny_text_recipe, write_recipe
+from PIL import Image
 from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixture)
 
 from modal_core.config.loader import load_recipe
@@ -19,7 +23,8 @@ from modal_core.training.run import BAD_SAMPLES_FILE, train
 @pytest.fixture
 def vqa_folder(tmp_path):
     """A VQA JSONL file with good images, a corrupt one, a text file posing as PNG,
-    an empty file, a missing path and a question far too long for max_length."""
+    an empty file, a missing path, a question far too long for max_length, a
+    decompression bomb, and malformed JSONL lines (bad JSON, not an object, missing key)."""
     folder = tmp_path / "data"
     folder.mkdir()
     records = []
@@ -36,8 +41,22 @@ def vqa_folder(tmp_path):
         {"image": "missing.png", "question": "q?", "answer": "a"},
         {"image": "good0.png", "question": "why " * 200, "answer": "a"},
     ]
-    (folder / "vqa.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (folder / "bomb.png").write_bytes(_png_claiming_size(100_000, 100_000))
+    records.append({"image": "bomb.png", "question": "q?", "answer": "a"})
+    lines = [json.dumps(r) for r in records]
+    lines += ['{"image": "good1.png", "question": "unclosed', '["a", "list"]', '{"image": "good2.png", "question": "no answer"}']
+    (folder / "vqa.jsonl").write_text("\n".join(lines) + "\n\n")  # a trailing blank line is not a record
     return folder / "vqa.jsonl"
+
+
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` x `height` pixels (a decompression bomb)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR chunk CRC
+    return bytes(data)
 
 
 def _recipe(tmp_path, vqa, policy: str):
@@ -50,7 +69,7 @@ def _recipe(tmp_path, vqa, policy: str):
             "max_length": 64,
             "on_bad_sample": policy,
         },
-        trainer={"max_steps": 6, "log_every_n_steps": 1, "progress_bar": False, "accelerator": "cpu"},
+        trainer={"max_steps": 10, "log_every_n_steps": 1, "progress_bar": False, "accelerator": "cpu"},
     )
     return write_recipe(tmp_path / f"{policy}.yaml", recipe)
 
@@ -58,13 +77,19 @@ def _recipe(tmp_path, vqa, policy: str):
 def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_plugins):  # noqa: F811
     recipe = load_recipe(_recipe(tmp_path, vqa_folder, "skip"), plugins=image_plugins)
     result = train(recipe, image_plugins)
-    assert len([r for r in read_history(result.history) if "train/loss" in r]) == 6
+    assert len([r for r in read_history(result.history) if "train/loss" in r]) == 10
     logged = read_bad_samples(result.run_dir / BAD_SAMPLES_FILE)
     reasons = " ".join(entry["reason"] for entry in logged)
     sources = {entry["source"] for entry in logged}
-    for name in ("corrupt.png", "text.png", "empty.png", "missing.png"):
+    for name in ("corrupt.png", "text.png", "empty.png", "missing.png", "bomb.png"):
         assert name in reasons, name
     assert "over data.max_length=64" in reasons
+    assert "decompression" in reasons or "pixels" in reasons
+    jsonl = str(vqa_folder)
+    assert f"{jsonl}:13: not valid JSON" in reasons
+    assert f"{jsonl}:14: expected a JSON object, got list" in reasons
+    assert f"{jsonl}:15: missing key(s) ['answer']" in reasons
+    assert len(logged) == len({entry["source"] for entry in logged}) == 9  # each bad item logged once
     assert all(source.startswith(("vqa_jsonl[", str(vqa_folder))) for source in sources)
 
 

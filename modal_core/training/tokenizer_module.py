@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from modal_core.data.bad_samples import BadSamplePolicy
 from modal_core.data.collator import ModalityRuntime
 from modal_core.data.segments import Media, Sample
 from modal_core.errors import DataError, RecipeError
@@ -18,10 +19,12 @@ from modal_core.training.schedule import configure_adamw
 
 
 class PayloadCollator:
-    """Stacks the processed payloads of one modality's media items into a batch."""
+    """Stacks the processed payloads of one modality's media items into a batch; an item
+    that cannot be processed goes to the bad-sample policy (raise, or skip and log)."""
 
-    def __init__(self, name: str, runtime: ModalityRuntime) -> None:
+    def __init__(self, name: str, runtime: ModalityRuntime, bad_samples: BadSamplePolicy | None = None) -> None:
         self.name, self.runtime = name, runtime
+        self.bad_samples = bad_samples or BadSamplePolicy()
 
     def __call__(self, samples: Sequence[Sample]) -> torch.Tensor:
         payloads = []
@@ -29,7 +32,10 @@ class PayloadCollator:
             for segment in sample.segments:
                 if isinstance(segment, Media) and segment.modality == self.name and segment.payload is not None:
                     payload = segment.payload
-                    payloads.append(payload if isinstance(payload, torch.Tensor) else self.runtime.processor(payload))
+                    try:
+                        payloads.append(payload if isinstance(payload, torch.Tensor) else self.runtime.processor(payload))
+                    except DataError as error:
+                        self.bad_samples.handle(sample.source or "a data set", error)
         if not payloads:
             raise DataError(f"a batch holds no {self.name!r} media; the data sources must provide them to train its tokenizer")
         return torch.stack(payloads)

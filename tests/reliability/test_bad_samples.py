@@ -8,6 +8,7 @@ import struct
 import zlib
 
 import pytest
+import torch
 from conftest import tiny_text_recipe, write_recipe
 from PIL import Image
 from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixture)
@@ -105,3 +106,28 @@ def test_unknown_policy_is_a_recipe_error(tmp_path, vqa_folder, image_plugins): 
     recipe = load_recipe(_recipe(tmp_path, vqa_folder, "ignore"), plugins=image_plugins)
     with pytest.raises(RecipeError, match="on_bad_sample"):
         train(recipe, image_plugins)
+
+
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_tokenizer_batches_follow_the_policy(tmp_path, vqa_folder, policy):
+    """Training a modality's tokenizer (e.g. the VQ model) stacks raw media: a corrupt
+    file is skipped and logged, or raised naming it."""
+    from types import SimpleNamespace
+
+    from modal_core.data.bad_samples import BadSamplePolicy
+    from modal_core.data.images import ImageProcessor
+    from modal_core.data.segments import Media, Sample
+    from modal_core.training.tokenizer_module import PayloadCollator
+
+    folder = vqa_folder.parent
+    samples = [Sample((Media("vq", folder / name),), source=name) for name in ("good0.png", "corrupt.png", "good1.png")]
+    log = tmp_path / "bad.jsonl"
+    collate = PayloadCollator("vq", SimpleNamespace(processor=ImageProcessor(size=16)), BadSamplePolicy(policy, log))
+    if policy == "raise":
+        with pytest.raises(DataError, match="corrupt.png"):
+            collate(samples)
+        return
+    batch = collate(samples)
+    assert batch.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(batch[1], ImageProcessor(size=16)(folder / "good1.png"))
+    assert [entry["source"] for entry in read_bad_samples(log)] == ["corrupt.png"]

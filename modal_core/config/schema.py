@@ -51,6 +51,14 @@ class BackboneConfig:
 
 
 @dataclass
+class ChatConfig:
+    """Chat-format text the collator adds (training and inference alike)."""
+
+    system_prompt: str = _key("", "Text before chats that open with the user's turn and draw nothing (Janus: its system prompt).")
+    media_separator: str = _key("", "Text after every input-modality item, e.g. an image (official Janus: a newline).")
+
+
+@dataclass
 class DataSourceConfig:
     """One data set in the task mix."""
 
@@ -145,3 +153,6 @@ class Recipe:
     data: DataConfig = _key(help="Training data.", factory=DataConfig)
     optim: OptimConfig = _key(help="Optimizer and schedule.", factory=OptimConfig)
     trainer: TrainerConfig = _key(help="Trainer settings.", factory=TrainerConfig)
+    chat: ChatConfig = _key(
+        help="Chat format added around samples (empty by default; converted Janus checkpoints set Janus's).", factory=ChatConfig
+    )

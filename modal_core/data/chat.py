@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from modal_core.data.segments import Media, Sample, Segment, Text
 
 USER = "<|User|>"
@@ -10,6 +12,26 @@ BOS = "<|begin_of_sentence|>"
 EOS = "<|end_of_sentence|>"
 PAD = "<|pad|>"
 CHAT_TOKENS = (USER, ASSISTANT)
+JANUS_SYSTEM_PROMPT = (
+    "You are a helpful language and vision assistant. "
+    "You are able to understand the visual content that the user provides, "
+    "and assist the user with a variety of tasks using natural language.\n\n"
+)
+"""The system prompt the official Janus code (and transformers' `JanusProcessor` of the
+converted checkpoints) puts before understanding chats; generation prompts get none."""
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """Text the collator adds around chat samples; the defaults add nothing.
+
+    Janus's official format is `ChatFormat(system_prompt=JANUS_SYSTEM_PROMPT,
+    media_separator="\n")`: `<|User|>: <image>\n{question}\n\n<|Assistant|>:`."""
+
+    system_prompt: str = ""
+    """Put before chats that open with the user's turn and draw nothing."""
+    media_separator: str = ""
+    """Put after every input-modality item (before the text that follows it)."""
 
 
 def question_answer(question: str, answer: str | None, media: list[Media] = ()) -> Sample:

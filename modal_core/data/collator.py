@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from modal_core.data.bad_samples import BadSamplePolicy
+from modal_core.data.chat import EOS, USER, ChatFormat
 from modal_core.data.segments import Media, Sample, Text
 from modal_core.errors import DataError
 from modal_core.modality import ModalitySpec, Processor
@@ -96,8 +97,10 @@ class Collator:
         max_length: int,
         padding_side: Literal["right", "left"] = "right",
         bad_samples: BadSamplePolicy | None = None,
+        chat: ChatFormat | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.chat = chat or ChatFormat()
         self.bad_samples = bad_samples or BadSamplePolicy()
         self.modalities = modalities
         self.max_length = max_length
@@ -116,21 +119,49 @@ class Collator:
         """Lay out one sample's positions (no padding)."""
         row = _Row()
         row.add([self.bos_id], [self.bos_id], TEXT_HEAD, False)
+        # Chat-format text joins the text that follows it before tokenizing, so the
+        # tokens equal those of the whole prompt string tokenized at once.
+        prefix = self.chat.system_prompt if self._is_understanding_chat(sample) else ""
         for segment in sample.segments:
             if isinstance(segment, Text):
-                ids = self.tokenizer.encode(segment.text, add_special_tokens=False)
-                if sample.drop_condition and not segment.supervised:
-                    ids = [self.pad_id] * len(ids)  # CFG training: the condition becomes padding
-                row.add(ids, ids, TEXT_HEAD, segment.supervised)
+                if prefix and segment.supervised:
+                    self._add_text(row, prefix, sample.drop_condition, False)
+                    prefix = ""
+                self._add_text(row, prefix + segment.text, sample.drop_condition, segment.supervised)
+                prefix = ""
             elif isinstance(segment, Media):
+                if prefix:
+                    self._add_text(row, prefix, sample.drop_condition, False)
                 self._add_media(row, segment)
+                prefix = self.chat.media_separator if self._is_input(segment) and segment.payload is not None else ""
             else:
                 raise DataError(f"sample from {sample.source or 'a data set'} has a segment of type {type(segment).__name__}")
+        if prefix:
+            self._add_text(row, prefix, sample.drop_condition, False)
         if len(row.ids) > self.max_length:
             raise DataError(
                 f"sample from {sample.source or 'a data set'} is {len(row.ids)} tokens long, over data.max_length={self.max_length}"
             )
         return row
+
+    def _add_text(self, row: _Row, text: str, drop_condition: bool, supervised: bool) -> None:
+        if self.tokenizer.eos_token and self.tokenizer.eos_token != EOS:
+            text = text.replace(EOS, self.tokenizer.eos_token)  # e.g. DeepSeek's <｜end▁of▁sentence｜>
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if drop_condition and not supervised:
+            ids = [self.pad_id] * len(ids)  # CFG training: the condition becomes padding
+        row.add(ids, ids, TEXT_HEAD, supervised)
+
+    def _is_input(self, segment: Media) -> bool:
+        runtime = self.modalities.get(segment.modality)
+        return runtime is not None and runtime.spec.direction == "input"
+
+    def _is_understanding_chat(self, sample: Sample) -> bool:
+        """A chat opening with the user's turn that draws no output-modality item."""
+        first = sample.segments[0] if sample.segments else None
+        opens_chat = isinstance(first, Text) and first.text.startswith(USER)
+        draws = any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
+        return opens_chat and not draws
 
     def _add_media(self, row: _Row, segment: Media) -> None:
         runtime = self.modalities.get(segment.modality)

@@ -3,6 +3,7 @@ from a local directory, and make sure every special token the recipe needs exist
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,13 +42,32 @@ def load_tokenizer(directory: str | Path, special_tokens: Iterable[str] = ()) ->
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():
         raise DataError(f"no tokenizer at {path}: expected a Hugging Face fast tokenizer file `tokenizer.json`")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path), **declared_special_tokens(Path(directory)))
     missing = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
     tokenizer.add_special_tokens({k: v for k, v in missing.items() if getattr(tokenizer, k) is None})
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [t for t in [*CHAT_TOKENS, *special_tokens] if t not in tokenizer.get_vocab()]}
     )
     return tokenizer
+
+
+def declared_special_tokens(directory: Path) -> dict[str, str]:
+    """BOS/EOS/PAD named by the directory's `tokenizer_config.json` (a pretrained
+    tokenizer, e.g. DeepSeek's `<｜begin▁of▁sentence｜>`), so they are not replaced by ours."""
+    config_path = directory / "tokenizer_config.json"
+    if not config_path.is_file():
+        return {}
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{config_path} is not valid JSON ({error})") from error
+    declared = {}
+    for key in ("bos_token", "eos_token", "pad_token"):
+        value = config.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str):
+            declared[key] = value
+    return declared
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from modal_core.checkpoints import store
-from modal_core.config.loader import load_recipe
-from modal_core.data.chat import EOS, caption_to_image, question_answer
+from modal_core.checkpoints.lean_load import assign_checkpoint, parameters_on_meta
+from modal_core.config.loader import load_recipe, recipe_to_dict
+from modal_core.data.chat import ChatFormat, caption_to_image, question_answer
 from modal_core.data.collator import Collator
 from modal_core.data.segments import Media
 from modal_core.data.text_tokenizer import load_tokenizer
@@ -40,10 +41,13 @@ class Pipeline:
         directory = store.verify(store.resolve_checkpoint(checkpoint))
         recipe = load_recipe(directory / RECIPE_FILE, plugins=plugins)
         tokenizer = load_tokenizer(directory, special_tokens_of(recipe, plugins))
-        assembled = build_model(recipe, tokenizer, plugins, checkpoint=directory)
-        store.load_into(assembled.model, directory)
+        # Weights go straight from the file into the model: one copy in memory, not two.
+        with parameters_on_meta():
+            assembled = build_model(recipe, tokenizer, plugins, checkpoint=directory)
+        assign_checkpoint(assembled.model, directory)
         assembled.model.to(device)
-        return cls(assembled, Collator(tokenizer, assembled.modalities, max_length=_context_length(assembled)))
+        chat = ChatFormat(**recipe_to_dict(recipe.chat))
+        return cls(assembled, Collator(tokenizer, assembled.modalities, max_length=_context_length(assembled), chat=chat))
 
     def modality(self, direction: str, name: str | None = None, flag: str | None = None) -> str:
         """The model's one modality of `direction` ("input" or "output"), or the one named,
@@ -109,7 +113,7 @@ class Pipeline:
         for index, text in enumerate(questions):
             segments = [Media(name, value if single else value[index]) for name, value in items.items()]
             samples.append(question_answer(text, None, segments))
-        eos = self.tokenizer.convert_tokens_to_ids(EOS)
+        eos = self.tokenizer.eos_token_id  # the checkpoint's own (DeepSeek's differs from ours)
         ids = generate_text(self.model, self.collator, samples, max_new_tokens, temperature, seed=seed, stop_ids=[eos])
         answers = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
         return answers[0] if single else answers

@@ -14,6 +14,7 @@ from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
 from modal_core.checkpoints.store import CHECKPOINT_DIR, resolve_checkpoint
 from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
 from modal_core.data.bad_samples import BadSamplePolicy
+from modal_core.data.chat import ChatFormat
 from modal_core.data.collator import NO_HEAD, Collator, ModalityRuntime
 from modal_core.data.datamodule import MixtureDataModule
 from modal_core.data.mixture import MixtureDataset
@@ -130,7 +131,13 @@ def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total
             print(
                 f"init_from {recipe.init_from}: {len(fresh)} tensors not in the checkpoint keep their initialisation ({', '.join(groups)})"
             )
-    collator = Collator(tokenizer, assembled.modalities, max_length=recipe.data.max_length, bad_samples=bad_sample_policy(recipe))
+    collator = Collator(
+        tokenizer,
+        assembled.modalities,
+        max_length=recipe.data.max_length,
+        bad_samples=bad_sample_policy(recipe),
+        chat=ChatFormat(**recipe_to_dict(recipe.chat)),
+    )
     module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
     return module, _data_module(recipe, plugins, assembled.modalities, collator), tokenizer
 
@@ -146,7 +153,7 @@ def _tokenizer_task(recipe: DictConfig, plugins: PluginManager, optim: dict, tot
         store.load_into(tokenizer, resolve_checkpoint(recipe.init_from))
     runtime = ModalityRuntime(spec, spec.build_processor(options), spec.num_positions(options), NO_HEAD)
     module = ModalityTokenizerModule(tokenizer, optim, total_steps)
-    return module, _data_module(recipe, plugins, {name: runtime}, PayloadCollator(name, runtime)), None
+    return module, _data_module(recipe, plugins, {name: runtime}, PayloadCollator(name, runtime, bad_sample_policy(recipe))), None
 
 
 def _data_module(recipe: DictConfig, plugins: PluginManager, modalities: dict[str, ModalityRuntime], collator) -> MixtureDataModule:

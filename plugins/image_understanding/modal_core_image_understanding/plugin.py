@@ -20,6 +20,9 @@ END_OF_IMAGE = "<end_of_image>"
 class ImageUnderstandingOptions:
     """Recipe options of `modalities.image_understanding`."""
 
+    architecture: str = "siglip"
+    """Vision tower: `siglip` (transformers' SiglipVisionModel, loads SigLIP checkpoints)
+    or `janus` (transformers' JanusVisionModel, the tower of converted Janus checkpoints)."""
     path: Optional[str] = None
     """Local directory of a pretrained SigLIP; the sizes below must match its config."""
     image_size: int = 384
@@ -34,6 +37,8 @@ class ImageUnderstandingOptions:
     """Attention heads of the vision tower."""
     intermediate_size: int = 4096
     """MLP width of the vision tower."""
+    use_qk_norm: bool = False
+    """Layer-normalise queries and keys (architecture `janus` only; Janus checkpoints: false)."""
     adapter_depth: int = 2
     """Linear layers in the adapter MLP (Janus: 2, with GELU between)."""
     pad_to_square: bool = True
@@ -43,6 +48,24 @@ class ImageUnderstandingOptions:
 
 
 def _encoder(options: ImageUnderstandingOptions) -> SiglipImageEncoder:
+    if options.architecture not in ("siglip", "janus"):
+        raise RecipeError(f"modalities.image_understanding.architecture: expected 'siglip' or 'janus', got {options.architecture!r}")
+    if options.architecture == "janus":
+        if options.path:
+            raise RecipeError(
+                "modalities.image_understanding: architecture janus takes its weights from a converted checkpoint (init_from), not `path`"
+            )
+        return SiglipImageEncoder.janus_from_config(
+            image_size=options.image_size,
+            patch_size=options.patch_size,
+            hidden_size=options.width,
+            num_hidden_layers=options.num_layers,
+            num_attention_heads=options.num_heads,
+            intermediate_size=options.intermediate_size,
+            use_qk_norm=options.use_qk_norm,
+        )
+    if options.use_qk_norm:
+        raise RecipeError("modalities.image_understanding.use_qk_norm: only architecture janus has a qk-norm")
     if options.path:
         encoder = SiglipImageEncoder.from_directory(options.path)
         config = encoder.vision.config
@@ -84,3 +107,11 @@ IMAGE_UNDERSTANDING = ModalitySpec(
 @hookimpl
 def modal_core_modalities() -> list[ModalitySpec]:
     return [IMAGE_UNDERSTANDING]
+
+
+@hookimpl
+def modal_core_block_classes() -> list[type]:
+    # The SigLIP tower's transformer layers: FSDP units and activation-checkpointing boundaries.
+    from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
+
+    return [SiglipEncoderLayer]

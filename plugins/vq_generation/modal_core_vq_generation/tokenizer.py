@@ -195,7 +195,8 @@ class VQImageTokenizer(nn.Module):
         """Encoder output as (B, N, code_dim) vectors, l2-normalised if configured."""
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
             raise ValueError(f"expected pixels of shape (batch, 3, {self.image_size}, {self.image_size}), got {tuple(pixels.shape)}")
-        latents = self.vq.quant_conv(self.vq.encoder(pixels))
+        # Weights may be bf16/fp16 (a converted checkpoint); processors give float32.
+        latents = self.vq.quant_conv(self.vq.encoder(pixels.to(self.vq.quant_conv.weight.dtype)))
         latents = latents.permute(0, 2, 3, 1).reshape(pixels.shape[0], self.num_tokens, self.code_dim)
         return F.normalize(latents, dim=-1) if self.l2_normalize else latents
 

@@ -76,3 +76,22 @@ def modal_core_commands(subparsers: Any) -> None:
     handler with `parser.set_defaults(handler=function)`; the handler receives the
     parsed `argparse.Namespace` and returns an exit code (or None for 0).
     """
+
+
+@hookspec
+def modal_core_block_classes() -> list[Any]:
+    """Declare the repeated blocks (transformer layers) of this plugin's encoders,
+    adapters and heads.
+
+    Called when training is set up. Return a list of `torch.nn.Module` subclasses.
+    With `trainer.strategy: fsdp` every instance becomes its own FSDP unit (its weights
+    are gathered one block at a time), and with `trainer.activation_checkpointing: true`
+    its activations are recomputed in the backward pass instead of being stored. The
+    backbone's decoder layers need no declaration: transformers marks them.
+
+    Example::
+
+        @hookimpl
+        def modal_core_block_classes():
+            return [SiglipEncoderLayer]
+    """

@@ -152,6 +152,23 @@ class PluginManager:
         """All installed evaluators by suite name."""
         return self._collect("modal_core_evaluators", _check_named_callables("modal_core_evaluators"))
 
+    def block_classes(self) -> tuple[type, ...]:
+        """Module classes the plugins declare as repeated blocks (FSDP units and
+        activation-checkpointing boundaries); a plugin returning anything else is skipped."""
+        from torch import nn
+
+        classes: dict[type, None] = {}
+        for impl in self._pm.hook.modal_core_block_classes.get_hookimpls():
+            try:
+                result = impl.function()
+                if not isinstance(result, (list, tuple)) or not all(isinstance(c, type) and issubclass(c, nn.Module) for c in result):
+                    raise TypeError(f"must return a list of torch.nn.Module classes, got {result!r:.200}")
+            except Exception as error:
+                self._fail(impl.plugin_name, f"hook modal_core_block_classes failed ({type(error).__name__}: {error})")
+                continue
+            classes.update(dict.fromkeys(result))
+        return tuple(classes)
+
     def modality(self, name: str) -> ModalitySpec:
         """One modality by name, with an error listing the installed ones."""
         specs = self.modalities()

@@ -29,6 +29,8 @@ from safetensors.torch import load_file, save_file
 from modal_core.errors import CheckpointError
 
 FORMAT = "modal-core-checkpoint/1"
+SHARDED_FORMAT = "modal-core-sharded-checkpoint/1"
+"""Manifest tag of an FSDP checkpoint kept as per-rank shards (see `modal_core.scale.sharded`)."""
 MODEL_FILE = "model.safetensors"
 MANIFEST = "manifest.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -83,6 +85,11 @@ def verify(directory: str | Path) -> Path:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{manifest_path} is damaged ({error})") from error
+    if manifest.get("format") == SHARDED_FORMAT:
+        raise CheckpointError(
+            f"{directory} is a sharded FSDP checkpoint; resume from it with the same strategy, or consolidate it "
+            f"first: modal-core export-checkpoint {directory} OUT_DIR"
+        )
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{directory}: unknown checkpoint format {manifest.get('format')!r}, expected {FORMAT!r}")
     for name, size in manifest["files"].items():

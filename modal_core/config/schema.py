@@ -105,10 +105,34 @@ class TrainerConfig:
     accelerator: str = _key("auto", "Lightning accelerator: auto, cpu, gpu.")
     devices: Any = _key(1, "Devices per node (int, list, or 'auto').")
     num_nodes: int = _key(1, "Number of nodes.")
-    strategy: str = _key("auto", "Lightning strategy (auto, ddp, fsdp, ...).")
-    precision: str = _key("32-true", "Lightning precision: 32-true, bf16-mixed, 16-mixed.")
+    strategy: str = _key(
+        "auto",
+        "Lightning strategy: `auto` (one device), `ddp`, `fsdp` (shards weights, gradients and optimizer states; "
+        "GPUs only), `deepspeed_stage_2`, `deepspeed_stage_3` (need the deepspeed package). See docs/multi-gpu.md.",
+    )
+    precision: str = _key("32-true", "Lightning precision: 32-true (or 32), bf16-mixed, 16-mixed, bf16-true, 16-true.")
     accumulate_grad_batches: int = _key(1, "Batches per optimizer step.")
     gradient_clip_val: Optional[float] = _key(1.0, "Clip the gradient norm to this value (null: no clipping).")
+    activation_checkpointing: bool = _key(
+        False,
+        "Recompute each transformer block (the backbone's decoder layers and the blocks plugins declare) in the "
+        "backward pass instead of storing its activations: less memory, about a third more compute.",
+    )
+    fsdp_sharding: str = _key(
+        "FULL_SHARD",
+        "With `strategy: fsdp`: FULL_SHARD (shard weights, gradients, optimizer), SHARD_GRAD_OP (keep weights "
+        "whole), HYBRID_SHARD (shard within a node, replicate across nodes), NO_SHARD.",
+    )
+    fsdp_state_dict: str = _key(
+        "full",
+        "With `strategy: fsdp`: `full` gathers each checkpoint into one safetensors file on rank 0; `sharded` "
+        "lets every rank write its shard (consolidate with `modal-core export-checkpoint`).",
+    )
+    peak_tflops: Optional[float] = _key(
+        None,
+        "Peak dense TFLOP/s of one device at the training precision, for the `train/mfu` metric. Null: looked up "
+        "from the GPU's name (A100, H100, H200, L40S, L4); no MFU is logged for unknown devices.",
+    )
     log_every_n_steps: int = _key(10, "Log metrics every N steps.")
     val_every_n_steps: int = _key(0, "Validate every N steps (0: only when training ends, if `data.val_samples` > 0).")
     checkpoint_every_n_steps: int = _key(0, "Save a checkpoint every N steps (0: only at the end).")

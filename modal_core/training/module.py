@@ -4,7 +4,6 @@ parameter groups train, never by code."""
 from __future__ import annotations
 
 import random
-import time
 
 import lightning as L
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 from modal_core.data.collator import Batch
 from modal_core.errors import RecipeError
-from modal_core.model.unified import UnifiedModel
+from modal_core.model.unified import LossOutput, UnifiedModel
 from modal_core.training.schedule import configure_adamw
 
 RNG_KEY = "modal_core_rng"
@@ -40,7 +39,7 @@ class RngStateMixin:
 
 class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
     """Trains a `UnifiedModel` with AdamW and a warm-up schedule, logging loss, per-head
-    loss, learning rate and tokens per second."""
+    loss and learning rate."""
 
     def __init__(self, model: UnifiedModel, train: list[str], optim: dict, total_steps: int) -> None:
         """`optim` holds `configure_adamw` keyword arguments (the recipe's `optim` block)."""
@@ -48,22 +47,30 @@ class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
         self.model = model
         self.model.set_trainable(train)
         self.optim, self.total_steps = dict(optim), total_steps
-        self._last_batch_end: float | None = None
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output = self.model(batch)
         batch_size = batch.input_ids.shape[0]
-        self.log("train/loss", output.loss, prog_bar=True, batch_size=batch_size)
+        loss, global_loss = self._global_token_mean(output)
+        self.log("train/loss", global_loss, prog_bar=True, batch_size=batch_size)
         for name, total in output.head_loss_sums.items():
             count = output.head_counts[name]
             if count > 0:
                 self.log(f"train/loss_{name}", total / count, batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
-        now = time.perf_counter()
-        if self._last_batch_end is not None:
-            self.log("train/tokens_per_sec", batch.num_tokens / max(now - self._last_batch_end, 1e-9), batch_size=batch_size)
-        self._last_batch_end = now
-        return output.loss
+        return loss  # tokens/s and MFU: modal_core.scale.throughput.ThroughputMonitor
+
+    def _global_token_mean(self, output: LossOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to back-propagate, its value over all ranks): the mean over the
+        supervised positions of every rank's batch. Data-parallel strategies average
+        gradients over ranks, so the local sum is divided by the global count times the
+        world size; the gradient is then that of one process reading the whole global
+        batch, even when ranks' batches hold different numbers of supervised positions."""
+        local_sum = torch.stack(list(output.head_loss_sums.values())).sum()
+        local_count = torch.stack(list(output.head_counts.values())).sum().to(local_sum.dtype)
+        global_sum, global_count = self.trainer.strategy.reduce(torch.stack([local_sum.detach(), local_count]), reduce_op="sum")
+        global_count = global_count.clamp(min=1)
+        return local_sum / global_count * self.trainer.world_size, global_sum / global_count
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output = self.model(batch)

@@ -28,6 +28,9 @@ from modal_core.errors import RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
 from modal_core.model.build import build_model, special_tokens_of
 from modal_core.plugins import PluginManager
+from modal_core.scale.blocks import block_classes
+from modal_core.scale.strategy import build_strategy, check_trainer_settings
+from modal_core.scale.throughput import FlopsModel, ThroughputMonitor, local_device_name, peak_flops
 from modal_core.training.callbacks import MetricsHistory, Retention, StepCheckpoint
 from modal_core.training.module import UnifiedTrainingModule
 from modal_core.training.tokenizer_module import (
@@ -97,6 +100,7 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
         raise RecipeError(f"trainer.monitor_mode must be 'min' or 'max', got {recipe.trainer.monitor_mode!r}")
     if recipe.trainer.keep_best and not recipe.data.val_samples:
         raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
+    check_trainer_settings(recipe.trainer)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     run_dir = Path(recipe.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,7 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
             save_tokenizer(tokenizer, directory)
             module.model.backbone.config.save_pretrained(directory / BACKBONE_CONFIG_DIR)
 
-    trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras))
+    trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins)
     resume = str(resolve_checkpoint(recipe.resume)) if recipe.resume else None
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     return TrainResult(run_dir, (run_dir / CHECKPOINT_DIR / store.LAST_LINK).resolve(), run_dir / HISTORY_FILE)
@@ -169,16 +173,23 @@ def _data_module(recipe: DictConfig, plugins: PluginManager, modalities: dict[st
     )
 
 
-def _trainer(recipe: DictConfig, run_dir: Path, checkpoint_io: SafetensorsCheckpointIO) -> L.Trainer:
+def _trainer(
+    recipe: DictConfig, run_dir: Path, checkpoint_io: SafetensorsCheckpointIO, module: L.LightningModule, plugins: PluginManager
+) -> L.Trainer:
     settings = recipe.trainer
     validate_every = settings.val_every_n_steps or settings.max_steps
+    blocks = block_classes(module.model, plugins.block_classes())
+    throughput = []
+    if isinstance(module, UnifiedTrainingModule):
+        peak = peak_flops(local_device_name(settings.accelerator), str(settings.precision), settings.peak_tflops)
+        throughput.append(ThroughputMonitor(FlopsModel.of(module.model), peak))
     return L.Trainer(
         max_steps=settings.max_steps,
         accelerator=settings.accelerator,
         devices=settings.devices,
         num_nodes=settings.num_nodes,
-        strategy=settings.strategy,
-        precision=settings.precision,
+        strategy=build_strategy(settings, module.model, blocks, checkpoint_io.write_extras),
+        precision=str(settings.precision),
         accumulate_grad_batches=settings.accumulate_grad_batches,
         gradient_clip_val=settings.gradient_clip_val,
         log_every_n_steps=settings.log_every_n_steps,
@@ -186,6 +197,7 @@ def _trainer(recipe: DictConfig, run_dir: Path, checkpoint_io: SafetensorsCheckp
         check_val_every_n_epoch=None,
         limit_val_batches=None if recipe.data.val_samples else 0,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # MixtureDataModule strides the stream by rank itself
         callbacks=[
             StepCheckpoint(
                 run_dir / CHECKPOINT_DIR,
@@ -193,6 +205,7 @@ def _trainer(recipe: DictConfig, run_dir: Path, checkpoint_io: SafetensorsCheckp
                 settings.keep_last,
                 Retention(settings.keep_best, settings.monitor, settings.monitor_mode),
             ),
+            *throughput,  # before MetricsHistory, which writes what was logged
             MetricsHistory(run_dir / HISTORY_FILE, settings.log_every_n_steps),
         ],
         plugins=[checkpoint_io],

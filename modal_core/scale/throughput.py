@@ -1,0 +1,110 @@
+"""Throughput logging: tokens per second over all ranks and model FLOPs utilisation.
+
+Model FLOPs count the shared transformer and its heads (PaLM's accounting: 2 FLOPs per
+weight per token forward, plus attention scores); encoders are not counted, so MFU is
+a slight underestimate for image-heavy batches. The backward pass costs twice the
+forward pass when the backbone trains, and once when it is frozen (gradients still
+flow through it to the adapters).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import nn
+
+PEAK_TFLOPS = (
+    # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets; first match wins.
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+)
+"""(substring of `torch.cuda.get_device_name()`, peak TFLOP/s of one device)."""
+HALF_PRECISIONS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true")
+
+
+def peak_flops(device_name: str, precision: str, override_tflops: float | None = None) -> float | None:
+    """Peak FLOP/s of one device: the recipe's value, else the table's for half
+    precision; None when unknown (no MFU is reported then)."""
+    if override_tflops:
+        return override_tflops * 1e12
+    if precision not in HALF_PRECISIONS:
+        return None
+    for pattern, tflops in PEAK_TFLOPS:
+        if pattern in device_name:
+            return tflops * 1e12
+    return None
+
+
+@dataclass(frozen=True)
+class FlopsModel:
+    """Training FLOPs of a batch of the shared transformer."""
+
+    matmul_params: int
+    """Weights used in matrix products per token: every backbone weight but the input
+    embedding table (a lookup), plus the heads."""
+    layers: int
+    hidden: int
+    backward_factor: int
+    """2 when the backbone trains (input and weight gradients), 1 when it is frozen."""
+
+    @classmethod
+    def of(cls, model: nn.Module) -> FlopsModel:
+        """The counts for a `UnifiedModel`."""
+        backbone = model.backbone
+        embedding = backbone.get_input_embeddings().weight
+        params = sum(p.numel() for p in backbone.parameters() if p is not embedding)
+        params += sum(p.numel() for p in model.heads.parameters())
+        trains = any(p.requires_grad for p in backbone.parameters())
+        config = backbone.config
+        return cls(params, config.num_hidden_layers, config.hidden_size, 2 if trains else 1)
+
+    def batch_flops(self, tokens: int, sequence_length: int) -> float:
+        """FLOPs of one training step on `tokens` real tokens in rows of `sequence_length`."""
+        forward_per_token = 2 * self.matmul_params + 4 * self.layers * self.hidden * sequence_length
+        return (1 + self.backward_factor) * forward_per_token * tokens
+
+
+class ThroughputMonitor(L.Callback):
+    """Log `train/tokens_per_sec` (all ranks together, from the end of one optimizer
+    step to the end of the next, data loading included) and, when the device's peak is
+    known, `train/mfu` (achieved model FLOP/s over the peak of all devices)."""
+
+    def __init__(self, flops: FlopsModel, peak_flops_per_device: float | None) -> None:
+        self.flops, self.peak = flops, peak_flops_per_device
+        self._tokens, self._model_flops = 0, 0.0
+        self._window_start: float | None = None
+        self._step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        tokens = getattr(batch, "num_tokens", None)
+        if tokens is None:
+            return
+        self._tokens += tokens
+        self._model_flops += self.flops.batch_flops(tokens, batch.input_ids.shape[1])
+        if trainer.global_step == self._step:
+            return  # inside gradient accumulation: the step is not over yet
+        now = time.perf_counter()
+        if self._window_start is not None:
+            totals = torch.tensor([float(self._tokens), self._model_flops], dtype=torch.float64, device=pl_module.device)
+            tokens_all, flops_all = trainer.strategy.reduce(totals, reduce_op="sum").tolist()
+            seconds = max(now - self._window_start, 1e-9)
+            pl_module.log("train/tokens_per_sec", tokens_all / seconds, batch_size=1)
+            if self.peak:
+                pl_module.log("train/mfu", flops_all / seconds / (self.peak * trainer.world_size), batch_size=1)
+        self._window_start, self._step = now, trainer.global_step
+        self._tokens, self._model_flops = 0, 0.0
+
+
+def local_device_name(accelerator: str) -> str:
+    """Name of this process's accelerator (the GPU model), or "cpu"."""
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return "cpu"

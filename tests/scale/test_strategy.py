@@ -1,0 +1,157 @@
+"""Strategies, block discovery, activation checkpointing and throughput accounting."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+from modal_core import hookimpl
+from modal_core.config.schema import TrainerConfig
+from modal_core.errors import RecipeError
+from modal_core.model.unified import UnifiedModel
+from modal_core.scale.blocks import block_classes, checkpoint_blocks
+from modal_core.scale.sharded import ShardedCheckpointFSDP
+from modal_core.scale.strategy import build_strategy, check_trainer_settings
+from modal_core.scale.throughput import FlopsModel, peak_flops
+
+
+class ToyBlock(nn.Module):
+    """A residual MLP block an encoder repeats."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(torch.nn.functional.gelu(self.up(x)))
+
+
+class ToyBlockEncoder(nn.Module):
+    def __init__(self, width: int = 8, depth: int = 3) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*(ToyBlock(width) for _ in range(depth)))
+
+    def encode(self, payload: torch.Tensor) -> torch.Tensor:
+        return self.blocks(payload)
+
+
+class BlockPlugin:
+    @hookimpl
+    def modal_core_block_classes(self):
+        return [ToyBlock]
+
+
+class BrokenBlockPlugin:
+    @hookimpl
+    def modal_core_block_classes(self):
+        return ["not a class"]
+
+
+def _model(layers: int = 2) -> UnifiedModel:
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        "llama", vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=layers, num_attention_heads=2
+    )
+    return UnifiedModel(AutoModelForCausalLM.from_config(config), {"toy": ToyBlockEncoder()}, {"toy": nn.Linear(8, 16)}, {})
+
+
+def _settings(**values):
+    return OmegaConf.merge(OmegaConf.structured(TrainerConfig), values)
+
+
+def test_blocks_come_from_transformers_and_the_plugin_hook(plugins):
+    plugins.register(BlockPlugin(), name="blocks")
+    plugins.register(BrokenBlockPlugin(), name="broken")
+    with pytest.warns(UserWarning, match="broken.*modal_core_block_classes"):
+        declared = plugins.block_classes()
+    assert declared == (ToyBlock,)
+    assert set(block_classes(_model(), declared)) == {LlamaDecoderLayer, ToyBlock}
+    assert block_classes(_model()) == (LlamaDecoderLayer,)
+
+
+def _loss_and_grads(model: UnifiedModel) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    torch.manual_seed(1)
+    features = model.encode("toy", torch.randn(2, 4, 8))
+    embeds = torch.cat([model.adapters["toy"](features), model.backbone.get_input_embeddings()(torch.randint(0, 50, (2, 6)))], 1)
+    positions = torch.arange(10).expand(2, 10)
+    hidden = model.transformer(embeds, torch.ones(2, 10, dtype=torch.long), positions).hidden  # (2, 10, 16)
+    loss = model.logits("text", hidden).logsumexp(-1).mean()
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_activation_checkpointing_recomputes_blocks_without_changing_the_maths():
+    plain = _model()
+    checkpointed = copy.deepcopy(plain)
+    assert checkpoint_blocks(checkpointed, (LlamaDecoderLayer, ToyBlock)) == 2 + 3
+    assert checkpointed.state_dict().keys() == plain.state_dict().keys()  # checkpoints stay interchangeable
+    loss, grads = _loss_and_grads(plain)
+    loss_ac, grads_ac = _loss_and_grads(checkpointed)
+    torch.testing.assert_close(loss_ac, loss)
+    clean = {name.replace("_checkpoint_wrapped_module.", ""): grad for name, grad in grads_ac.items()}
+    assert clean.keys() == grads.keys() and len(grads) > 10
+    for name, grad in grads.items():
+        torch.testing.assert_close(clean[name], grad, rtol=1e-5, atol=1e-7)
+
+
+def test_build_strategy_per_recipe_key():
+    model, blocks = _model(), (LlamaDecoderLayer, ToyBlock)
+    assert build_strategy(_settings(strategy="ddp"), model, blocks, print) == "ddp"
+    fsdp = build_strategy(
+        _settings(strategy="fsdp", accelerator="gpu", activation_checkpointing=True, fsdp_state_dict="sharded"), model, blocks, print
+    )
+    assert isinstance(fsdp, ShardedCheckpointFSDP)
+    assert fsdp.kwargs["auto_wrap_policy"]._module_classes == set(blocks)
+    assert fsdp._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == set(blocks)
+    assert fsdp._state_dict_type == "sharded"
+    assert not any("CheckpointWrapper" in type(m).__name__ for m in model.modules())  # FSDP applies it after wrapping
+    auto = build_strategy(_settings(activation_checkpointing=True), model, blocks, print)
+    assert auto == "auto" and sum("CheckpointWrapper" in type(m).__name__ for m in model.modules()) == 5
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"strategy": "horovod"}, "trainer.strategy: expected one of"),
+        ({"precision": "8-bit"}, "trainer.precision: expected one of"),
+        ({"strategy": "fsdp", "accelerator": "cpu"}, "fsdp needs GPUs"),
+        ({"strategy": "deepspeed_stage_2"}, "needs DeepSpeed, which is not installed"),
+        ({"fsdp_sharding": "HALF"}, "trainer.fsdp_sharding"),
+        ({"gradient_clip_val": 0.0}, "gradient_clip_val must be > 0"),
+        ({"accumulate_grad_batches": 0}, "accumulate_grad_batches must be >= 1"),
+    ],
+)
+def test_bad_trainer_settings_are_named(values, message):
+    if values.get("strategy", "").startswith("deepspeed") and importlib.util.find_spec("deepspeed"):
+        pytest.skip("deepspeed is installed here")
+    with pytest.raises(RecipeError, match=message):
+        check_trainer_settings(_settings(**values))
+
+
+def test_flops_count_matches_a_hand_count():
+    model = _model(layers=2)
+    flops = FlopsModel.of(model)
+    layer = 4 * 16 * 16 + 3 * 16 * 32 + 2 * 16
+    assert flops.matmul_params == 2 * layer + 16 + 50 * 16  # layers, final norm, LM head (no input embedding)
+    assert flops.backward_factor == 2
+    # 100 tokens in rows of 10: forward 2N + 4 L h T per token, backward twice that.
+    assert flops.batch_flops(100, 10) == 3 * (2 * flops.matmul_params + 4 * 2 * 16 * 10) * 100
+    model.backbone.requires_grad_(False)
+    assert FlopsModel.of(model).backward_factor == 1
+
+
+def test_peak_flops_table_and_override():
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16-mixed") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe", "bf16-mixed") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "16-mixed") == 312e12
+    assert peak_flops("NVIDIA L40S", "bf16-mixed") == 362e12 and peak_flops("NVIDIA L4", "bf16-mixed") == 121e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "32-true") is None  # the table holds half-precision peaks only
+    assert peak_flops("cpu", "bf16-mixed") is None
+    assert peak_flops("cpu", "32-true", override_tflops=2.5) == 2.5e12

@@ -12,6 +12,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@scripts/ensure-libusb.sh
+	@scripts/ensure-chromium.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# The CPU wheel of torch first: a loose `torch` requirement would pull a multi-GB CUDA build.

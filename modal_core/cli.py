@@ -13,6 +13,7 @@ from modal_core import __version__
 from modal_core.errors import ModalCoreError
 from modal_core.plugins import PluginManager, get_plugin_manager
 from modal_core.scale.commands import add_scale_commands
+from modal_core.serve.command import add_serve_command
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 EXIT_INTERRUPTED = 143
@@ -188,6 +189,7 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
     _add_inference_commands(commands, plugins)
     _add_interop_commands(commands)
     add_scale_commands(commands)
+    add_serve_command(commands)
     plugins.add_commands(commands)
     return parser
 

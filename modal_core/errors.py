@@ -28,3 +28,12 @@ class CheckpointError(ModalCoreError):
 
 class ModelInputError(ModalCoreError):
     """Inputs given to the model do not fit (shapes, placeholder counts, ranges)."""
+
+
+class ServeError(ModalCoreError):
+    """`modal-core serve` cannot start or take a request: a missing extra, a bad limit, a busy port, a full queue."""
+
+
+class EvaluationError(ModalCoreError):
+    """An evaluation cannot run: unknown suite, missing benchmark data, a results folder
+    written by another run."""

@@ -1,0 +1,98 @@
+"""What the worker thread runs: batches of queued requests turned into `Pipeline` calls."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from modal_core.errors import ServeError
+from modal_core.generation.pipeline import Pipeline
+from modal_core.serve.batching import Runner
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One `POST /v1/generate` request, its output modality already resolved."""
+
+    prompt: str
+    modality: str
+    n: int
+    cfg: float
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    seed: int | None
+
+    @property
+    def key(self) -> Hashable:
+        """Requests share a decode batch only when everything but the prompt agrees:
+        `Pipeline.generate` takes one n, one sampling setting and one seed per call."""
+        return (self.modality, self.n, self.cfg, self.temperature, self.top_k, self.top_p, self.seed)
+
+
+@dataclass(frozen=True)
+class QuestionJob:
+    """One `POST /v1/understand` request: a question and uploaded files by modality."""
+
+    question: str
+    media: dict[str, Path] = field(default_factory=dict)
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    seed: int | None = 0
+
+    @property
+    def key(self) -> Hashable:
+        return (tuple(sorted(self.media)), self.max_new_tokens, self.temperature, self.seed)
+
+
+def generation_runner(pipeline: Pipeline) -> Runner:
+    """Draw images for a batch of compatible `ImageJob`s in one call; PNGs (base64) per job."""
+
+    def run(jobs: list[ImageJob]) -> list[list[str]]:
+        first = jobs[0]
+        outputs = pipeline.generate(
+            [job.prompt for job in jobs],
+            n=first.n,
+            cfg=first.cfg,
+            temperature=first.temperature,
+            top_k=first.top_k,
+            top_p=first.top_p,
+            seed=first.seed,
+            modality=first.modality,
+        )
+        return [[encode_png(item, first.modality) for item in items] for items in outputs]
+
+    return run
+
+
+def understanding_runner(pipeline: Pipeline) -> Runner:
+    """Answer a batch of compatible `QuestionJob`s (same modalities and settings) in one call."""
+
+    def run(jobs: list[QuestionJob]) -> list[str]:
+        first = jobs[0]
+        media = {name: [job.media[name] for job in jobs] for name in first.media}
+        answers = pipeline.answer(
+            [job.question for job in jobs],
+            media=media or None,
+            max_new_tokens=first.max_new_tokens,
+            temperature=first.temperature,
+            seed=first.seed,
+        )
+        return list(answers)
+
+    return run
+
+
+def encode_png(item: Any, modality: str) -> str:
+    """One output item as a base64 PNG file."""
+    if not isinstance(item, Image.Image):
+        raise ServeError(f"output modality {modality!r} produces {type(item).__name__} objects; the HTTP API serves images only")
+    buffer = io.BytesIO()
+    item.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

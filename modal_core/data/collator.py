@@ -98,8 +98,11 @@ class Collator:
         padding_side: Literal["right", "left"] = "right",
         bad_samples: BadSamplePolicy | None = None,
         chat: ChatFormat | None = None,
+        limit_name: str = "data.max_length",
     ) -> None:
+        """`limit_name` names `max_length` in errors (inference: the model's context)."""
         self.tokenizer = tokenizer
+        self.limit_name = limit_name
         self.chat = chat or ChatFormat()
         self.bad_samples = bad_samples or BadSamplePolicy()
         self.modalities = modalities
@@ -139,9 +142,8 @@ class Collator:
         if prefix:
             self._add_text(row, prefix, sample.drop_condition, False)
         if len(row.ids) > self.max_length:
-            raise DataError(
-                f"sample from {sample.source or 'a data set'} is {len(row.ids)} tokens long, over data.max_length={self.max_length}"
-            )
+            where = f"sample from {sample.source}" if sample.source else "the input"
+            raise DataError(f"{where} is {len(row.ids)} tokens long, over {self.limit_name}={self.max_length}")
         return row
 
     def _add_text(self, row: _Row, text: str, drop_condition: bool, supervised: bool) -> None:

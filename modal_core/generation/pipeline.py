@@ -47,7 +47,10 @@ class Pipeline:
         assign_checkpoint(assembled.model, directory)
         assembled.model.to(device)
         chat = ChatFormat(**recipe_to_dict(recipe.chat))
-        return cls(assembled, Collator(tokenizer, assembled.modalities, max_length=_context_length(assembled), chat=chat))
+        collator = Collator(
+            tokenizer, assembled.modalities, max_length=_context_length(assembled), chat=chat, limit_name="the model's context"
+        )
+        return cls(assembled, collator)
 
     def modality(self, direction: str, name: str | None = None, flag: str | None = None) -> str:
         """The model's one modality of `direction` ("input" or "output"), or the one named,

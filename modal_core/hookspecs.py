@@ -57,13 +57,21 @@ def modal_core_evaluators() -> dict[str, Any]:
     `pipeline` is a loaded `modal_core.Pipeline` (`.answer(...)`, `.generate(...)`),
     `options` holds the suite's settings from the command line (e.g. `data`, `limit`,
     `seed`, `batch_size`), and files the evaluator writes (report pieces, images) go
-    under `out_dir`. It returns JSON-serialisable metrics.
+    under `out_dir`. It returns JSON-serialisable metrics. `modal-core eval --list`
+    describes a suite by the callable's `description` attribute if it has one, else by
+    the first sentence of its docstring. Evaluators that score item by item can use
+    `modal_core.evaluation.items.score_items` to be batched and resumable.
 
     Example::
 
+        def evaluate_my_qa(pipeline, options, out_dir):
+            return {"accuracy": 1.0}
+
+        evaluate_my_qa.description = "Accuracy on my question set."
+
         @hookimpl
         def modal_core_evaluators():
-            return {"my_qa": lambda pipeline, options, out_dir: {"accuracy": 1.0}}
+            return {"my_qa": evaluate_my_qa}
     """
 
 

@@ -1,4 +1,5 @@
-"""Data sets that ship with the core, registered through the same hook as plugins'."""
+"""Data sets and evaluation suites that ship with the core, registered through the same
+hooks as plugins'."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
     """Text from a local JSONL file, one `{"text": ...}` object per line. Options: `path`."""
     path = options.get("path")
     if not path:
-        raise DataError("data source jsonl_text needs options.path: a local JSONL file of {\"text\": ...} lines")
+        raise DataError('data source jsonl_text needs options.path: a local JSONL file of {"text": ...} lines')
     records = read_jsonl(path, required=("text",))
     return IndexedDataset(len(records), lambda index: plain_text(str(records[index]["text"])), str(path))
 
@@ -48,3 +49,19 @@ def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
 @hookimpl
 def modal_core_datasets() -> dict[str, Any]:
     return {"shapes_text": shapes_text, "jsonl_text": jsonl_text, **IMAGE_DATASETS}
+
+
+@hookimpl
+def modal_core_evaluators() -> dict[str, Any]:
+    # Imported here: the suites pull in the evaluation stack, which listing plugins does not need.
+    from modal_core.evaluation.generation_suites import evaluate_fid, evaluate_geneval, evaluate_shapes_geneval
+    from modal_core.evaluation.understanding_suites import evaluate_multiple_choice, evaluate_pope, evaluate_vqa
+
+    return {
+        "vqa": evaluate_vqa,
+        "multiple_choice": evaluate_multiple_choice,
+        "pope": evaluate_pope,
+        "geneval": evaluate_geneval,
+        "shapes_geneval": evaluate_shapes_geneval,
+        "fid": evaluate_fid,
+    }

@@ -1,0 +1,61 @@
+"""Fixtures of the evaluation tests: a tiny image model trained for a few steps (once per
+session) and a fake pipeline whose answers the tests choose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_BACKBONE, tiny_text_recipe, write_recipe
+
+import modal_core_image_understanding.plugin as understanding_plugin
+import modal_core_vq_generation.plugin as generation_plugin
+from modal_core.config.loader import load_recipe
+from modal_core.plugins import PluginManager
+from modal_core.training.run import train
+
+TINY_IMAGES = {
+    "image_understanding": {"image_size": 32, "patch_size": 8, "width": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+    "vq_generation": {
+        "architecture": "compact",
+        "image_size": 32,
+        "codebook_size": 64,
+        "code_dim": 8,
+        "base_channels": 32,
+        "channel_multiplier": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "latent_channels": 32,
+    },
+}
+
+
+def image_plugins() -> PluginManager:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(understanding_plugin, name="image_understanding")
+    manager.register(generation_plugin, name="vq_generation")
+    return manager
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A run directory of a tiny model that answers and draws (trained a few steps)."""
+    root = tmp_path_factory.mktemp("tiny_model")
+    shapes = {"image_size": 32, "grid": 8, "size": 200}
+    recipe = tiny_text_recipe(
+        root / "run",
+        backbone={**TINY_BACKBONE, "config": {**TINY_BACKBONE["config"], "max_position_embeddings": 160}},
+        modalities=TINY_IMAGES,
+        train=["backbone", "adapters", "heads"],
+        data={
+            "sources": [
+                {"dataset": "shapes", "weight": 1, "options": {"task": "vqa", **shapes}},
+                {"dataset": "shapes", "weight": 1, "options": {"task": "generate", **shapes}},
+            ],
+            "batch_size": 4,
+            "max_length": 64,
+        },
+        trainer={"max_steps": 3},
+    )
+    plugins = image_plugins()
+    result = train(load_recipe(write_recipe(root / "tiny.yaml", recipe), plugins=plugins), plugins)
+    return result.run_dir

@@ -44,7 +44,8 @@ class _CachedDecoder:
         return self.hidden
 
 
-def _check_context(model: UnifiedModel, batch: Batch, new_tokens: int) -> None:
+def check_context(model: UnifiedModel, batch: Batch, new_tokens: int) -> None:
+    """Reject a prompt whose length plus `new_tokens` exceeds the backbone's context."""
     context = getattr(model.backbone.config, "max_position_embeddings", None)
     prompt = batch.input_ids.shape[1]
     if context is not None and prompt + new_tokens > context:
@@ -54,7 +55,8 @@ def _check_context(model: UnifiedModel, batch: Batch, new_tokens: int) -> None:
         )
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A generator on `device` seeded with `seed`, or None (the global RNG) for no seed."""
     return None if seed is None else torch.Generator(device=device).manual_seed(seed)
 
 
@@ -82,10 +84,10 @@ def generate_codes(
     rows = [prompt for prompt in prompts for _ in range(images_per_prompt)]
     unconditional = [replace(prompt, drop_condition=True) for prompt in rows]
     batch = collator.left_padded(rows + unconditional)
-    _check_context(model, batch, num_positions)
+    check_context(model, batch, num_positions)
     device = next(model.parameters()).device
     decoder = _CachedDecoder(model, batch.to(device))
-    generator = _generator(seed, device)
+    generator = seeded_generator(seed, device)
     count = len(rows)
     codes = torch.empty((count, num_positions), dtype=torch.long, device=device)
     hidden = decoder.hidden
@@ -115,10 +117,10 @@ def generate_text(
     if max_new_tokens < 1:
         raise ModelInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     batch = collator.left_padded(list(prompts))
-    _check_context(model, batch, max_new_tokens)
+    check_context(model, batch, max_new_tokens)
     device = next(model.parameters()).device
     decoder = _CachedDecoder(model, batch.to(device))
-    generator = _generator(seed, device)
+    generator = seeded_generator(seed, device)
     stops = torch.tensor(list(stop_ids), device=device)
     embedding = model.backbone.get_input_embeddings()
     tokens = torch.empty((len(prompts), max_new_tokens), dtype=torch.long, device=device)

@@ -15,7 +15,7 @@ from modal_core.data.collator import Collator
 from modal_core.data.segments import Media
 from modal_core.data.text_tokenizer import load_tokenizer
 from modal_core.errors import ModelInputError
-from modal_core.generation.decoding import generate_codes, generate_text
+from modal_core.generation.engine import DecodeEngine
 from modal_core.model.build import AssembledModel, build_model, special_tokens_of
 from modal_core.plugins import PluginManager, get_plugin_manager
 
@@ -31,6 +31,7 @@ class Pipeline:
         self.modalities = assembled.modalities
         self.collator = collator
         self.tokenizer = collator.tokenizer
+        self.engine = DecodeEngine(self.model)  # static KV cache, kept between calls of the same shape
 
     @classmethod
     def load(cls, checkpoint: str | Path, plugins: PluginManager | None = None, device: str = "cpu") -> Pipeline:
@@ -83,7 +84,7 @@ class Pipeline:
         name = self.modality("output", modality)
         runtime = self.modalities[name]
         samples = [caption_to_image(prompt, None, name) for prompt in prompts]
-        codes = generate_codes(self.model, self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed)
+        codes = self.engine.generate_codes(self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed)
         with torch.no_grad():
             outputs = runtime.spec.to_output(self.model.encoders[name].decode(codes).cpu())
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
@@ -117,7 +118,7 @@ class Pipeline:
             segments = [Media(name, value if single else value[index]) for name, value in items.items()]
             samples.append(question_answer(text, None, segments))
         eos = self.tokenizer.eos_token_id  # the checkpoint's own (DeepSeek's differs from ours)
-        ids = generate_text(self.model, self.collator, samples, max_new_tokens, temperature, seed=seed, stop_ids=[eos])
+        ids = self.engine.generate_text(self.collator, samples, max_new_tokens, temperature, seed=seed, stop_ids=[eos])
         answers = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
         return answers[0] if single else answers
 

@@ -44,6 +44,13 @@ def sample_tokens(
     """One token per row of `logits` (B, V); temperature 0 means greedy."""
     if temperature == 0:
         return logits.argmax(dim=-1)
+    probabilities = filtered_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+
+
+def filtered_logits(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Float logits (B, V) divided by `temperature` (> 0), with the tokens outside
+    top-k and outside the top-p nucleus set to -inf."""
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -54,5 +61,4 @@ def sample_tokens(
         # drop a token once the mass before it already reaches top_p (the first always stays)
         drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
-    probabilities = logits.softmax(dim=-1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+    return logits

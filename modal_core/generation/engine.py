@@ -1,0 +1,260 @@
+"""`DecodeEngine`: fast decoding with a static KV cache and sampling on the device.
+
+It draws the same tokens as `decoding.generate_codes` / `generate_text` for the same
+seed, with less work per token:
+
+- the KV cache is preallocated once (transformers `StaticCache`, reused across calls of
+  the same shape), so no step grows or copies a tensor;
+- the attention mask covers every cache slot from the start; a step only switches its
+  own slot on (one in-place write), instead of concatenating a column to the mask;
+- positions and the cache slot live on the device and advance in place;
+- a token is drawn with the exponential race `argmax(p / E)`, exactly what
+  `torch.multinomial` computes for one sample, minus the validity check that reads the
+  probabilities back to the host; text stops are checked once every
+  `STOP_CHECK_INTERVAL` tokens, not after each;
+- one step (embed, transformer, head, guidance, filters) can be `torch.compile`d.
+
+Image generation runs conditional and unconditional rows as one doubled batch
+(conditional rows first), as the plain loop does. Attention is the backbone's SDPA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+from transformers import StaticCache
+
+from modal_core.data.collator import Batch, Collator
+from modal_core.data.segments import Sample
+from modal_core.errors import ModelInputError
+from modal_core.generation.decoding import check_context, seeded_generator
+from modal_core.generation.sampling import check_guidance, check_sampling, filtered_logits, guided_logits
+from modal_core.model.unified import UnifiedModel
+
+CAPACITY_ROUNDING = 64
+"""Cache lengths are rounded up to a multiple of this, so prompts of nearby lengths
+share one workspace (and one compiled step)."""
+STOP_CHECK_INTERVAL = 16
+"""Text decoding asks the device whether every row has stopped once per this many tokens."""
+
+
+class CacheCapacityError(ModelInputError):
+    """A decode step would write past the end of the preallocated KV cache."""
+
+
+def draw_tokens(probabilities: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One category per row of `probabilities` (B, V), without a host synchronisation.
+
+    For one sample `torch.multinomial` races exponential clocks, `argmax(p / E)` with
+    `E ~ Exp(1)`, after checking the probabilities on the host; this is the same race on
+    the same random stream (so the same tokens for the same generator state), without
+    the check."""
+    race = torch.empty_like(probabilities).exponential_(1, generator=generator)  # (B, V)
+    return (probabilities / race).argmax(dim=-1)
+
+
+class DecodeWorkspace:
+    """Preallocated state of one decode run of `rows` sequences: a static KV cache of
+    `capacity` slots, the mask of the slots each row's next query sees, positions."""
+
+    def __init__(self, model: UnifiedModel, rows: int, capacity: int, device: torch.device) -> None:
+        self.rows, self.capacity = rows, capacity
+        self.cache = StaticCache(config=model.backbone.config, max_cache_len=capacity)
+        self.visible = torch.zeros((rows, 1, 1, capacity), dtype=torch.bool, device=device)  # (R, 1, 1, C)
+        self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)  # (R, 1) of the next query
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)  # cache slot of the next query
+        self.length = 0  # host copy of `slot`, for the capacity check without a sync
+
+    def prefill(self, model: UnifiedModel, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Run the left-padded prompt (R, T, hidden) into an empty cache; returns the
+        last position's hidden state (R, hidden)."""
+        rows, length = attention_mask.shape
+        self.length = 0
+        self._reserve(length)
+        self.cache.reset()
+        device = embeds.device
+        keys = attention_mask.bool()  # (R, T)
+        causal = torch.ones((length, length), dtype=torch.bool, device=device).tril()
+        # A padding query sees itself, so no softmax row is empty (NaN); real queries never see padding.
+        own = torch.eye(length, dtype=torch.bool, device=device)
+        mask = torch.zeros((rows, 1, length, self.capacity), dtype=torch.bool, device=device)  # (R, 1, T, C)
+        mask[:, 0, :, :length] = (keys[:, None, :] & causal) | own
+        hidden = model.transformer(embeds, mask, position_ids, past_key_values=self.cache, use_cache=True).hidden
+        self.visible.zero_()
+        self.visible[:, 0, 0, :length] = keys
+        self.position.copy_(position_ids[:, -1:] + 1)
+        self.slot.fill_(length)
+        return hidden[:, -1]
+
+    def advance(self, model: UnifiedModel, embeds: torch.Tensor) -> torch.Tensor:
+        """Feed one position (R, hidden) per row; returns its hidden state (R, hidden).
+        Only in-place updates of preallocated tensors: safe to compile."""
+        self.visible.index_fill_(-1, self.slot, True)
+        hidden = model.transformer(embeds[:, None], self.visible, self.position, past_key_values=self.cache, use_cache=True).hidden
+        self.slot.add_(1)
+        self.position.add_(1)
+        return hidden[:, -1]
+
+    def reserve_step(self) -> None:
+        """Account for one more cached position, or raise `CacheCapacityError`."""
+        self._reserve(1)
+
+    def _reserve(self, positions: int) -> None:
+        if self.length + positions > self.capacity:
+            raise CacheCapacityError(
+                f"the static KV cache holds {self.capacity} positions per row; {self.length} are used and "
+                f"{positions} more were asked for; build the workspace with a larger capacity"
+            )
+        self.length += positions
+
+
+def _scores(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """What a token is chosen from: the logits themselves when greedy, else the
+    probabilities after temperature, top-k and top-p (as `sample_tokens` computes them)."""
+    if temperature == 0:
+        return logits
+    return filtered_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
+
+
+def _choose(scores: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    return scores.argmax(dim=-1) if temperature == 0 else draw_tokens(scores, generator)
+
+
+def _image_scores(model: UnifiedModel, modality: str, hidden: torch.Tensor, cfg_scale: float, sampling: tuple) -> torch.Tensor:
+    """Scores (n, V) of the next code from the doubled batch's hidden states (2n, hidden)."""
+    logits = model.logits(modality, hidden)  # (2n, V)
+    count = hidden.shape[0] // 2
+    return _scores(guided_logits(logits[:count], logits[count:], cfg_scale), *sampling)
+
+
+def _image_step(
+    model: UnifiedModel, workspace: DecodeWorkspace, modality: str, codes: torch.Tensor, cfg_scale: float, sampling: tuple
+) -> torch.Tensor:
+    """Feed the last codes (n,) to both halves of the batch; scores of the next ones (n, V)."""
+    hidden = workspace.advance(model, model.embed_codes(modality, codes.repeat(2)))
+    return _image_scores(model, modality, hidden, cfg_scale, sampling)
+
+
+def _text_step(model: UnifiedModel, workspace: DecodeWorkspace, tokens: torch.Tensor, sampling: tuple) -> torch.Tensor:
+    """Feed the last text tokens (B,); scores of the next ones (B, V)."""
+    hidden = workspace.advance(model, model.backbone.get_input_embeddings()(tokens))
+    return _scores(model.logits("text", hidden), *sampling)
+
+
+class DecodeEngine:
+    """Fast decoding for a `UnifiedModel` in eval mode, for both kinds of head.
+
+    `compile_mode`: None runs eagerly; otherwise one decode step is compiled with
+    `torch.compile(mode=compile_mode)` ("default", "reduce-overhead", "max-autotune").
+    Workspaces are kept per (rows, capacity), so repeated calls of the same shape
+    neither allocate a cache nor recompile."""
+
+    def __init__(self, model: UnifiedModel, compile_mode: str | None = None) -> None:
+        self.model = model
+        self._workspaces: dict[tuple[int, int], DecodeWorkspace] = {}
+        self._image_step: Callable[..., torch.Tensor] = _image_step
+        self._text_step: Callable[..., torch.Tensor] = _text_step
+        if compile_mode is not None:
+            self._image_step = torch.compile(_image_step, mode=compile_mode, dynamic=False)
+            self._text_step = torch.compile(_text_step, mode=compile_mode, dynamic=False)
+
+    def workspace(self, rows: int, positions: int) -> DecodeWorkspace:
+        """A workspace for `rows` sequences of up to `positions` cached positions
+        (rounded up to `CAPACITY_ROUNDING`), reused when one of that shape exists."""
+        capacity = -(-positions // CAPACITY_ROUNDING) * CAPACITY_ROUNDING
+        key = (rows, capacity)
+        if key not in self._workspaces:
+            self._workspaces[key] = DecodeWorkspace(self.model, rows, capacity, self._device)
+        return self._workspaces[key]
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _prefill(self, batch: Batch, new_positions: int) -> tuple[DecodeWorkspace, torch.Tensor]:
+        batch = batch.to(self._device)
+        rows, length = batch.input_ids.shape
+        workspace = self.workspace(rows, length + new_positions)
+        embeds, _ = self.model.embed(batch)
+        return workspace, workspace.prefill(self.model, embeds, batch.attention_mask, batch.position_ids)
+
+    @torch.no_grad()
+    def generate_codes(
+        self,
+        collator: Collator,
+        prompts: Sequence[Sample],
+        modality: str,
+        num_positions: int,
+        images_per_prompt: int = 1,
+        cfg_scale: float = 5.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = 0,
+    ) -> torch.Tensor:
+        """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
+        belonging to prompt r // images_per_prompt; the same as
+        `decoding.generate_codes` with the same arguments."""
+        check_sampling(temperature, top_k, top_p)
+        check_guidance(cfg_scale)
+        if images_per_prompt < 1:
+            raise ModelInputError(f"need images_per_prompt >= 1, got {images_per_prompt}")
+        rows = [prompt for prompt in prompts for _ in range(images_per_prompt)]
+        batch = collator.left_padded(rows + [replace(prompt, drop_condition=True) for prompt in rows])
+        check_context(self.model, batch, num_positions)
+        # The last code is drawn, never fed back: N - 1 positions beyond the prompt.
+        workspace, hidden = self._prefill(batch, num_positions - 1)
+        generator = seeded_generator(seed, self._device)
+        sampling = (temperature, top_k, top_p)
+        codes = torch.empty((len(rows), num_positions), dtype=torch.long, device=self._device)  # (n, N)
+        codes[:, 0] = _choose(_image_scores(self.model, modality, hidden, cfg_scale, sampling), temperature, generator)
+        for index in range(1, num_positions):
+            workspace.reserve_step()
+            scores = self._image_step(self.model, workspace, modality, codes[:, index - 1], cfg_scale, sampling)
+            codes[:, index] = _choose(scores, temperature, generator)
+        return codes
+
+    @torch.no_grad()
+    def generate_text(
+        self,
+        collator: Collator,
+        prompts: Sequence[Sample],
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = 0,
+        stop_ids: Sequence[int] = (),
+    ) -> list[list[int]]:
+        """New text token ids for each prompt, cut at the first stop token (excluded);
+        the same as `decoding.generate_text` with the same arguments."""
+        check_sampling(temperature, top_k, top_p)
+        if max_new_tokens < 1:
+            raise ModelInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        batch = collator.left_padded(list(prompts))
+        check_context(self.model, batch, max_new_tokens)
+        workspace, hidden = self._prefill(batch, max_new_tokens - 1)
+        device = self._device
+        generator = seeded_generator(seed, device)
+        sampling = (temperature, top_k, top_p)
+        stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+        tokens = torch.empty((len(prompts), max_new_tokens), dtype=torch.long, device=device)  # (B, new)
+        finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        tokens[:, 0] = _choose(_scores(self.model.logits("text", hidden), *sampling), temperature, generator)
+        produced = 1
+        while produced < max_new_tokens:
+            finished |= torch.isin(tokens[:, produced - 1], stops)
+            if produced % STOP_CHECK_INTERVAL == 0 and bool(finished.all()):
+                break
+            workspace.reserve_step()
+            scores = self._text_step(self.model, workspace, tokens[:, produced - 1], sampling)
+            tokens[:, produced] = _choose(scores, temperature, generator)
+            produced += 1
+        stop_set = set(stop_ids)
+        results = []
+        for row in tokens[:, :produced].tolist():
+            cut = next((i for i, token in enumerate(row) if token in stop_set), len(row))
+            results.append(row[:cut])
+        return results

@@ -27,6 +27,7 @@ test: setup
 	$(VENV)/bin/pytest -q
 
 docs: setup
+	$(PY) scripts/docs_reference.py  # regenerate the recipe, CLI and hooks reference pages
 	$(VENV)/bin/mkdocs build --strict
 
 bench: setup

@@ -13,6 +13,7 @@ from modal_core import __version__
 from modal_core.errors import ModalCoreError
 from modal_core.evaluation.command import add_eval_command
 from modal_core.plugins import PluginManager, get_plugin_manager
+from modal_core.scaffold import add_new_plugin_command
 from modal_core.scale.commands import add_scale_commands
 from modal_core.serve.command import add_serve_command
 
@@ -191,6 +192,7 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
     _add_interop_commands(commands)
     add_scale_commands(commands)
     add_serve_command(commands)
+    add_new_plugin_command(commands)
     add_eval_command(commands)
     plugins.add_commands(commands)
     return parser

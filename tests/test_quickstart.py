@@ -79,3 +79,21 @@ def test_generate_and_understand_commands(quickstart_run, tmp_path):
     assert result.stdout.strip() != ""
     result = run_cli("understand", str(out / "stage3"), "--image", str(tmp_path / "missing.png"), "--question", "what?")
     assert result.returncode == 1 and "missing.png" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_quickstart_checkpoint_through_the_evaluation_suites(quickstart_run, tmp_path):
+    from modal_core.evaluation import geneval
+    from modal_core.evaluation.run import evaluate_checkpoint
+    from modal_core.evaluation.shapes_benchmarks import write_shapes_benchmarks
+
+    out, _ = quickstart_run
+    plugins = get_plugin_manager()
+    data = write_shapes_benchmarks(tmp_path / "bench", count=6)
+    vqa = evaluate_checkpoint(out / "stage3", "vqa", {"data": str(data), "limit": 6}, tmp_path / "vqa", plugins)
+    items = [json.loads(line) for line in (tmp_path / "vqa" / "items.jsonl").read_text().splitlines()]
+    assert vqa["metrics"]["count"] == len(items) == 6
+    assert vqa["metrics"]["exact_match"] == pytest.approx(sum(i["exact_match"] for i in items) / 6)
+    drawn = evaluate_checkpoint(out / "stage3", "shapes_geneval", {"limit": 4, "n": 1, "cfg": 3.0}, tmp_path / "gen", plugins)
+    assert drawn["metrics"]["images"] == 4 and 0.0 <= drawn["metrics"]["overall"] <= 1.0
+    assert geneval.validate_folder(tmp_path / "gen", samples_per_prompt=1) == 4
+    assert (tmp_path / "gen" / "report.md").is_file() and (tmp_path / "gen" / "results.json").is_file()

@@ -47,7 +47,11 @@ class BackboneConfig:
         "`vocab_size` defaults to the tokenizer's size.",
         factory=dict,
     )
-    dtype: str = _key("float32", "Weight dtype when loading from `path` (float32, bfloat16, float16).")
+    dtype: str = _key(
+        "float32",
+        "Weight dtype when loading from `path` or `init_from` (float32, bfloat16, float16); bfloat16 halves the "
+        "memory of a frozen backbone under LoRA.",
+    )
 
 
 @dataclass
@@ -56,6 +60,23 @@ class ChatConfig:
 
     system_prompt: str = _key("", "Text before chats that open with the user's turn and draw nothing (Janus: its system prompt).")
     media_separator: str = _key("", "Text after every input-modality item, e.g. an image (official Janus: a newline).")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the backbone: low-rank factors train, the backbone's weights stay frozen."""
+
+    rank: int = _key(
+        0,
+        "Rank r of each low-rank update (0: no LoRA). With r > 0 the factors of every `targets` layer train in "
+        "addition to the `train:` groups, which must then not include `backbone`.",
+    )
+    alpha: float = _key(16.0, "Scale of the update: a layer computes `x W^T + alpha / r * x A^T B^T`.")
+    dropout: float = _key(0.0, "Dropout on the input of the low-rank branch during training.")
+    targets: list[str] = _key(
+        help="Names (last component) of the backbone's linear layers to adapt; the LM head is never adapted.",
+        factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
 
 
 @dataclass
@@ -174,9 +195,10 @@ class Recipe:
         "such as `adapters.image_understanding`. Everything else is frozen.",
         factory=lambda: ["backbone", "adapters", "heads"],
     )
-    data: DataConfig = _key(help="Training data.", factory=DataConfig)
-    optim: OptimConfig = _key(help="Optimizer and schedule.", factory=OptimConfig)
-    trainer: TrainerConfig = _key(help="Trainer settings.", factory=TrainerConfig)
+    lora: LoraConfig = _key(help="LoRA factors on the backbone's linear layers (one-GPU fine-tuning).", factory=LoraConfig)
     chat: ChatConfig = _key(
         help="Chat format added around samples (empty by default; converted Janus checkpoints set Janus's).", factory=ChatConfig
     )
+    data: DataConfig = _key(help="Training data.", factory=DataConfig)
+    optim: OptimConfig = _key(help="Optimizer and schedule.", factory=OptimConfig)
+    trainer: TrainerConfig = _key(help="Trainer settings.", factory=TrainerConfig)

@@ -2,7 +2,9 @@
 
 Understanding-side preprocessing follows Janus: pad to a square with grey, resize
 (bicubic) to the model's input size, and normalise with mean = std = 0.5 so pixels
-land in [-1, 1].
+land in [-1, 1]. transformers' `JanusImageProcessor` (and the official Janus processor)
+resize the longer side first and pad the resized image; `resize_first` follows that
+order pixel for pixel, which converted Janus checkpoints use.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from modal_core.errors import DataError
 
 IN_MEMORY_NAME = "<in-memory image>"
 JANUS_GREY = (127, 127, 127)
+JANUS_MIN_SIDE = 14
 
 ImageSource = str | os.PathLike | bytes | Image.Image
 
@@ -150,17 +153,28 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = JANUS_GREY) -
     return canvas
 
 
+def resize_longer_side(image: Image.Image, size: int, min_side: int = JANUS_MIN_SIDE) -> Image.Image:
+    """Resize (bicubic) so the longer side is `size`, keeping the aspect ratio; the
+    shorter side is rounded and at least `min_side` (transformers' JanusImageProcessor)."""
+    width, height = image.size
+    scale = size / max(width, height)
+    return image.resize((max(round(width * scale), min_side), max(round(height * scale), min_side)), Image.Resampling.BICUBIC)
+
+
 def image_to_tensor(
     image: Image.Image,
     size: int,
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.5, 0.5, 0.5),
     pad_square: bool = True,
+    resize_first: bool = False,
 ) -> torch.Tensor:
     """Convert an image to a normalised float32 tensor of shape (3, size, size).
 
-    With `pad_square` the image is first padded to a square with Janus grey, so the
-    aspect ratio is kept; without it the image is stretched to the square size.
+    With `pad_square` the image is padded to a square with Janus grey, so the aspect
+    ratio is kept: before resizing it to `size`, or with `resize_first` after resizing
+    its longer side to `size` (transformers' and the official Janus order, which blurs
+    the bar edges less). Without `pad_square` the image is stretched to the square.
     """
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
@@ -169,9 +183,12 @@ def image_to_tensor(
     if any(s == 0 for s in std):
         raise ValueError(f"std must not contain zeros, got {std}")
     rgb = _to_rgb(image)
-    if pad_square:
+    if pad_square and resize_first:
+        rgb = pad_to_square(resize_longer_side(rgb, size))
+    if pad_square and not resize_first:
         rgb = pad_to_square(rgb)
-    rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -267,11 +284,12 @@ class ImageProcessor:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     pad_square: bool = True
     max_pixels: int = 64_000_000
+    resize_first: bool = False
 
     def __call__(self, source: ImageSource) -> torch.Tensor:
         """Load and preprocess one image into a (3, size, size) float32 tensor."""
         image = load_image(source, max_pixels=self.max_pixels)
-        return image_to_tensor(image, self.size, self.mean, self.std, self.pad_square)
+        return image_to_tensor(image, self.size, self.mean, self.std, self.pad_square, self.resize_first)
 
     def batch(self, sources: Sequence[ImageSource]) -> torch.Tensor:
         """Load and preprocess several images into a (B, 3, size, size) tensor."""

@@ -29,6 +29,7 @@ from modal_core.interop.tokenizer_files import IMAGE_TOKENS, copy_tokenizer, sav
 from modal_core.interop.weights_io import ShardWriter, iter_tensors, parse_size
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR, DTYPES
 from modal_core.model.build import build_model, special_tokens_of
+from modal_core.model.lora import fold_lora
 from modal_core.plugins import PluginManager, get_plugin_manager
 
 RECIPE_FILE = "recipe.yaml"  # as modal_core.training.run.RECIPE_FILE, without importing Lightning
@@ -155,12 +156,15 @@ def to_hf_janus(checkpoint: str | Path, out: str | Path, max_shard_size: str | i
         do_sample=True,
     ).save_pretrained(str(out))
     writer = ShardWriter(out, parse_size(max_shard_size))
+    scaling = recipe.lora.alpha / recipe.lora.rank if recipe.lora.rank else None
     with safe_open(str(directory / store.MODEL_FILE), framework="pt") as weights:
-        for key in tqdm(sorted(weights.keys(), key=modal_to_hf), desc="exporting weights", unit=" tensors", leave=False):
+        keys = sorted(weights.keys(), key=modal_to_hf)
+        # LoRA factors are folded into their weights (W + alpha/r B A): the export is a plain Janus.
+        for key, tensor in tqdm(fold_lora(keys, weights.get_tensor, scaling), desc="exporting weights", unit=" tensors", leave=False):
             name = modal_to_hf(key)
             if name == LM_HEAD and config.tie_word_embeddings:
                 continue  # transformers re-ties it to the token embeddings
-            writer.add(name, weights.get_tensor(key))
+            writer.add(name, tensor)
     writer.close()
     return out
 

@@ -41,8 +41,10 @@ def build_backbone(path: str | None, model_type: str, config: dict[str, Any], vo
     return model
 
 
-def backbone_from_config(directory: str | Path) -> PreTrainedModel:
+def backbone_from_config(directory: str | Path, dtype: str = "float32") -> PreTrainedModel:
     """An uninitialised-weights backbone of the architecture saved in `directory`."""
     if not (Path(directory) / "config.json").is_file():
         raise CheckpointError(f"{directory}/config.json is missing: the checkpoint does not describe its backbone")
-    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(directory), local_files_only=True))
+    if dtype not in DTYPES:
+        raise RecipeError(f"backbone.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(directory), local_files_only=True), dtype=DTYPES[dtype])

@@ -26,7 +26,8 @@ from modal_core.data.text_tokenizer import (
 )
 from modal_core.errors import RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
-from modal_core.model.build import build_model, special_tokens_of
+from modal_core.model.build import build_from_checkpoint, build_model, special_tokens_of
+from modal_core.model.lora import train_lora
 from modal_core.plugins import PluginManager
 from modal_core.scale.blocks import block_classes
 from modal_core.scale.strategy import build_strategy, check_trainer_settings
@@ -127,14 +128,17 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
 
 def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int):
     tokenizer = prepare_tokenizer(recipe, plugins)
-    assembled = build_model(recipe, tokenizer, plugins)
     if recipe.init_from and not recipe.resume:
-        fresh = store.load_into(assembled.model, resolve_checkpoint(recipe.init_from), partial=True)
+        # Built on the meta device and filled from the file: one copy of the weights in memory.
+        initial = store.verify(resolve_checkpoint(recipe.init_from))
+        assembled, fresh = build_from_checkpoint(recipe, tokenizer, plugins, initial)
         if fresh:
             groups = sorted({".".join(key.split(".")[:2]) for key in fresh})
             print(
                 f"init_from {recipe.init_from}: {len(fresh)} tensors not in the checkpoint keep their initialisation ({', '.join(groups)})"
             )
+    else:
+        assembled = build_model(recipe, tokenizer, plugins)
     collator = Collator(
         tokenizer,
         assembled.modalities,
@@ -143,6 +147,8 @@ def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total
         chat=ChatFormat(**recipe_to_dict(recipe.chat)),
     )
     module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
+    if recipe.lora.rank:
+        train_lora(assembled.model, list(recipe.train))
     return module, _data_module(recipe, plugins, assembled.modalities, collator), tokenizer
 
 

@@ -42,7 +42,11 @@ class ImageUnderstandingOptions:
     adapter_depth: int = 2
     """Linear layers in the adapter MLP (Janus: 2, with GELU between)."""
     pad_to_square: bool = True
-    """Pad images to a square with grey (127, 127, 127) before resizing, as Janus does."""
+    """Pad images to a square with grey (127, 127, 127), keeping their aspect ratio, as Janus does."""
+    resize_before_pad: bool = False
+    """Resize the longer side to `image_size` first, then pad (the order of transformers'
+    JanusImageProcessor and the official Janus code; converted Janus checkpoints set it).
+    False: pad first, then resize."""
     max_pixels: int = 64_000_000
     """Refuse images with more pixels than this (decompression-bomb guard)."""
 
@@ -92,7 +96,10 @@ IMAGE_UNDERSTANDING = ModalitySpec(
     build_encoder=_encoder,
     build_adapter=lambda options, hidden: build_adapter(options.width, hidden, options.adapter_depth),
     build_processor=lambda options: ImageProcessor(
-        size=options.image_size, pad_square=options.pad_to_square, max_pixels=options.max_pixels
+        size=options.image_size,
+        pad_square=options.pad_to_square,
+        max_pixels=options.max_pixels,
+        resize_first=options.resize_before_pad,
     ),
     num_positions=lambda options: (options.image_size // options.patch_size) ** 2,
     begin_token=BEGIN_OF_IMAGE,

@@ -27,7 +27,8 @@ from modal_core.evaluation.shapes_eval import (
 from modal_core.generation.pipeline import Pipeline
 from modal_core.plugins import PluginManager
 from modal_core.reporting import plot_curves, write_json
-from modal_core.training.callbacks import checkpoint_name, read_history
+from modal_core.training.callbacks import checkpoint_name
+from modal_core.training.history import read_history
 from modal_core.training.run import HISTORY_FILE, train
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "quickstart"

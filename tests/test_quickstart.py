@@ -12,7 +12,7 @@ from PIL import Image
 import modal_core
 from modal_core.plugins import get_plugin_manager
 from modal_core.quickstart import STEPS, run_quickstart
-from modal_core.training.callbacks import read_history
+from modal_core.training.history import read_history
 
 
 @pytest.fixture(scope="module")

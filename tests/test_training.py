@@ -14,7 +14,7 @@ from modal_core.checkpoints.serialization import flatten_state, unflatten_state
 from modal_core.checkpoints.store import resolve_checkpoint
 from modal_core.config.loader import load_recipe
 from modal_core.errors import CheckpointError
-from modal_core.training.callbacks import read_history
+from modal_core.training.history import read_history
 from modal_core.training.run import train
 
 

@@ -170,14 +170,3 @@ class MetricsHistory(L.Callback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as handle:
                 handle.write(json.dumps({"step": trainer.global_step, **metrics}) + "\n")
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """The metrics log, one record per (step, kind); a resumed run's later records win."""
-    records: dict[tuple[int, bool], dict[str, float]] = {}
-    if Path(path).is_file():
-        for line in Path(path).read_text().splitlines():
-            record = json.loads(line)
-            is_val = any(key.startswith("val/") for key in record)
-            records[(record["step"], is_val)] = record
-    return [records[key] for key in sorted(records)]

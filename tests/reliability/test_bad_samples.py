@@ -17,7 +17,7 @@ from modal_core.config.loader import load_recipe
 from modal_core.data.bad_samples import read_bad_samples
 from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.errors import DataError
-from modal_core.training.callbacks import read_history
+from modal_core.training.history import read_history
 from modal_core.training.run import BAD_SAMPLES_FILE, train
 
 

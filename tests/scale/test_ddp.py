@@ -17,7 +17,7 @@ from modal_core.checkpoints import store
 from modal_core.config.loader import load_recipe
 from modal_core.data.shapes import text_corpus
 from modal_core.data.text_tokenizer import save_tokenizer, train_tokenizer
-from modal_core.training.callbacks import read_history
+from modal_core.training.history import read_history
 from modal_core.training.run import train
 
 STEPS = 4

@@ -9,7 +9,9 @@ from modal_core.data.images import ImageProcessor
 from modal_core.errors import RecipeError
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
-from modal_core_image_understanding.encoder import SiglipImageEncoder, build_adapter
+
+# The encoder module imports transformers' vision models (seconds): it is imported when a
+# model is built, so listing plugins or starting the CLI stays fast.
 
 IMAGE_PLACEHOLDER = "<image_placeholder>"
 BEGIN_OF_IMAGE = "<begin_of_image>"
@@ -51,7 +53,9 @@ class ImageUnderstandingOptions:
     """Refuse images with more pixels than this (decompression-bomb guard)."""
 
 
-def _encoder(options: ImageUnderstandingOptions) -> SiglipImageEncoder:
+def _encoder(options: ImageUnderstandingOptions):
+    from modal_core_image_understanding.encoder import SiglipImageEncoder
+
     if options.architecture not in ("siglip", "janus"):
         raise RecipeError(f"modalities.image_understanding.architecture: expected 'siglip' or 'janus', got {options.architecture!r}")
     if options.architecture == "janus":
@@ -89,12 +93,18 @@ def _encoder(options: ImageUnderstandingOptions) -> SiglipImageEncoder:
     )
 
 
+def _adapter(options: ImageUnderstandingOptions, hidden: int):
+    from modal_core_image_understanding.encoder import build_adapter
+
+    return build_adapter(options.width, hidden, options.adapter_depth)
+
+
 IMAGE_UNDERSTANDING = ModalitySpec(
     name="image_understanding",
     direction="input",
     options=ImageUnderstandingOptions,
     build_encoder=_encoder,
-    build_adapter=lambda options, hidden: build_adapter(options.width, hidden, options.adapter_depth),
+    build_adapter=_adapter,
     build_processor=lambda options: ImageProcessor(
         size=options.image_size,
         pad_square=options.pad_to_square,

@@ -10,8 +10,9 @@ from modal_core.checkpoints.store import load_into
 from modal_core.data.images import ImageProcessor, tensor_to_image
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
-from modal_core_vq_generation.adapter import CodeEmbeddingAdapter, build_image_head
-from modal_core_vq_generation.tokenizer import VQImageTokenizer
+
+# The tokenizer and adapter modules import transformers' Janus VQ-VAE (seconds): they are
+# imported when a model is built, so listing plugins or starting the CLI stays fast.
 
 BEGIN_OF_IMAGE = "<begin_of_image>"
 END_OF_IMAGE = "<end_of_image>"
@@ -48,8 +49,10 @@ class VQGenerationOptions:
     """Linear layers of the generation adapter MLP."""
 
 
-def build_tokenizer(options: VQGenerationOptions) -> VQImageTokenizer:
-    """The VQ tokenizer described by `options`, with trained weights if a path is given."""
+def build_tokenizer(options: VQGenerationOptions):
+    """The VQ tokenizer (`VQImageTokenizer`) described by `options`, with trained weights if a path is given."""
+    from modal_core_vq_generation.tokenizer import VQImageTokenizer
+
     tokenizer = VQImageTokenizer(
         image_size=options.image_size,
         codebook_size=options.codebook_size,
@@ -71,13 +74,25 @@ def _num_positions(options: VQGenerationOptions) -> int:
     return (options.image_size // downsample) ** 2
 
 
+def _adapter(options: VQGenerationOptions, hidden: int):
+    from modal_core_vq_generation.adapter import CodeEmbeddingAdapter
+
+    return CodeEmbeddingAdapter(options.codebook_size, options.code_dim, hidden, options.adapter_depth)
+
+
+def _head(options: VQGenerationOptions, hidden: int):
+    from modal_core_vq_generation.adapter import build_image_head
+
+    return build_image_head(options.codebook_size, options.code_dim, hidden)
+
+
 VQ_GENERATION = ModalitySpec(
     name="vq_generation",
     direction="output",
     options=VQGenerationOptions,
     build_encoder=build_tokenizer,
-    build_adapter=lambda o, hidden: CodeEmbeddingAdapter(o.codebook_size, o.code_dim, hidden, o.adapter_depth),
-    build_head=lambda o, hidden: build_image_head(o.codebook_size, o.code_dim, hidden),
+    build_adapter=_adapter,
+    build_head=_head,
     build_processor=lambda o: ImageProcessor(size=o.image_size, pad_square=False),
     num_positions=_num_positions,
     begin_token=BEGIN_OF_IMAGE,

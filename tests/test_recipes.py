@@ -101,3 +101,20 @@ def test_every_shipped_recipe_validates(path):
 
     recipe = load_recipe(path, plugins=get_plugin_manager())
     assert recipe.description, f"{path} needs a one-line description for `modal-core recipes`"
+
+
+def test_override_can_index_into_a_list(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "output_dir: out\ndata:\n  sources:\n    - {dataset: shapes_text, options: {num_sentences: 10}}\n    - {dataset: jsonl_text}\n"
+    )
+    recipe = load_recipe(path, ["data.sources.1.options.path=corpus.jsonl", "data.sources.0.weight=2.5", "seed=3"])
+    assert recipe.data.sources[1].options.path == "corpus.jsonl"
+    assert recipe.data.sources[0].weight == 2.5 and recipe.data.sources[0].options.num_sentences == 10
+    assert recipe.seed == 3
+    with pytest.raises(RecipeError, match="data.sources has 2 item.s., so index 5 does not exist"):
+        load_recipe(path, ["data.sources.5.weight=1"])
+    with pytest.raises(RecipeError, match=r"unknown key .data.sources\[0\].wieght."):
+        load_recipe(path, ["data.sources.0.wieght=1"])
+    with pytest.raises(RecipeError, match="is not a list"):
+        load_recipe(path, ["optim.0=1"])

@@ -30,11 +30,18 @@ def load_recipe(
     that modality's options schema.
     """
     layers = _file_layers(Path(path), seen=())
-    if overrides:
-        layers.append(("command-line overrides", _parse_overrides(overrides)))
+    overrides = list(overrides or [])
+    # `data.sources.0.options.path=X` indexes into a list: it is applied to the merged
+    # recipe in place (a dotlist layer would turn the list into a mapping).
+    indexed = [item for item in overrides if _indexes_a_list(item)]
+    plain = [item for item in overrides if item not in indexed]
+    if plain:
+        layers.append(("command-line overrides", _parse_overrides(plain)))
     merged = OmegaConf.structured(Recipe)
     for source, layer in layers:
         merged = _merge(merged, layer, source)
+    for item in indexed:
+        _update_list_item(merged, item)
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise RecipeError(f"{path}: required key(s) {', '.join(missing)} have no value; set them in the recipe or as key=value")
@@ -76,6 +83,30 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as error:
         raise RecipeError(f"command-line overrides {overrides}: {error}") from error
+
+
+def _indexes_a_list(item: str) -> bool:
+    key = item.split("=", 1)[0]
+    return any(part.isdigit() for part in key.split("."))
+
+
+def _update_list_item(recipe: DictConfig, item: str) -> None:
+    """Apply one `key=value` override whose key indexes into a list (`a.0.b=...`)."""
+    _parse_overrides([item])  # the same form and value checks as other overrides
+    key, text = item.split("=", 1)
+    head = key.split(".")
+    index_at = next(i for i, part in enumerate(head) if part.isdigit())
+    container = OmegaConf.select(recipe, ".".join(head[:index_at]))
+    if not OmegaConf.is_list(container) or not int(head[index_at]) < len(container):
+        size = len(container) if OmegaConf.is_list(container) else None
+        raise RecipeError(
+            f"command-line overrides: {key}: {'.'.join(head[:index_at])} "
+            + (f"has {size} item(s), so index {head[index_at]} does not exist" if size is not None else "is not a list")
+        )
+    try:
+        OmegaConf.update(recipe, key, yaml.safe_load(text) if text else "", merge=True)
+    except OmegaConfBaseException as error:
+        raise RecipeError(f"command-line overrides: {_describe(error)}") from error
 
 
 def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:

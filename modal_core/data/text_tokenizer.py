@@ -20,17 +20,23 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Itera
     """Train a byte-level BPE tokenizer on `texts` with BOS/EOS/PAD, the chat role
     tokens and `special_tokens` as unsplittable added tokens."""
     specials = list(dict.fromkeys([*BASE_SPECIAL_TOKENS, *special_tokens]))
+    return _wrap(train_byte_level_bpe(texts, vocab_size, specials))
+
+
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """A byte-level BPE `tokenizers.Tokenizer` trained on `texts`; `special_tokens` take
+    the first ids, in order."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=specials,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return _wrap(tokenizer)
+    return tokenizer
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:

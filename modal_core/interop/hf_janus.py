@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from tqdm import tqdm
-from transformers import AutoConfig, GenerationConfig, JanusConfig
+from transformers import AutoConfig, GenerationConfig, JanusConfig, PreTrainedTokenizerFast
 
 from modal_core.checkpoints import store
 from modal_core.checkpoints.lean_load import parameters_on_meta
@@ -146,15 +146,7 @@ def to_hf_janus(checkpoint: str | Path, out: str | Path, max_shard_size: str | i
     tokenizer = save_processor(directory, out, specials, und.image_size, grid * grid, system_prompt=bool(recipe.chat.system_prompt))
     config = janus_config_from_recipe(recipe, text_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["image_token"]), str(directory))
     config.save_pretrained(str(out))
-    GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["boi_token"])},
-        guidance_scale=5.0,
-        temperature=1.0,
-        do_sample=True,
-    ).save_pretrained(str(out))
+    janus_generation_config(tokenizer, do_sample=True).save_pretrained(str(out))
     writer = ShardWriter(out, parse_size(max_shard_size))
     scaling = recipe.lora.alpha / recipe.lora.rank if recipe.lora.rank else None
     with safe_open(str(directory / store.MODEL_FILE), framework="pt") as weights:
@@ -167,6 +159,20 @@ def to_hf_janus(checkpoint: str | Path, out: str | Path, max_shard_size: str | i
             writer.add(name, tensor)
     writer.close()
     return out
+
+
+def janus_generation_config(tokenizer: PreTrainedTokenizerFast, do_sample: bool) -> GenerationConfig:
+    """The generation config Janus-Pro ships: the tokenizer's BOS/EOS/PAD, the image-start
+    token transformers' image generation needs, and CFG scale 5."""
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["boi_token"])},
+        guidance_scale=5.0,
+        temperature=1.0,
+        do_sample=do_sample,
+    )
 
 
 def _json(path: Path) -> dict:

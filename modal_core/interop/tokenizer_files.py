@@ -71,15 +71,21 @@ def save_processor(
         extra_special_tokens=IMAGE_TOKENS,
         padding_side="left",
     )
+    janus_processor(tokenizer, image_size, num_image_tokens, system_prompt, CHAT_TEMPLATE).save_pretrained(str(destination))
+    return tokenizer
+
+
+def janus_processor(
+    tokenizer: PreTrainedTokenizerFast, image_size: int, num_image_tokens: int, system_prompt: bool, chat_template: str | None = None
+) -> JanusProcessor:
+    """A `JanusProcessor` for square `image_size` images normalised to [-1, 1], as Janus's."""
     image_processor = JanusImageProcessorPil(
         size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3, do_normalize=True
     )
-    processor = JanusProcessor(
+    return JanusProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         use_default_system_prompt=system_prompt,
         num_image_tokens=num_image_tokens,
     )
-    processor.save_pretrained(str(destination))
-    return tokenizer

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from modal_core.interop import from_official_janus
+from modal_core.interop.official_janus import LANGUAGE_KEYS
 
 
 def _official_name(key: str) -> str:
@@ -77,18 +78,7 @@ def test_official_layout_converts_to_the_same_checkpoint(converted, janus_plugin
     weight_map = {key: shard for shard, keys in shards.items() for key in keys}
     (official / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
     text = reference.config.text_config
-    language = {
-        k: getattr(text, k)
-        for k in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "max_position_embeddings",
-        )
-    }
+    language = {k: v for k, v in text.to_dict().items() if k in LANGUAGE_KEYS}  # what the converter reads
     config = {
         "language_config": {**language, "model_type": "llama"},
         "vision_config": {"cls": "CLIPVisionTower", "params": {"model_name": "tiny_siglip", "num_heads": 4, "image_size": 32}},

@@ -30,6 +30,7 @@ def _processor(options: EEGOptions):
 
     return EEGProcessor(options)
 
+
 BEGIN_OF_EEG = "<begin_of_eeg>"
 END_OF_EEG = "<end_of_eeg>"
 EEG_PLACEHOLDER = "<eeg_placeholder>"

@@ -55,6 +55,53 @@ def check_context(model: UnifiedModel, batch: Batch, new_tokens: int) -> None:
         )
 
 
+def image_prompt_batch(
+    model: UnifiedModel,
+    collator: Collator,
+    prompts: Sequence[Sample],
+    num_positions: int,
+    images_per_prompt: int,
+    cfg_scale: float,
+    sampling: tuple[float, int | None, float | None],
+) -> tuple[int, Batch]:
+    """Validate image-generation settings and lay out the doubled CFG batch:
+    (rows n = prompts x images_per_prompt, batch of n conditional then n unconditional rows)."""
+    check_sampling(*sampling)
+    check_guidance(cfg_scale)
+    if images_per_prompt < 1:
+        raise ModelInputError(f"need images_per_prompt >= 1, got {images_per_prompt}")
+    rows = [prompt for prompt in prompts for _ in range(images_per_prompt)]
+    batch = collator.left_padded(rows + [replace(prompt, drop_condition=True) for prompt in rows])
+    check_context(model, batch, num_positions)
+    return len(rows), batch
+
+
+def text_prompt_batch(
+    model: UnifiedModel,
+    collator: Collator,
+    prompts: Sequence[Sample],
+    max_new_tokens: int,
+    sampling: tuple[float, int | None, float | None],
+) -> Batch:
+    """Validate answering settings and lay out the left-padded prompt batch."""
+    check_sampling(*sampling)
+    if max_new_tokens < 1:
+        raise ModelInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    batch = collator.left_padded(list(prompts))
+    check_context(model, batch, max_new_tokens)
+    return batch
+
+
+def cut_at_stops(tokens: torch.Tensor, stop_ids: Sequence[int]) -> list[list[int]]:
+    """Each row of `tokens` (B, T) as a list, cut before its first stop token."""
+    stop_set = set(stop_ids)
+    results = []
+    for row in tokens.tolist():
+        cut = next((i for i, token in enumerate(row) if token in stop_set), len(row))
+        results.append(row[:cut])
+    return results
+
+
 def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     """A generator on `device` seeded with `seed`, or None (the global RNG) for no seed."""
     return None if seed is None else torch.Generator(device=device).manual_seed(seed)
@@ -77,18 +124,10 @@ def generate_codes(
     """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
     belonging to prompt r // images_per_prompt. Each prompt must end where the item
     begins (a `Media(modality, None)` segment)."""
-    check_sampling(temperature, top_k, top_p)
-    check_guidance(cfg_scale)
-    if images_per_prompt < 1:
-        raise ModelInputError(f"need images_per_prompt >= 1, got {images_per_prompt}")
-    rows = [prompt for prompt in prompts for _ in range(images_per_prompt)]
-    unconditional = [replace(prompt, drop_condition=True) for prompt in rows]
-    batch = collator.left_padded(rows + unconditional)
-    check_context(model, batch, num_positions)
+    count, batch = image_prompt_batch(model, collator, prompts, num_positions, images_per_prompt, cfg_scale, (temperature, top_k, top_p))
     device = next(model.parameters()).device
     decoder = _CachedDecoder(model, batch.to(device))
     generator = seeded_generator(seed, device)
-    count = len(rows)
     codes = torch.empty((count, num_positions), dtype=torch.long, device=device)
     hidden = decoder.hidden
     for index in range(num_positions):
@@ -113,11 +152,7 @@ def generate_text(
     stop_ids: Sequence[int] = (),
 ) -> list[list[int]]:
     """New text token ids for each prompt, cut at the first stop token (excluded)."""
-    check_sampling(temperature, top_k, top_p)
-    if max_new_tokens < 1:
-        raise ModelInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    batch = collator.left_padded(list(prompts))
-    check_context(model, batch, max_new_tokens)
+    batch = text_prompt_batch(model, collator, prompts, max_new_tokens, (temperature, top_k, top_p))
     device = next(model.parameters()).device
     decoder = _CachedDecoder(model, batch.to(device))
     generator = seeded_generator(seed, device)
@@ -135,9 +170,4 @@ def generate_text(
         if bool(finished.all()) or index + 1 == max_new_tokens:
             break
         hidden = decoder.step(embedding(next_tokens))
-    stop_set = set(stop_ids)
-    results = []
-    for row in tokens[:, :produced].tolist():
-        cut = next((i for i, token in enumerate(row) if token in stop_set), len(row))
-        results.append(row[:cut])
-    return results
+    return cut_at_stops(tokens[:, :produced], stop_ids)

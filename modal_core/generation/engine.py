@@ -21,7 +21,6 @@ Image generation runs conditional and unconditional rows as one doubled batch
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import torch
 from transformers import StaticCache
@@ -29,8 +28,8 @@ from transformers import StaticCache
 from modal_core.data.collator import Batch, Collator
 from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
-from modal_core.generation.decoding import check_context, seeded_generator
-from modal_core.generation.sampling import check_guidance, check_sampling, filtered_logits, guided_logits
+from modal_core.generation.decoding import cut_at_stops, image_prompt_batch, seeded_generator, text_prompt_batch
+from modal_core.generation.sampling import filtered_logits, guided_logits
 from modal_core.model.unified import UnifiedModel
 
 CAPACITY_ROUNDING = 64
@@ -197,18 +196,12 @@ class DecodeEngine:
         """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
         belonging to prompt r // images_per_prompt; the same as
         `decoding.generate_codes` with the same arguments."""
-        check_sampling(temperature, top_k, top_p)
-        check_guidance(cfg_scale)
-        if images_per_prompt < 1:
-            raise ModelInputError(f"need images_per_prompt >= 1, got {images_per_prompt}")
-        rows = [prompt for prompt in prompts for _ in range(images_per_prompt)]
-        batch = collator.left_padded(rows + [replace(prompt, drop_condition=True) for prompt in rows])
-        check_context(self.model, batch, num_positions)
+        sampling = (temperature, top_k, top_p)
+        count, batch = image_prompt_batch(self.model, collator, prompts, num_positions, images_per_prompt, cfg_scale, sampling)
         # The last code is drawn, never fed back: N - 1 positions beyond the prompt.
         workspace, hidden = self._prefill(batch, num_positions - 1)
         generator = seeded_generator(seed, self._device)
-        sampling = (temperature, top_k, top_p)
-        codes = torch.empty((len(rows), num_positions), dtype=torch.long, device=self._device)  # (n, N)
+        codes = torch.empty((count, num_positions), dtype=torch.long, device=self._device)  # (n, N)
         codes[:, 0] = _choose(_image_scores(self.model, modality, hidden, cfg_scale, sampling), temperature, generator)
         for index in range(1, num_positions):
             workspace.reserve_step()
@@ -230,15 +223,11 @@ class DecodeEngine:
     ) -> list[list[int]]:
         """New text token ids for each prompt, cut at the first stop token (excluded);
         the same as `decoding.generate_text` with the same arguments."""
-        check_sampling(temperature, top_k, top_p)
-        if max_new_tokens < 1:
-            raise ModelInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        batch = collator.left_padded(list(prompts))
-        check_context(self.model, batch, max_new_tokens)
+        sampling = (temperature, top_k, top_p)
+        batch = text_prompt_batch(self.model, collator, prompts, max_new_tokens, sampling)
         workspace, hidden = self._prefill(batch, max_new_tokens - 1)
         device = self._device
         generator = seeded_generator(seed, device)
-        sampling = (temperature, top_k, top_p)
         stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
         tokens = torch.empty((len(prompts), max_new_tokens), dtype=torch.long, device=device)  # (B, new)
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
@@ -252,9 +241,4 @@ class DecodeEngine:
             scores = self._text_step(self.model, workspace, tokens[:, produced - 1], sampling)
             tokens[:, produced] = _choose(scores, temperature, generator)
             produced += 1
-        stop_set = set(stop_ids)
-        results = []
-        for row in tokens[:, :produced].tolist():
-            cut = next((i for i, token in enumerate(row) if token in stop_set), len(row))
-            results.append(row[:cut])
-        return results
+        return cut_at_stops(tokens[:, :produced], stop_ids)

@@ -63,15 +63,7 @@ def _encoder(options: ImageUnderstandingOptions):
             raise RecipeError(
                 "modalities.image_understanding: architecture janus takes its weights from a converted checkpoint (init_from), not `path`"
             )
-        return SiglipImageEncoder.janus_from_config(
-            image_size=options.image_size,
-            patch_size=options.patch_size,
-            hidden_size=options.width,
-            num_hidden_layers=options.num_layers,
-            num_attention_heads=options.num_heads,
-            intermediate_size=options.intermediate_size,
-            use_qk_norm=options.use_qk_norm,
-        )
+        return SiglipImageEncoder.janus_from_config(**_tower_sizes(options), use_qk_norm=options.use_qk_norm)
     if options.use_qk_norm:
         raise RecipeError("modalities.image_understanding.use_qk_norm: only architecture janus has a qk-norm")
     if options.path:
@@ -83,14 +75,19 @@ def _encoder(options: ImageUnderstandingOptions):
         if wrong:
             raise RecipeError(f"modalities.image_understanding: {options.path} has {wrong}; set these values in the recipe")
         return encoder
-    return SiglipImageEncoder.from_config(
-        image_size=options.image_size,
-        patch_size=options.patch_size,
-        hidden_size=options.width,
-        num_hidden_layers=options.num_layers,
-        num_attention_heads=options.num_heads,
-        intermediate_size=options.intermediate_size,
-    )
+    return SiglipImageEncoder.from_config(**_tower_sizes(options))
+
+
+def _tower_sizes(options: ImageUnderstandingOptions) -> dict[str, int]:
+    """The vision tower's architecture keywords from the recipe options."""
+    return {
+        "image_size": options.image_size,
+        "patch_size": options.patch_size,
+        "hidden_size": options.width,
+        "num_hidden_layers": options.num_layers,
+        "num_attention_heads": options.num_heads,
+        "intermediate_size": options.intermediate_size,
+    }
 
 
 def _adapter(options: ImageUnderstandingOptions, hidden: int):

@@ -12,6 +12,7 @@ from pathlib import Path
 from modal_core import __version__
 from modal_core.errors import ModalCoreError
 from modal_core.evaluation.command import add_eval_command
+from modal_core.generation.cli_options import add_compile_argument
 from modal_core.plugins import PluginManager, get_plugin_manager
 from modal_core.scaffold import add_new_plugin_command
 from modal_core.scale.commands import add_scale_commands
@@ -75,7 +76,7 @@ def _quickstart(args: argparse.Namespace, plugins: PluginManager) -> int:
 def _generate(args: argparse.Namespace, plugins: PluginManager) -> int:
     from modal_core.generation.pipeline import Pipeline
 
-    pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device)
+    pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device, compile_mode=args.compile)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     outputs = pipeline.generate(
@@ -92,7 +93,7 @@ def _generate(args: argparse.Namespace, plugins: PluginManager) -> int:
 def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
     from modal_core.generation.pipeline import Pipeline
 
-    pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device)
+    pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device, compile_mode=args.compile)
     media = {
         name: getattr(args, f"media_{runtime.spec.cli_flag}")
         for name, runtime in pipeline.modalities.items()
@@ -154,6 +155,7 @@ def _add_inference_commands(commands, plugins: PluginManager) -> None:
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     generate.add_argument("--out", default="generated", help="output folder for PNGs (default: generated)")
     generate.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_compile_argument(generate)
     generate.set_defaults(handler=_generate)
 
     understand = commands.add_parser("understand", help="answer a question about an image (or another input)")
@@ -166,6 +168,7 @@ def _add_inference_commands(commands, plugins: PluginManager) -> None:
     understand.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     understand.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     understand.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_compile_argument(understand)
     understand.set_defaults(handler=_understand)
 
 

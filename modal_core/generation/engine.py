@@ -7,11 +7,15 @@ seed, with less work per token:
   the same shape), so no step grows or copies a tensor;
 - the attention mask covers every cache slot from the start; a step only switches its
   own slot on (one in-place write), instead of concatenating a column to the mask;
+- an eager step attends over the filled slots only (a view of the cache), not the
+  whole preallocated length; a compiled one keeps the full length (one graph);
 - positions and the cache slot live on the device and advance in place;
 - a token is drawn with the exponential race `argmax(p / E)`, exactly what
   `torch.multinomial` computes for one sample, minus the validity check that reads the
   probabilities back to the host; text stops are checked once every
   `STOP_CHECK_INTERVAL` tokens, not after each;
+- on a CPU, linear layers compute the few rows of a step as `(W @ x.T).T`
+  (`skinny_linear`), which streams float32 weights about twice as fast as `F.linear`;
 - one step (embed, transformer, head, guidance, filters) can be `torch.compile`d.
 
 Image generation runs conditional and unconditional rows as one doubled batch
@@ -20,7 +24,8 @@ Image generation runs conditional and unconditional rows as one doubled batch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 import torch
 from transformers import StaticCache
@@ -30,6 +35,7 @@ from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
 from modal_core.generation.decoding import cut_at_stops, image_prompt_batch, seeded_generator, text_prompt_batch
 from modal_core.generation.sampling import filtered_logits, guided_logits
+from modal_core.generation.skinny_linear import SkinnyLinears, skinny_available
 from modal_core.model.unified import UnifiedModel
 
 CAPACITY_ROUNDING = 64
@@ -54,13 +60,29 @@ def draw_tokens(probabilities: torch.Tensor, generator: torch.Generator | None =
     return (probabilities / race).argmax(dim=-1)
 
 
+class FilledSpanCache(StaticCache):
+    """A `StaticCache` whose `update` hands attention the first `span` slots only (the
+    filled ones), so a decode step reads no empty slots; None hands it all of them."""
+
+    span: int | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """Write the new states, return the keys and values (R, heads, span, dim) attention reads."""
+        keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        if self.span is None:
+            return keys, values
+        return keys[:, :, : self.span], values[:, :, : self.span]
+
+
 class DecodeWorkspace:
     """Preallocated state of one decode run of `rows` sequences: a static KV cache of
-    `capacity` slots, the mask of the slots each row's next query sees, positions."""
+    `capacity` slots, the mask of the slots each row's next query sees, positions.
+    `filled_span`: steps attend over the filled slots only (shapes change every step:
+    for eager steps); otherwise over all `capacity` slots (fixed shapes: for compiled ones)."""
 
-    def __init__(self, model: UnifiedModel, rows: int, capacity: int, device: torch.device) -> None:
-        self.rows, self.capacity = rows, capacity
-        self.cache = StaticCache(config=model.backbone.config, max_cache_len=capacity)
+    def __init__(self, model: UnifiedModel, rows: int, capacity: int, device: torch.device, filled_span: bool = True) -> None:
+        self.rows, self.capacity, self.filled_span = rows, capacity, filled_span
+        self.cache = FilledSpanCache(config=model.backbone.config, max_cache_len=capacity)
         self.visible = torch.zeros((rows, 1, 1, capacity), dtype=torch.bool, device=device)  # (R, 1, 1, C)
         self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)  # (R, 1) of the next query
         self.slot = torch.zeros(1, dtype=torch.long, device=device)  # cache slot of the next query
@@ -73,6 +95,7 @@ class DecodeWorkspace:
         self.length = 0
         self._reserve(length)
         self.cache.reset()
+        self.cache.span = None
         device = embeds.device
         keys = attention_mask.bool()  # (R, T)
         causal = torch.ones((length, length), dtype=torch.bool, device=device).tril()
@@ -91,7 +114,9 @@ class DecodeWorkspace:
         """Feed one position (R, hidden) per row; returns its hidden state (R, hidden).
         Only in-place updates of preallocated tensors: safe to compile."""
         self.visible.index_fill_(-1, self.slot, True)
-        hidden = model.transformer(embeds[:, None], self.visible, self.position, past_key_values=self.cache, use_cache=True).hidden
+        self.cache.span = self.length if self.filled_span else None  # `reserve_step` counted this step's slot
+        visible = self.visible if self.cache.span is None else self.visible[..., : self.cache.span]
+        hidden = model.transformer(embeds[:, None], visible, self.position, past_key_values=self.cache, use_cache=True).hidden
         self.slot.add_(1)
         self.position.add_(1)
         return hidden[:, -1]
@@ -147,17 +172,23 @@ class DecodeEngine:
 
     `compile_mode`: None runs eagerly; otherwise one decode step is compiled with
     `torch.compile(mode=compile_mode)` ("default", "reduce-overhead", "max-autotune").
+    `skinny_linears`: compute the linear layers of a step with `skinny_linear`; None
+    does so when the model is float32 on a CPU, the case where it was measured to win.
+    Tokens then equal the plain loops' up to float rounding of the logits.
     Workspaces are kept per (rows, capacity), so repeated calls of the same shape
     neither allocate a cache nor recompile."""
 
-    def __init__(self, model: UnifiedModel, compile_mode: str | None = None) -> None:
+    def __init__(self, model: UnifiedModel, compile_mode: str | None = None, skinny_linears: bool | None = None) -> None:
         self.model = model
+        self.skinny_linears = skinny_linears
+        self._skinny = SkinnyLinears(model)
         self._workspaces: dict[tuple[int, int], DecodeWorkspace] = {}
+        self.compiled = compile_mode is not None
         self._image_step: Callable[..., torch.Tensor] = _image_step
         self._text_step: Callable[..., torch.Tensor] = _text_step
         if compile_mode is not None:
-            self._image_step = torch.compile(_image_step, mode=compile_mode, dynamic=False)
-            self._text_step = torch.compile(_text_step, mode=compile_mode, dynamic=False)
+            self._image_step = torch.compile(_image_step, mode=compile_mode, dynamic=None)
+            self._text_step = torch.compile(_text_step, mode=compile_mode, dynamic=None)
 
     def workspace(self, rows: int, positions: int) -> DecodeWorkspace:
         """A workspace for `rows` sequences of up to `positions` cached positions
@@ -165,12 +196,19 @@ class DecodeEngine:
         capacity = -(-positions // CAPACITY_ROUNDING) * CAPACITY_ROUNDING
         key = (rows, capacity)
         if key not in self._workspaces:
-            self._workspaces[key] = DecodeWorkspace(self.model, rows, capacity, self._device)
+            self._workspaces[key] = DecodeWorkspace(self.model, rows, capacity, self._device, filled_span=True)
         return self._workspaces[key]
 
     @property
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @contextmanager
+    def _linear_layers(self) -> Iterator[None]:
+        weight = next(self.model.parameters())
+        skinny = self.skinny_linears if self.skinny_linears is not None else skinny_available(weight.device, weight.dtype)
+        with self._skinny.active() if skinny else nullcontext():
+            yield
 
     def _prefill(self, batch: Batch, new_positions: int) -> tuple[DecodeWorkspace, torch.Tensor]:
         batch = batch.to(self._device)
@@ -195,9 +233,18 @@ class DecodeEngine:
     ) -> torch.Tensor:
         """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
         belonging to prompt r // images_per_prompt; the same as
-        `decoding.generate_codes` with the same arguments."""
+        `decoding.generate_codes` with the same arguments (up to float rounding of the
+        logits with skinny linears)."""
         sampling = (temperature, top_k, top_p)
         count, batch = image_prompt_batch(self.model, collator, prompts, num_positions, images_per_prompt, cfg_scale, sampling)
+        with self._linear_layers():
+            return self._decode_codes(batch, count, modality, num_positions, cfg_scale, sampling, seed)
+
+    def _decode_codes(
+        self, batch: Batch, count: int, modality: str, num_positions: int, cfg_scale: float, sampling: tuple, seed: int | None
+    ) -> torch.Tensor:
+        """Codes (n, N) for the doubled CFG batch of n conditional rows."""
+        temperature = sampling[0]
         # The last code is drawn, never fed back: N - 1 positions beyond the prompt.
         workspace, hidden = self._prefill(batch, num_positions - 1)
         generator = seeded_generator(seed, self._device)
@@ -222,15 +269,24 @@ class DecodeEngine:
         stop_ids: Sequence[int] = (),
     ) -> list[list[int]]:
         """New text token ids for each prompt, cut at the first stop token (excluded);
-        the same as `decoding.generate_text` with the same arguments."""
+        the same as `decoding.generate_text` with the same arguments (up to float
+        rounding of the logits with skinny linears)."""
         sampling = (temperature, top_k, top_p)
         batch = text_prompt_batch(self.model, collator, prompts, max_new_tokens, sampling)
+        with self._linear_layers():
+            tokens = self._decode_text(batch, max_new_tokens, sampling, seed, stop_ids)
+        return cut_at_stops(tokens, stop_ids)
+
+    def _decode_text(self, batch: Batch, max_new_tokens: int, sampling: tuple, seed: int | None, stop_ids: Sequence[int]) -> torch.Tensor:
+        """Token ids (B, produced), stop tokens included."""
+        temperature = sampling[0]
         workspace, hidden = self._prefill(batch, max_new_tokens - 1)
         device = self._device
         generator = seeded_generator(seed, device)
         stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-        tokens = torch.empty((len(prompts), max_new_tokens), dtype=torch.long, device=device)  # (B, new)
-        finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        rows = batch.input_ids.shape[0]
+        tokens = torch.empty((rows, max_new_tokens), dtype=torch.long, device=device)  # (B, new)
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)
         tokens[:, 0] = _choose(_scores(self.model.logits("text", hidden), *sampling), temperature, generator)
         produced = 1
         while produced < max_new_tokens:
@@ -241,4 +297,4 @@ class DecodeEngine:
             scores = self._text_step(self.model, workspace, tokens[:, produced - 1], sampling)
             tokens[:, produced] = _choose(scores, temperature, generator)
             produced += 1
-        return cut_at_stops(tokens[:, :produced], stop_ids)
+        return tokens[:, :produced]

@@ -9,7 +9,6 @@ branch here: input and output modalities differ only in what their encoder retur
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,15 +42,10 @@ class LossOutput:
     head_counts: dict[str, torch.Tensor]
 
 
-@functools.cache
-def _cache_argument_of(forward_type: type) -> str:
-    parameters = inspect.signature(forward_type.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"  # renamed in transformers 5.x
-
-
 def _cache_argument(base_model: nn.Module) -> str:
     """The name under which this transformers version takes a KV cache."""
-    return _cache_argument_of(type(base_model))
+    parameters = inspect.signature(type(base_model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"  # renamed in transformers 5.x
 
 
 class UnifiedModel(nn.Module):
@@ -72,6 +66,7 @@ class UnifiedModel(nn.Module):
         self.adapters = nn.ModuleDict(adapters)
         self.heads = nn.ModuleDict(heads)
         self.head_names = ["text", *sorted(heads)]
+        self._cache_argument = _cache_argument(backbone.base_model)
 
     @property
     def hidden_size(self) -> int:
@@ -125,7 +120,7 @@ class UnifiedModel(nn.Module):
     ):
         """Run the shared transformer: hidden states (B, T, hidden) and, with
         `use_cache`, the KV cache to pass back in as `past_key_values`."""
-        name = _cache_argument(self.backbone.base_model)
+        name = self._cache_argument
         cache = {name: past_key_values} if past_key_values is not None else {}
         output = self.backbone.base_model(
             inputs_embeds=inputs_embeds,

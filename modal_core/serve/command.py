@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from modal_core.errors import ServeError
+from modal_core.generation.cli_options import add_compile_argument
 from modal_core.plugins import PluginManager
 from modal_core.serve.settings import ServeSettings
 
@@ -50,7 +51,7 @@ def prepare_server(args: argparse.Namespace, plugins: PluginManager) -> tuple[uv
     )
     listener = _bind(settings.host, settings.port)  # before the model loads: a busy port fails fast
     try:
-        pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device)
+        pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device, compile_mode=args.compile)
     except BaseException:
         listener.close()
         raise
@@ -79,6 +80,7 @@ def add_serve_command(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     serve.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_compile_argument(serve)
     serve.add_argument("--max-batch-images", type=int, default=16, help="most images per decode batch, and per request (default 16)")
     serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are answered 503 (default 64)")
     serve.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait and run before a 504 (default 120)")

@@ -115,3 +115,17 @@ def test_static_cache_overflow_is_a_clear_error(assembled):  # noqa: F811
             workspace.advance(model, step)
         with pytest.raises(CacheCapacityError, match=f"holds {CAPACITY_ROUNDING} positions per row"):
             workspace.reserve_step()
+
+
+def test_compiled_engine_draws_the_eager_engines_codes(assembled):  # noqa: F811
+    """The compiled step (dynamic in the attended span, which grows every step) draws
+    the eager engine's codes for two prompt batches, and its text tokens."""
+    built, _, collator = assembled
+    model = built.model.eval()
+    eager, compiled = DecodeEngine(model), DecodeEngine(model, compile_mode="default")
+    for prompts in (_image_prompts(), _image_prompts()[:1]):
+        args = (collator, prompts, "toy_codes", 10)
+        expected = eager.generate_codes(*args, images_per_prompt=2, cfg_scale=3.0, temperature=1.0, seed=4)
+        assert torch.equal(compiled.generate_codes(*args, images_per_prompt=2, cfg_scale=3.0, temperature=1.0, seed=4), expected)
+    answers = eager.generate_text(collator, _text_prompts(), max_new_tokens=12, seed=2)
+    assert compiled.generate_text(collator, _text_prompts(), max_new_tokens=12, seed=2) == answers

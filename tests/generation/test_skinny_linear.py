@@ -1,0 +1,77 @@
+"""`skinny_linear` computes `F.linear` as `(W @ x.T).T`; `SkinnyLinears` routes a model's
+linear layers through it only where it applies, and gives the layers back after."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from modal_core.generation import skinny_linear as skinny_module
+from modal_core.generation.skinny_linear import MAX_SKINNY_ROWS, SkinnyLinears, skinny_linear
+
+
+@pytest.mark.parametrize("shape", [(2, 48), (3, 1, 48), (1, 48), (2, 4, 48)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_skinny_linear_equals_f_linear(shape, bias):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(80, 48, generator=generator)
+    offset = torch.randn(80, generator=generator) if bias else None
+    inputs = torch.randn(*shape, generator=generator)
+    expected = nn.functional.linear(inputs, weight, offset)
+    result = skinny_linear(inputs, weight, offset)
+    assert result.shape == expected.shape == (*shape[:-1], 80)
+    assert result.is_contiguous()
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
+    assert expected.abs().max() > 1  # the values are not all near zero: the comparison can fail
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(16, 32), nn.Linear(32, 8, bias=False)
+        self.hooked = nn.Linear(8, 8)
+        self.hooked.forward = lambda inputs: inputs * 2  # a forward of its own: left alone
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.hooked(self.second(torch.relu(self.first(inputs))))
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = []
+
+    def counting(inputs, weight, bias):
+        calls.append(tuple(weight.shape))
+        return skinny_linear(inputs, weight, bias)
+
+    monkeypatch.setattr(skinny_module, "skinny_linear", counting)
+    return calls
+
+
+def test_active_routes_few_rows_without_gradients(counted):
+    net = _Net()
+    inputs = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net(inputs)
+        with SkinnyLinears(net).active():
+            result = net(inputs)
+    assert counted == [(32, 16), (8, 32)]  # both plain layers, not the hooked one
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-6)
+    assert "forward" not in net.first.__dict__ and "forward" not in net.second.__dict__  # given back
+    assert "forward" in net.hooked.__dict__
+
+
+def test_active_keeps_f_linear_for_gradients_and_many_rows(counted):
+    net = _Net()
+    skinny = SkinnyLinears(net)
+    with skinny.active():
+        net(torch.randn(2, 16)).sum().backward()  # gradients on: F.linear, and they flow
+        with torch.no_grad():
+            net(torch.randn(MAX_SKINNY_ROWS + 1, 16))  # a prefill's many rows: F.linear
+            net(torch.randn(2, 16))
+    double = _Net().double()
+    with SkinnyLinears(double).active(), torch.no_grad():
+        double(torch.randn(2, 16, dtype=torch.float64))  # float64: F.linear
+    assert net.first.weight.grad is not None and net.first.weight.grad.abs().sum() > 0
+    assert counted == [(32, 16), (8, 32)]  # only the last call, of few rows without gradients

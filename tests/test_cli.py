@@ -49,3 +49,15 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "modal-core"
     assert script.is_file() or shutil.which("modal-core"), "pip install -e . should install the modal-core script"
     assert (REPO / "pyproject.toml").read_text().count('modal-core = "modal_core.cli:main"') == 1
+
+
+def test_decoding_commands_take_a_compile_mode():
+    from modal_core.cli import build_parser
+    from modal_core.plugins import get_plugin_manager
+
+    parser = build_parser(get_plugin_manager())
+    for command in (["generate", "ckpt", "--prompt", "x"], ["understand", "ckpt", "--question", "q"], ["serve", "ckpt"]):
+        assert parser.parse_args([*command, "--compile", "reduce-overhead"]).compile == "reduce-overhead"
+        assert parser.parse_args(command).compile is None
+    result = run_cli("generate", "ckpt", "--prompt", "x", "--compile", "fast")
+    assert result.returncode == 2 and "invalid choice: 'fast'" in result.stderr

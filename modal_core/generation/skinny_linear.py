@@ -10,7 +10,8 @@ natural order, about twice as fast, on the same tensors: no copy, no extra memor
 
 `SkinnyLinears(model).active()` computes every plain `nn.Linear` of `model` that way
 while the context is open, for calls without gradients, on a CPU, in float32, with at
-most `MAX_SKINNY_ROWS` rows (a prefill keeps `F.linear`). Results equal `F.linear` up
+most `MAX_SKINNY_ROWS` rows (a prefill keeps `F.linear`) and weights of at least
+`MIN_SKINNY_WEIGHT` elements (for tiny ones the extra ops cost more than they save). Results equal `F.linear` up
 to float rounding (another summation order), not bit for bit. It works eagerly and
 inside `torch.compile`.
 """
@@ -26,6 +27,8 @@ from torch import nn
 
 MAX_SKINNY_ROWS = 16
 """Above this many rows MKL's own choice for `F.linear` is as fast (measured)."""
+MIN_SKINNY_WEIGHT = 1 << 16
+"""Weights with fewer elements (256 KiB in float32) keep `F.linear`."""
 SKINNY_DTYPES = (torch.float32,)
 
 
@@ -80,6 +83,7 @@ class SkinnyLinears:
                 if (
                     torch.is_grad_enabled()
                     or _rows(inputs) > MAX_SKINNY_ROWS
+                    or weight.numel() < MIN_SKINNY_WEIGHT
                     or inputs.dtype != weight.dtype
                     or not skinny_available(weight.device, weight.dtype)
                 ):

@@ -8,6 +8,7 @@ from test_model import assembled  # noqa: F401  (fixture)
 
 from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.segments import Media
+from modal_core.generation import skinny_linear
 from modal_core.generation.decoding import generate_codes, generate_text
 from modal_core.generation.engine import CAPACITY_ROUNDING, CacheCapacityError, DecodeEngine, draw_tokens
 from modal_core.generation.sampling import sample_tokens
@@ -44,6 +45,23 @@ def test_image_codes_equal_the_plain_loop(assembled, sampling):  # noqa: F811
     assert fast.shape == (6, 12)
     assert torch.equal(fast, plain)
     assert len(set(fast.flatten().tolist())) > 3  # codes vary: the comparison can fail
+
+
+def test_skinny_linears_draw_the_plain_loops_codes_and_tokens(assembled, monkeypatch):  # noqa: F811
+    """With every layer of the toy model large enough for `skinny_linear` (the real
+    threshold leaves its small layers on `F.linear`), codes and tokens stay the same."""
+    built, _, collator = assembled
+    model = built.model.eval()
+    monkeypatch.setattr(skinny_linear, "MIN_SKINNY_WEIGHT", 0)
+    calls = []
+    original = skinny_linear.skinny_linear
+    monkeypatch.setattr(skinny_linear, "skinny_linear", lambda *args: calls.append(1) or original(*args))
+    args = (collator, _image_prompts(), "toy_codes", 12)
+    plain = generate_codes(model, *args, images_per_prompt=2, cfg_scale=3.0, temperature=1.0, seed=8)
+    assert torch.equal(DecodeEngine(model).generate_codes(*args, images_per_prompt=2, cfg_scale=3.0, temperature=1.0, seed=8), plain)
+    assert len(calls) > 11 * len(built.model.backbone.base_model.layers)  # every step went through it
+    text = generate_text(model, collator, _text_prompts(), max_new_tokens=20, temperature=1.0, seed=5)
+    assert DecodeEngine(model).generate_text(collator, _text_prompts(), max_new_tokens=20, temperature=1.0, seed=5) == text
 
 
 @pytest.mark.parametrize("sampling", [{"temperature": 0.0}, {"temperature": 1.0, "top_k": 20, "top_p": 0.95}])

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from modal_core.generation import skinny_linear as skinny_module
-from modal_core.generation.skinny_linear import MAX_SKINNY_ROWS, SkinnyLinears, skinny_linear
+from modal_core.generation.skinny_linear import MAX_SKINNY_ROWS, MIN_SKINNY_WEIGHT, SkinnyLinears, skinny_linear
 
 
 @pytest.mark.parametrize("shape", [(2, 48), (3, 1, 48), (1, 48), (2, 4, 48)])
@@ -29,12 +29,13 @@ def test_skinny_linear_equals_f_linear(shape, bias):
 class _Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.first, self.second = nn.Linear(16, 32), nn.Linear(32, 8, bias=False)
+        self.first, self.second = nn.Linear(256, 384), nn.Linear(384, 256, bias=False)
+        self.small = nn.Linear(256, 8)  # too small to gain: left alone
         self.hooked = nn.Linear(8, 8)
         self.hooked.forward = lambda inputs: inputs * 2  # a forward of its own: left alone
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.hooked(self.second(torch.relu(self.first(inputs))))
+        return self.hooked(self.small(self.second(torch.relu(self.first(inputs)))))
 
 
 @pytest.fixture
@@ -51,12 +52,13 @@ def counted(monkeypatch):
 
 def test_active_routes_few_rows_without_gradients(counted):
     net = _Net()
-    inputs = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    inputs = torch.randn(3, 256, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = net(inputs)
         with SkinnyLinears(net).active():
             result = net(inputs)
-    assert counted == [(32, 16), (8, 32)]  # both plain layers, not the hooked one
+    assert counted == [(384, 256), (256, 384)]  # the large plain layers only
+    assert net.small.weight.numel() < MIN_SKINNY_WEIGHT <= net.second.weight.numel()
     torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-6)
     assert "forward" not in net.first.__dict__ and "forward" not in net.second.__dict__  # given back
     assert "forward" in net.hooked.__dict__
@@ -66,12 +68,12 @@ def test_active_keeps_f_linear_for_gradients_and_many_rows(counted):
     net = _Net()
     skinny = SkinnyLinears(net)
     with skinny.active():
-        net(torch.randn(2, 16)).sum().backward()  # gradients on: F.linear, and they flow
+        net(torch.randn(2, 256)).sum().backward()  # gradients on: F.linear, and they flow
         with torch.no_grad():
-            net(torch.randn(MAX_SKINNY_ROWS + 1, 16))  # a prefill's many rows: F.linear
-            net(torch.randn(2, 16))
+            net(torch.randn(MAX_SKINNY_ROWS + 1, 256))  # a prefill's many rows: F.linear
+            net(torch.randn(2, 256))
     double = _Net().double()
     with SkinnyLinears(double).active(), torch.no_grad():
-        double(torch.randn(2, 16, dtype=torch.float64))  # float64: F.linear
+        double(torch.randn(2, 256, dtype=torch.float64))  # float64: F.linear
     assert net.first.weight.grad is not None and net.first.weight.grad.abs().sum() > 0
-    assert counted == [(32, 16), (8, 32)]  # only the last call, of few rows without gradients
+    assert counted == [(384, 256), (256, 384)]  # only the last call: few rows, no gradients, float32

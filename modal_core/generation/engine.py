@@ -7,8 +7,8 @@ seed, with less work per token:
   the same shape), so no step grows or copies a tensor;
 - the attention mask covers every cache slot from the start; a step only switches its
   own slot on (one in-place write), instead of concatenating a column to the mask;
-- an eager step attends over the filled slots only (a view of the cache), not the
-  whole preallocated length; a compiled one keeps the full length (one graph);
+- a step attends over the filled slots only (a view of the cache), not the whole
+  preallocated length (a compiled step is dynamic in that length);
 - positions and the cache slot live on the device and advance in place;
 - a token is drawn with the exponential race `argmax(p / E)`, exactly what
   `torch.multinomial` computes for one sample, minus the validity check that reads the
@@ -76,12 +76,10 @@ class FilledSpanCache(StaticCache):
 
 class DecodeWorkspace:
     """Preallocated state of one decode run of `rows` sequences: a static KV cache of
-    `capacity` slots, the mask of the slots each row's next query sees, positions.
-    `filled_span`: steps attend over the filled slots only (shapes change every step:
-    for eager steps); otherwise over all `capacity` slots (fixed shapes: for compiled ones)."""
+    `capacity` slots, the mask of the slots each row's next query sees, positions."""
 
-    def __init__(self, model: UnifiedModel, rows: int, capacity: int, device: torch.device, filled_span: bool = True) -> None:
-        self.rows, self.capacity, self.filled_span = rows, capacity, filled_span
+    def __init__(self, model: UnifiedModel, rows: int, capacity: int, device: torch.device) -> None:
+        self.rows, self.capacity = rows, capacity
         self.cache = FilledSpanCache(config=model.backbone.config, max_cache_len=capacity)
         self.visible = torch.zeros((rows, 1, 1, capacity), dtype=torch.bool, device=device)  # (R, 1, 1, C)
         self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)  # (R, 1) of the next query
@@ -112,10 +110,10 @@ class DecodeWorkspace:
 
     def advance(self, model: UnifiedModel, embeds: torch.Tensor) -> torch.Tensor:
         """Feed one position (R, hidden) per row; returns its hidden state (R, hidden).
-        Only in-place updates of preallocated tensors: safe to compile."""
+        Only in-place updates of preallocated tensors and views of them: safe to compile."""
         self.visible.index_fill_(-1, self.slot, True)
-        self.cache.span = self.length if self.filled_span else None  # `reserve_step` counted this step's slot
-        visible = self.visible if self.cache.span is None else self.visible[..., : self.cache.span]
+        self.cache.span = self.length  # the filled slots, this step's included (`reserve_step` counted it)
+        visible = self.visible[..., : self.length]
         hidden = model.transformer(embeds[:, None], visible, self.position, past_key_values=self.cache, use_cache=True).hidden
         self.slot.add_(1)
         self.position.add_(1)
@@ -183,7 +181,6 @@ class DecodeEngine:
         self.skinny_linears = skinny_linears
         self._skinny = SkinnyLinears(model)
         self._workspaces: dict[tuple[int, int], DecodeWorkspace] = {}
-        self.compiled = compile_mode is not None
         self._image_step: Callable[..., torch.Tensor] = _image_step
         self._text_step: Callable[..., torch.Tensor] = _text_step
         if compile_mode is not None:
@@ -196,7 +193,7 @@ class DecodeEngine:
         capacity = -(-positions // CAPACITY_ROUNDING) * CAPACITY_ROUNDING
         key = (rows, capacity)
         if key not in self._workspaces:
-            self._workspaces[key] = DecodeWorkspace(self.model, rows, capacity, self._device, filled_span=True)
+            self._workspaces[key] = DecodeWorkspace(self.model, rows, capacity, self._device)
         return self._workspaces[key]
 
     @property

@@ -115,6 +115,8 @@ def test_workspace_is_reused_across_calls_and_prompt_lengths(assembled):  # noqa
     fast = engine.generate_codes(collator, shorter, "toy_codes", 8, images_per_prompt=2, seed=1)
     assert torch.equal(fast, generate_codes(model, collator, shorter, "toy_codes", 8, images_per_prompt=2, seed=1))
     assert len(engine._workspaces) == 1
+    workspace = next(iter(engine._workspaces.values()))
+    assert workspace.cache.span == workspace.length < workspace.capacity  # attention read the filled slots only
 
 
 def test_static_cache_overflow_is_a_clear_error(assembled):  # noqa: F811

@@ -47,6 +47,11 @@ def skinny_linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return product.t().contiguous().reshape(*inputs.shape[:-1], weight.shape[0])
 
 
+def _worth_it(weight: torch.Tensor) -> bool:
+    """Whether a layer's weight qualifies (checked once per context, not per call)."""
+    return weight.numel() >= MIN_SKINNY_WEIGHT and skinny_available(weight.device, weight.dtype)
+
+
 def _rows(inputs: torch.Tensor) -> int:
     return inputs.numel() // inputs.shape[-1] if inputs.shape[-1] else 0
 
@@ -64,7 +69,7 @@ class SkinnyLinears:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Skinny products for the model's linear layers until the context closes."""
-        layers = [m for m in self.model.modules() if type(m) is nn.Linear and "forward" not in m.__dict__]
+        layers = [m for m in self.model.modules() if type(m) is nn.Linear and "forward" not in m.__dict__ and _worth_it(m.weight)]
         for layer in layers:
             layer.forward = self._forward_of(layer)
         try:
@@ -79,16 +84,9 @@ class SkinnyLinears:
 
             def forward(inputs: torch.Tensor) -> torch.Tensor:
                 module = reference()
-                weight = module.weight
-                if (
-                    torch.is_grad_enabled()
-                    or _rows(inputs) > MAX_SKINNY_ROWS
-                    or weight.numel() < MIN_SKINNY_WEIGHT
-                    or inputs.dtype != weight.dtype
-                    or not skinny_available(weight.device, weight.dtype)
-                ):
-                    return nn.functional.linear(inputs, weight, module.bias)
-                return skinny_linear(inputs, weight, module.bias)
+                if torch.is_grad_enabled() or _rows(inputs) > MAX_SKINNY_ROWS or inputs.dtype != module.weight.dtype:
+                    return nn.functional.linear(inputs, module.weight, module.bias)
+                return skinny_linear(inputs, module.weight, module.bias)
 
             self._forwards[layer] = forward
         return self._forwards[layer]

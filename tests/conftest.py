@@ -30,6 +30,20 @@ TINY_BACKBONE = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """Native kernels are built into the session's temporary directory, not the user's cache."""
+    from modal_core.generation.native_linear import CACHE_VARIABLE
+
+    previous = os.environ.get(CACHE_VARIABLE)
+    os.environ[CACHE_VARIABLE] = str(tmp_path_factory.mktemp("kernels"))
+    yield
+    if previous is None:
+        del os.environ[CACHE_VARIABLE]
+    else:
+        os.environ[CACHE_VARIABLE] = previous
+
+
 @pytest.fixture
 def plugins() -> PluginManager:
     """A plugin manager with only the core's built-ins."""

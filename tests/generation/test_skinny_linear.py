@@ -1,5 +1,6 @@
-"""`skinny_linear` computes `F.linear` as `(W @ x.T).T`; `SkinnyLinears` routes a model's
-linear layers through it only where it applies, and gives the layers back after."""
+"""`skinny_linear` (the native kernel, or MKL's `(W @ x.T).T` in `transposed_linear`)
+computes `F.linear`; `SkinnyLinears` routes a model's linear layers through it only where
+it applies, and gives the layers back after."""
 
 from __future__ import annotations
 
@@ -8,18 +9,19 @@ import torch
 from torch import nn
 
 from modal_core.generation import skinny_linear as skinny_module
-from modal_core.generation.skinny_linear import MAX_SKINNY_ROWS, MIN_SKINNY_WEIGHT, SkinnyLinears, skinny_linear
+from modal_core.generation.skinny_linear import MAX_SKINNY_ROWS, MIN_SKINNY_WEIGHT, SkinnyLinears, skinny_linear, transposed_linear
 
 
 @pytest.mark.parametrize("shape", [(2, 48), (3, 1, 48), (1, 48), (2, 4, 48)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_skinny_linear_equals_f_linear(shape, bias):
+@pytest.mark.parametrize("linear", [skinny_linear, transposed_linear])
+def test_skinny_linear_equals_f_linear(shape, bias, linear):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(80, 48, generator=generator)
     offset = torch.randn(80, generator=generator) if bias else None
     inputs = torch.randn(*shape, generator=generator)
     expected = nn.functional.linear(inputs, weight, offset)
-    result = skinny_linear(inputs, weight, offset)
+    result = linear(inputs, weight, offset)
     assert result.shape == expected.shape == (*shape[:-1], 80)
     assert result.is_contiguous()
     torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)

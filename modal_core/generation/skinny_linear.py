@@ -21,6 +21,7 @@ opaque operator `torch.ops.modal_core.skinny_linear`.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -106,23 +107,41 @@ class SkinnyLinears:
         self.model = model
         # One forward per layer, kept, so a compiled step sees the same function every call.
         self._forwards: weakref.WeakKeyDictionary[nn.Linear, Callable[[torch.Tensor], torch.Tensor]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._depth = 0  # open `active()` contexts, of any thread
+        self._routed: list[nn.Linear] = []
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        """Skinny products for the model's linear layers until the context closes."""
+        """Skinny products for the model's linear layers until the context closes.
+        Contexts may nest or overlap (two threads decoding with one engine): the layers
+        are given back when the last one closes."""
         native_linear_kernel()  # built (or found unusable) here, not inside a compiled step
-        layers = [
+        with self._lock:
+            if self._depth == 0:
+                self._route()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._give_back()
+
+    def _route(self) -> None:
+        self._routed = [
             module
             for module in self.model.modules()
             if type(module) is nn.Linear and "forward" not in module.__dict__ and _worth_it(module.weight, module.bias)
         ]
-        for layer in layers:
+        for layer in self._routed:
             layer.forward = self._forward_of(layer)
-        try:
-            yield
-        finally:
-            for layer in layers:
-                del layer.forward
+
+    def _give_back(self) -> None:
+        for layer in self._routed:
+            del layer.forward
+        self._routed = []
 
     def _forward_of(self, layer: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
         if layer not in self._forwards:

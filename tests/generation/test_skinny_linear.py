@@ -79,3 +79,20 @@ def test_active_keeps_f_linear_for_gradients_and_many_rows(counted):
         double(torch.randn(2, 256, dtype=torch.float64))  # float64: F.linear
     assert net.first.weight.grad is not None and net.first.weight.grad.abs().sum() > 0
     assert counted == [(384, 256), (256, 384)]  # only the last call: few rows, no gradients, float32
+
+
+def test_active_contexts_overlap_until_the_last_closes(counted):
+    net = _Net()
+    skinny = SkinnyLinears(net)
+    inputs = torch.randn(2, 256)
+    first, second = skinny.active(), skinny.active()  # two decodes with one engine (two threads, say)
+    with torch.no_grad():
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # the first decode ends while the second goes on
+        net(inputs)
+        assert "forward" in net.first.__dict__
+        second.__exit__(None, None, None)
+        net(inputs)
+    assert counted == [(384, 256), (256, 384)]  # routed until the last close, F.linear after
+    assert "forward" not in net.first.__dict__ and "forward" not in net.second.__dict__

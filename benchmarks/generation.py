@@ -4,7 +4,9 @@ For each size a random transformers `JanusForConditionalGeneration` is built fro
 and converted with `modal_core.interop.from_hf_janus`; both then draw the same number of
 image tokens with the same CFG scale (5) and temperature (1) from the same prompt
 tokens, and answer with the same number of greedy text tokens. Prints images/s and
-tokens/s for both and the ratio, prefill and per-token latency, and peak memory; writes
+tokens/s for both and the ratio, prefill and per-token latency, peak memory, and the
+memory-bandwidth floor (bytes every step reads over the device's measured read
+bandwidth) with the fraction of it each reaches; writes
 `generation.json`, `generation.png` and `generation.html` to `--out`.
 
 Run: `python benchmarks/generation.py` (or `make bench`); `--threads 1` on a shared machine.
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bandwidth_floor import decode_floor, read_bandwidth, synchronize  # noqa: E402
 from janus_models import SIZES, JanusPair, janus_pair  # noqa: E402
 
 from modal_core.data.chat import caption_to_image, question_answer  # noqa: E402
@@ -97,24 +100,19 @@ class ForwardClock:
         return prefill, (self.end - self.starts[min(1, len(self.starts) - 1)]) / decode_steps
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(run: Callable[[], object], clock_module: torch.nn.Module | None, device: torch.device) -> dict:
     """Seconds, prefill and per-token latency (when `clock_module` is given), peak memory."""
-    _sync(device)
+    synchronize(device)
     with PeakMemory(device) as memory:
         if clock_module is None:
             start = time.perf_counter()
             run()
-            _sync(device)
+            synchronize(device)
             seconds, prefill, per_token = time.perf_counter() - start, None, None
         else:
             with ForwardClock(clock_module) as clock:
                 run()
-                _sync(device)
+                synchronize(device)
             seconds = clock.end - clock._begin
             prefill, per_token = clock.latencies()
     return {"seconds": seconds, "prefill_s": prefill, "per_token_s": per_token, "peak_memory_bytes": memory.peak}
@@ -137,7 +135,7 @@ def interleaved(contenders: dict[str, Callable[[], dict]], repeats: int) -> dict
     return result
 
 
-def image_benchmark(pair: JanusPair, batch: int, parallel: int, repeats: int, compile_mode: str | None) -> dict:
+def image_benchmark(pair: JanusPair, batch: int, parallel: int, repeats: int, compile_mode: str | None, bandwidth: float) -> dict:
     pipeline, reference, tokens = pair.pipeline, pair.reference, pair.image_tokens
     device = next(reference.parameters()).device
     prompts = [caption_to_image(CAPTION, None, GENERATION)] * batch
@@ -158,6 +156,8 @@ def image_benchmark(pair: JanusPair, batch: int, parallel: int, repeats: int, co
         return engine.generate_codes(pipeline.collator, prompts, GENERATION, tokens, parallel, CFG, temperature, seed=0)
 
     same = torch.equal(hf(do_sample=False).cpu(), ours(temperature=0.0).cpu())
+    rows, prompt = 2 * batch * parallel, ids.input_ids.shape[1]
+    floor = decode_floor(lambda: ours(temperature=0.0), pipeline.model, rows, prompt, tokens, bandwidth)
     contenders = {
         "hf": lambda: measure(hf, reference.model.language_model, device),
         "ours": lambda: measure(ours, pipeline.model.backbone.base_model, device),
@@ -173,10 +173,11 @@ def image_benchmark(pair: JanusPair, batch: int, parallel: int, repeats: int, co
         # the eager engine's (the same uncompiled code), its per-token time the rest.
         compiled, prefill = results["ours_compiled"], results["ours"]["prefill_s"]
         compiled["prefill_s"], compiled["per_token_s"] = prefill, (compiled["seconds"] - prefill) / max(tokens - 1, 1)
-    return {"task": "image", "batch": batch, "parallel": parallel, "tokens": tokens, "greedy_codes_equal": same, **results}
+    _against_floor(results, floor)
+    return {"task": "image", "batch": batch, "parallel": parallel, "tokens": tokens, "greedy_codes_equal": same, "floor": floor, **results}
 
 
-def answer_benchmark(pair: JanusPair, batch: int, new_tokens: int, repeats: int) -> dict:
+def answer_benchmark(pair: JanusPair, batch: int, new_tokens: int, repeats: int, bandwidth: float) -> dict:
     pipeline, reference = pair.pipeline, pair.reference
     device = next(reference.parameters()).device
     prompts = [question_answer(QUESTION, None)] * batch
@@ -195,6 +196,7 @@ def answer_benchmark(pair: JanusPair, batch: int, new_tokens: int, repeats: int)
         return engine.generate_text(pipeline.collator, prompts, max_new_tokens=new_tokens, temperature=0.0)
 
     same = hf() == ours()
+    floor = decode_floor(ours, pipeline.model, batch, ids.input_ids.shape[1], new_tokens, bandwidth)
     results = interleaved(
         {
             "hf": lambda: measure(hf, reference.model.language_model, device),
@@ -204,7 +206,14 @@ def answer_benchmark(pair: JanusPair, batch: int, new_tokens: int, repeats: int)
     )
     for row in results.values():
         row["tokens_per_s"] = batch * new_tokens / row["seconds"]
-    return {"task": "answer", "batch": batch, "parallel": 1, "tokens": new_tokens, "greedy_tokens_equal": same, **results}
+    _against_floor(results, floor)
+    return {"task": "answer", "batch": batch, "parallel": 1, "tokens": new_tokens, "greedy_tokens_equal": same, "floor": floor, **results}
+
+
+def _against_floor(results: dict[str, dict], floor: dict) -> None:
+    """Each contender's fraction of the floor's speed (1 = as fast as reading the bytes allows)."""
+    for row in results.values():
+        row["of_floor"] = floor["seconds"] / row["seconds"]
 
 
 def _print(size: str, row: dict) -> None:
@@ -214,12 +223,19 @@ def _print(size: str, row: dict) -> None:
     compiled = row.get("ours_compiled")
     compiled_rate = f" compiled {compiled[unit]:9.2f} ({compiled[unit] / hf[unit]:4.2f}x)" if compiled else ""
     compiled_token = f" compiled {1e3 * compiled['per_token_s']:6.2f}" if compiled else ""
+    floor, fastest = row["floor"], compiled or ours
+    read_mb, bandwidth_gb = (floor["weight_bytes_per_token"] + floor["kv_bytes_per_token"]) / 1e6, floor["bandwidth_bytes_per_s"] / 1e9
+    floor_text = (
+        f" | floor {1e3 * floor['seconds'] / row['tokens']:6.2f} ms/token ({read_mb:.1f} MB at {bandwidth_gb:.0f} GB/s):"
+        f" hf at {hf['of_floor']:.0%} of it, ours {fastest['of_floor']:.0%}"
+    )
     print(
         f"{size:6} {row['task']:6} b={row['batch']} p={row['parallel']:<2} {unit:>12}: hf {hf[unit]:9.2f}  ours {ours[unit]:9.2f}  "
         f"ratio {ours[unit] / hf[unit]:5.2f}x{compiled_rate}"
         f" | prefill ms hf {1e3 * hf['prefill_s']:7.1f} ours {1e3 * ours['prefill_s']:7.1f}"
         f" | per token ms hf {1e3 * hf['per_token_s']:6.2f} ours {1e3 * ours['per_token_s']:6.2f}{compiled_token}"
-        f" | peak MiB hf {hf['peak_memory_bytes'] / 2**20:6.1f} ours {ours['peak_memory_bytes'] / 2**20:6.1f} | same greedy {same}"
+        f" | peak MiB hf {hf['peak_memory_bytes'] / 2**20:6.1f} ours {ours['peak_memory_bytes'] / 2**20:6.1f}"
+        f"{floor_text} | same greedy {same}"
     )
 
 
@@ -274,12 +290,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    bandwidth = read_bandwidth(device)
     report = {
         "command": " ".join(["python", *sys.argv]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "read_bandwidth_bytes_per_s": bandwidth,
         "results": [],
     }
     for size in args.sizes:
@@ -287,10 +305,10 @@ def main() -> None:
             pair = janus_pair(size, Path(root), dtype=getattr(torch, args.dtype), device=args.device)
             for parallel in args.parallel:
                 compile_mode = None if args.compile == "none" else args.compile
-                row = {"size": size, **image_benchmark(pair, args.batch, parallel, args.repeats, compile_mode)}
+                row = {"size": size, **image_benchmark(pair, args.batch, parallel, args.repeats, compile_mode, bandwidth)}
                 _print(size, row)
                 report["results"].append(row)
-            row = {"size": size, **answer_benchmark(pair, args.batch, args.answer_tokens, args.repeats)}
+            row = {"size": size, **answer_benchmark(pair, args.batch, args.answer_tokens, args.repeats, bandwidth)}
             _print(size, row)
             report["results"].append(row)
     write_report(report, args.out)

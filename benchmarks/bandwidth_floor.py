@@ -1,0 +1,79 @@
+"""The memory-bandwidth floor of decoding: what every step must read, over what the
+device reads per second, both measured in the benchmark's own run.
+
+A decode step reads every weight it multiplies by once, whatever the batch, and each row
+reads the keys and values of every position it attends to. `read_per_token` counts the
+first by hooking every `nn.Linear` during a short real decode (so it holds for any
+model and head); `kv_cache_bytes` computes the second from the backbone's config;
+`read_bandwidth` times a large read (`sum`) on the device, the access pattern of a
+decode step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+READ_MEGABYTES = {"cpu": 512, "cuda": 4096}
+"""Size of the tensor `read_bandwidth` sums: well past the last-level cache."""
+
+
+def read_bandwidth(device: torch.device, repeats: int = 5) -> float:
+    """Bytes per second of summing a large float32 tensor on `device` (the fastest of `repeats`)."""
+    elements = READ_MEGABYTES.get(device.type, 1024) * 2**20 // 4
+    data = torch.ones(elements, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        data.sum()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * data.element_size() / best
+
+
+def linear_bytes_per_token(decode: Callable[[], object], model: nn.Module, tokens: int) -> float:
+    """Bytes of linear-layer weights (and biases) `decode()` reads per generated token:
+    the bytes of every `nn.Linear` of `model` at each of its calls, summed, over `tokens`
+    (the prefill counts as one token's read: it passes each weight once too)."""
+    read = 0
+
+    def count(layer: nn.Module, *_) -> None:
+        nonlocal read
+        read += sum(parameter.numel() * parameter.element_size() for parameter in layer.parameters(recurse=False))
+
+    hooks = [layer.register_forward_pre_hook(count) for layer in model.modules() if isinstance(layer, nn.Linear)]
+    try:
+        decode()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return read / tokens
+
+
+def kv_cache_bytes(config, rows: int, prompt: int, tokens: int, dtype: torch.dtype) -> float:
+    """Mean bytes of keys and values one decode step attends over: `rows` sequences of a
+    `prompt`-position prompt that grow by one position per step for `tokens` steps."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * torch.finfo(dtype).bits // 8
+    mean_span = prompt + (tokens - 1) / 2  # the spans of the steps run from `prompt` to `prompt + tokens - 1`
+    return rows * mean_span * per_position
+
+
+def decode_floor(decode: Callable[[], object], model: nn.Module, rows: int, prompt: int, tokens: int, bandwidth: float) -> dict:
+    """The floor of `decode()`, which draws `tokens` tokens for `rows` sequences of a
+    `prompt`-position prompt with `model`: bytes read per token (weights, mean KV cache)
+    and the seconds those take at `bandwidth` bytes/s."""
+    weights = linear_bytes_per_token(decode, model, tokens)
+    dtype = next(model.parameters()).dtype
+    cache = kv_cache_bytes(model.backbone.config, rows, prompt, tokens, dtype)
+    seconds = tokens * (weights + cache) / bandwidth
+    return {"weight_bytes_per_token": weights, "kv_bytes_per_token": cache, "bandwidth_bytes_per_s": bandwidth, "seconds": seconds}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

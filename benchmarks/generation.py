@@ -224,6 +224,10 @@ def _print(size: str, row: dict) -> None:
     compiled_rate = f" compiled {compiled[unit]:9.2f} ({compiled[unit] / hf[unit]:4.2f}x)" if compiled else ""
     compiled_token = f" compiled {1e3 * compiled['per_token_s']:6.2f}" if compiled else ""
     floor, fastest = row["floor"], compiled or ours
+    per_image = ""
+    if row["task"] == "image":
+        floor_per_image = floor["seconds"] / (row["batch"] * row["parallel"])
+        per_image = f" | s/image hf {1 / hf[unit]:.3f} ours {1 / fastest[unit]:.3f} floor {floor_per_image:.3f}"
     read_mb, bandwidth_gb = (floor["weight_bytes_per_token"] + floor["kv_bytes_per_token"]) / 1e6, floor["bandwidth_bytes_per_s"] / 1e9
     floor_text = (
         f" | floor {1e3 * floor['seconds'] / row['tokens']:6.2f} ms/token ({read_mb:.1f} MB at {bandwidth_gb:.0f} GB/s):"
@@ -235,12 +239,13 @@ def _print(size: str, row: dict) -> None:
         f" | prefill ms hf {1e3 * hf['prefill_s']:7.1f} ours {1e3 * ours['prefill_s']:7.1f}"
         f" | per token ms hf {1e3 * hf['per_token_s']:6.2f} ours {1e3 * ours['per_token_s']:6.2f}{compiled_token}"
         f" | peak MiB hf {hf['peak_memory_bytes'] / 2**20:6.1f} ours {ours['peak_memory_bytes'] / 2**20:6.1f}"
-        f"{floor_text} | same greedy {same}"
+        f"{per_image}{floor_text} | same greedy {same}"
     )
 
 
 def write_report(report: dict, out: Path) -> None:
-    """generation.json, and a bar chart of our speed-up per case as PNG and HTML."""
+    """generation.json, and our speed-up per case (eager and compiled) as a PNG bar chart
+    and an HTML table with each contender's fraction of the bandwidth floor."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,27 +253,37 @@ def write_report(report: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "generation.json").write_text(json.dumps(report, indent=2))
-    labels, ratios = [], []
+    labels, eager, compiled, table = [], [], [], []
     for row in report["results"]:
         unit = "images_per_s" if row["task"] == "image" else "tokens_per_s"
-        labels.append(f"{row['size']} {row['task']}\nb{row['batch']} p{row['parallel']}")
-        ratios.append(row["ours"][unit] / row["hf"][unit])
+        label = f"{row['size']} {row['task']} b{row['batch']} p{row['parallel']}"
+        labels.append(label.replace(" b", "\nb"))
+        eager.append(row["ours"][unit] / row["hf"][unit])
+        compiled.append(row["ours_compiled"][unit] / row["hf"][unit] if "ours_compiled" in row else 0.0)
+        cells = [label, f"{eager[-1]:.2f}x", f"{compiled[-1]:.2f}x" if compiled[-1] else "-"]
+        cells += [f"{row[name]['of_floor']:.0%}" if name in row else "-" for name in ("hf", "ours", "ours_compiled")]
+        table.append("".join(f"<td>{cell}</td>" for cell in cells))
+    positions = range(len(labels))
     figure, axis = plt.subplots(figsize=(1.3 * len(labels) + 2, 3.2))
-    axis.bar(labels, ratios, color="tab:blue")
+    axis.bar([x - 0.2 for x in positions], eager, width=0.4, color="tab:blue", label="engine")
+    axis.bar([x + 0.2 for x in positions], compiled, width=0.4, color="tab:green", label="engine, compiled step")
+    axis.set_xticks(list(positions), labels)
     axis.axhline(1.0, color="grey", linewidth=1)
     axis.axhline(2.0, color="tab:red", linestyle="--", linewidth=1, label="target 2x")
     axis.set_ylabel("ours / Hugging Face")
-    axis.set_title(f"decode speed-up, {report['device']} ({report['dtype']}, {report['threads']} threads)")
+    axis.set_title(f"decode speed-up, {report['device']}, {report['dtype']}")
     axis.legend()
     figure.tight_layout()
     figure.savefig(out / "generation.png", dpi=110)
     plt.close(figure)
-    rows = "".join(f"<tr><td>{label.replace(chr(10), ' ')}</td><td>{ratio:.2f}x</td></tr>" for label, ratio in zip(labels, ratios))
+    columns = ("case", "engine / HF", "compiled / HF", "HF of floor", "engine of floor", "compiled of floor")
+    header = "".join(f"<th>{name}</th>" for name in columns)
     (out / "generation.html").write_text(
         "<!doctype html><meta charset=utf-8><title>modal-core decode speed</title>"
         f"<h1>Decode speed-up over Hugging Face Janus generate</h1><img src='generation.png'>"
-        f"<table border=1><tr><th>case</th><th>ours / HF</th></tr>{rows}</table>"
-        f"<p>Numbers: <a href='generation.json'>generation.json</a>; command: <code>{report['command']}</code></p>"
+        f"<table border=1><tr>{header}</tr>{''.join(f'<tr>{cells}</tr>' for cells in table)}</table>"
+        f"<p>Floor: bytes read per step at the measured read rate ({report['read_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s). "
+        f"Numbers: <a href='generation.json'>generation.json</a>; command: <code>{report['command']}</code></p>"
     )
 
 
@@ -277,6 +292,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=1, help="prompts per call")
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4], help="images per prompt")
+    parser.add_argument("--tasks", nargs="+", default=["image", "answer"], choices=["image", "answer"], help="what to time")
     parser.add_argument("--answer-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -303,14 +319,15 @@ def main() -> None:
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as root:
             pair = janus_pair(size, Path(root), dtype=getattr(torch, args.dtype), device=args.device)
-            for parallel in args.parallel:
+            for parallel in args.parallel if "image" in args.tasks else ():
                 compile_mode = None if args.compile == "none" else args.compile
                 row = {"size": size, **image_benchmark(pair, args.batch, parallel, args.repeats, compile_mode, bandwidth)}
                 _print(size, row)
                 report["results"].append(row)
-            row = {"size": size, **answer_benchmark(pair, args.batch, args.answer_tokens, args.repeats, bandwidth)}
-            _print(size, row)
-            report["results"].append(row)
+            if "answer" in args.tasks:
+                row = {"size": size, **answer_benchmark(pair, args.batch, args.answer_tokens, args.repeats, bandwidth)}
+                _print(size, row)
+                report["results"].append(row)
     write_report(report, args.out)
     print(f"wrote {args.out}/generation.json, generation.png, generation.html")
 

@@ -1,9 +1,9 @@
 """The memory-bandwidth floor of decoding: what every step must read, over what the
 device reads per second, both measured in the benchmark's own run.
 
-A decode step reads every weight it multiplies by once, whatever the batch, and each row
-reads the keys and values of every position it attends to. `read_per_token` counts the
-first by hooking every `nn.Linear` during a short real decode (so it holds for any
+A decode step reads every weight it multiplies by once, whatever the batch, and each
+row reads the keys and values of every position it attends to. `linear_bytes_per_token`
+counts the first by hooking every `nn.Linear` during a real decode (so it holds for any
 model and head); `kv_cache_bytes` computes the second from the backbone's config;
 `read_bandwidth` times a large read (`sum`) on the device, the access pattern of a
 decode step.
@@ -75,5 +75,6 @@ def decode_floor(decode: Callable[[], object], model: nn.Module, rows: int, prom
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 READ_MEGABYTES = {"cpu": 512, "cuda": 4096}
 """Size of the tensor `read_bandwidth` sums: well past the last-level cache."""
@@ -25,20 +28,23 @@ def read_bandwidth(device: torch.device, repeats: int = 5) -> float:
     """Bytes per second of summing a large float32 tensor on `device` (the fastest of `repeats`)."""
     elements = READ_MEGABYTES.get(device.type, 1024) * 2**20 // 4
     data = torch.ones(elements, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first is a warm-up
-        synchronize(device)
-        start = time.perf_counter()
-        data.sum()
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return data.numel() * data.element_size() / best
+    _timed_read(data, device)  # warm-up, not counted
+    return data.numel() * data.element_size() / min(_timed_read(data, device) for _ in range(repeats))
 
 
-def linear_bytes_per_token(decode: Callable[[], object], model: nn.Module, tokens: int) -> float:
-    """Bytes of linear-layer weights (and biases) `decode()` reads per generated token:
-    the bytes of every `nn.Linear` of `model` at each of its calls, summed, over `tokens`
-    (the prefill counts as one token's read: it passes each weight once too)."""
+def _timed_read(data: torch.Tensor, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    data.sum()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def linear_bytes_per_token(decode: Callable[[], T], model: nn.Module, tokens: int) -> tuple[float, T]:
+    """Bytes of linear-layer weights (and biases) `decode()` reads per generated token
+    (the bytes of every `nn.Linear` of `model` at each of its calls, summed, over
+    `tokens`; the prefill counts as one token's read: it passes each weight once too),
+    and what `decode()` returned."""
     read = 0
 
     def count(layer: nn.Module, *_) -> None:
@@ -47,31 +53,32 @@ def linear_bytes_per_token(decode: Callable[[], object], model: nn.Module, token
 
     hooks = [layer.register_forward_pre_hook(count) for layer in model.modules() if isinstance(layer, nn.Linear)]
     try:
-        decode()
+        result = decode()
     finally:
         for hook in hooks:
             hook.remove()
-    return read / tokens
+    return read / tokens, result
 
 
 def kv_cache_bytes(config, rows: int, prompt: int, tokens: int, dtype: torch.dtype) -> float:
     """Mean bytes of keys and values one decode step attends over: `rows` sequences of a
     `prompt`-position prompt that grow by one position per step for `tokens` steps."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * torch.finfo(dtype).bits // 8
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * dtype.itemsize
     mean_span = prompt + (tokens - 1) / 2  # the spans of the steps run from `prompt` to `prompt + tokens - 1`
     return rows * mean_span * per_position
 
 
-def decode_floor(decode: Callable[[], object], model: nn.Module, rows: int, prompt: int, tokens: int, bandwidth: float) -> dict:
+def decode_floor(decode: Callable[[], T], model: nn.Module, rows: int, prompt: int, tokens: int, bandwidth: float) -> tuple[dict, T]:
     """The floor of `decode()`, which draws `tokens` tokens for `rows` sequences of a
-    `prompt`-position prompt with `model`: bytes read per token (weights, mean KV cache)
-    and the seconds those take at `bandwidth` bytes/s."""
-    weights = linear_bytes_per_token(decode, model, tokens)
+    `prompt`-position prompt with `model` (bytes read per token, weights and mean KV
+    cache, and the seconds those take at `bandwidth` bytes/s), and what `decode()` returned."""
+    weights, result = linear_bytes_per_token(decode, model, tokens)
     dtype = next(model.parameters()).dtype
     cache = kv_cache_bytes(model.backbone.config, rows, prompt, tokens, dtype)
     seconds = tokens * (weights + cache) / bandwidth
-    return {"weight_bytes_per_token": weights, "kv_bytes_per_token": cache, "bandwidth_bytes_per_s": bandwidth, "seconds": seconds}
+    floor = {"weight_bytes_per_token": weights, "kv_bytes_per_token": cache, "bandwidth_bytes_per_s": bandwidth, "seconds": seconds}
+    return floor, result
 
 
 def synchronize(device: torch.device) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from modal_core.checkpoints.run_folder import HISTORY_FILE
 from modal_core.checkpoints.store import CHECKPOINT_DIR
 from modal_core.config.loader import load_recipe
 from modal_core.data.shapes import render_scene, scene_for_index
@@ -29,7 +30,7 @@ from modal_core.plugins import PluginManager
 from modal_core.reporting import plot_curves, write_json
 from modal_core.training.callbacks import checkpoint_name
 from modal_core.training.history import read_history
-from modal_core.training.run import HISTORY_FILE, train
+from modal_core.training.run import train
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "quickstart"
 GENERATION = "vq_generation"
@@ -79,11 +80,15 @@ def run_quickstart(out: Path, plugins: PluginManager, step_scale: float = 1.0, p
     for step in STEPS:
         path = RECIPES / step.recipe
         max_steps = load_recipe(path, plugins=plugins).trainer.max_steps
-        recipe = load_recipe(path, _overrides(step, out, step_scale, max_steps, progress_bar), plugins)
-        final = out / step.name / CHECKPOINT_DIR / checkpoint_name(recipe.trainer.max_steps)
+        overrides = _overrides(step, out, step_scale, max_steps, progress_bar)
+        final = out / step.name / CHECKPOINT_DIR / checkpoint_name(load_recipe(path, overrides, plugins).trainer.max_steps)
         if final.is_dir():
             print(f"[quickstart] {step.name}: already trained ({final})")
             continue
+        if (out / step.name).exists():
+            print(f"[quickstart] {step.name}: an earlier run stopped before its last step; training it again")
+            overrides.append("overwrite=true")
+        recipe = load_recipe(path, overrides, plugins)
         print(f"[quickstart] {step.name}: {recipe.description}")
         started = time.perf_counter()
         train(recipe, plugins)

@@ -75,8 +75,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint at {path}: expected a step-* directory, a run directory, or its checkpoints/ folder")
 
 
-def verify(directory: str | Path) -> Path:
-    """Check that `directory` is a complete modal-core checkpoint; return it as a Path."""
+def verify(directory: str | Path, allow_sharded: bool = False) -> Path:
+    """Check that `directory` is a complete modal-core checkpoint (or, with
+    `allow_sharded`, a complete sharded FSDP one); return it as a Path."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -85,12 +86,12 @@ def verify(directory: str | Path) -> Path:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{manifest_path} is damaged ({error})") from error
-    if manifest.get("format") == SHARDED_FORMAT:
+    if manifest.get("format") == SHARDED_FORMAT and not allow_sharded:
         raise CheckpointError(
             f"{directory} is a sharded FSDP checkpoint; resume from it with the same strategy, or consolidate it "
             f"first: modal-core export-checkpoint {directory} OUT_DIR"
         )
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in (FORMAT, SHARDED_FORMAT):
         raise CheckpointError(f"{directory}: unknown checkpoint format {manifest.get('format')!r}, expected {FORMAT!r}")
     for name, size in manifest["files"].items():
         file = directory / name

@@ -14,7 +14,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from modal_core.config.schema import Recipe
+from modal_core.config.schema import Recipe, check_values
 from modal_core.errors import RecipeError
 from modal_core.plugins import PluginManager
 
@@ -45,6 +45,10 @@ def load_recipe(
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise RecipeError(f"{path}: required key(s) {', '.join(missing)} have no value; set them in the recipe or as key=value")
+    try:
+        check_values(merged)
+    except RecipeError as error:
+        raise RecipeError(f"{path}: {error}") from None
     if plugins is not None:
         validate_modalities(merged, plugins, source=str(path))
     OmegaConf.set_readonly(merged, True)

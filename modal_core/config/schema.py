@@ -3,12 +3,25 @@ metadata is what the docs' recipe reference shows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from modal_core.errors import RecipeError
 
-def _key(default: Any = None, help: str = "", factory: Any = None) -> Any:
-    metadata = {"help": help}
+
+def _key(
+    default: Any = None,
+    help: str = "",
+    factory: Any = None,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """One recipe key. `choices`, `minimum` (inclusive), `above` (exclusive) and `maximum`
+    (inclusive) are checked by `check_values` when the recipe loads."""
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "above": above, "maximum": maximum}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -19,9 +32,9 @@ class TokenizerTrainConfig:
     """How to train a text tokenizer when `tokenizer.path` is not given."""
 
     corpus: str = _key("shapes_text", "Name of a data set whose text trains the tokenizer (`shapes_text`: the built-in corpus).")
-    num_sentences: int = _key(20000, "Number of corpus sentences to train on (built-in corpus).")
+    num_sentences: int = _key(20000, "Number of corpus sentences to train on (built-in corpus).", minimum=1)
     options: dict[str, Any] = _key(help="Further options of the corpus data set (e.g. `path` for `jsonl_text`).", factory=dict)
-    vocab_size: int = _key(512, "Target vocabulary size (special tokens included).")
+    vocab_size: int = _key(512, "Target vocabulary size (special tokens included).", minimum=1)
 
 
 @dataclass
@@ -51,6 +64,7 @@ class BackboneConfig:
         "float32",
         "Weight dtype when loading from `path` or `init_from` (float32, bfloat16, float16); bfloat16 halves the "
         "memory of a frozen backbone under LoRA.",
+        choices=("float32", "bfloat16", "float16"),
     )
 
 
@@ -70,9 +84,10 @@ class LoraConfig:
         0,
         "Rank r of each low-rank update (0: no LoRA). With r > 0 the factors of every `targets` layer train in "
         "addition to the `train:` groups, which must then not include `backbone`.",
+        minimum=0,
     )
-    alpha: float = _key(16.0, "Scale of the update: a layer computes `x W^T + alpha / r * x A^T B^T`.")
-    dropout: float = _key(0.0, "Dropout on the input of the low-rank branch during training.")
+    alpha: float = _key(16.0, "Scale of the update: a layer computes `x W^T + alpha / r * x A^T B^T`.", above=0)
+    dropout: float = _key(0.0, "Dropout on the input of the low-rank branch during training.", minimum=0, maximum=1)
     targets: list[str] = _key(
         help="Names (last component) of the backbone's linear layers to adapt; the LM head is never adapted.",
         factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -84,7 +99,7 @@ class DataSourceConfig:
     """One data set in the task mix."""
 
     dataset: str = _key("???", "Registered data set name (see `modal-core plugins`).")
-    weight: float = _key(1.0, "Relative sampling weight in the mix (the Janus data ratio).")
+    weight: float = _key(1.0, "Relative sampling weight in the mix (the Janus data ratio).", above=0)
     options: dict[str, Any] = _key(help="Keyword options passed to the data set factory.", factory=dict)
 
 
@@ -93,15 +108,18 @@ class DataConfig:
     """Training data: a mix of data sets, batching and sequence limits."""
 
     sources: list[DataSourceConfig] = _key(help="The data sets to mix.", factory=list)
-    batch_size: int = _key(8, "Samples per optimizer step and device (before gradient accumulation).")
-    max_length: int = _key(512, "Longest sequence in tokens; a longer sample is a bad sample (see `on_bad_sample`).")
-    cfg_dropout: float = _key(0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).")
-    num_workers: int = _key(0, "DataLoader worker processes.")
-    val_samples: int = _key(0, "Held-out samples scored at each validation (0 disables validation).")
+    batch_size: int = _key(8, "Samples per optimizer step and device (before gradient accumulation).", minimum=1)
+    max_length: int = _key(512, "Longest sequence in tokens; a longer sample is a bad sample (see `on_bad_sample`).", minimum=1)
+    cfg_dropout: float = _key(
+        0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).", minimum=0, maximum=1
+    )
+    num_workers: int = _key(0, "DataLoader worker processes.", minimum=0)
+    val_samples: int = _key(0, "Held-out samples scored at each validation (0 disables validation).", minimum=0)
     on_bad_sample: str = _key(
         "raise",
         "`raise`: stop at a missing/corrupt/too-long sample with an error naming it; `skip`: drop it and log "
         "its source and the reason to `bad_samples.jsonl` in the run directory.",
+        choices=("raise", "skip"),
     )
 
 
@@ -109,31 +127,36 @@ class DataConfig:
 class OptimConfig:
     """Optimizer (AdamW) and learning-rate schedule."""
 
-    lr: float = _key(1e-3, "Peak learning rate.")
-    weight_decay: float = _key(0.0, "AdamW weight decay.")
+    lr: float = _key(1e-3, "Peak learning rate.", above=0)
+    weight_decay: float = _key(0.0, "AdamW weight decay.", minimum=0)
     betas: list[float] = _key(help="AdamW betas.", factory=lambda: [0.9, 0.95])
-    eps: float = _key(1e-8, "AdamW epsilon.")
-    warmup_steps: int = _key(0, "Linear warm-up steps.")
-    schedule: str = _key("constant", "After warm-up: `constant` or `cosine` (down to `min_lr_ratio` * lr).")
-    min_lr_ratio: float = _key(0.1, "Final learning rate of the cosine schedule, as a fraction of `lr`.")
+    eps: float = _key(1e-8, "AdamW epsilon.", above=0)
+    warmup_steps: int = _key(0, "Linear warm-up steps.", minimum=0)
+    schedule: str = _key("constant", "After warm-up: `constant` or `cosine` (down to `min_lr_ratio` * lr).", choices=("constant", "cosine"))
+    min_lr_ratio: float = _key(0.1, "Final learning rate of the cosine schedule, as a fraction of `lr`.", minimum=0, maximum=1)
 
 
 @dataclass
 class TrainerConfig:
     """Lightning trainer settings."""
 
-    max_steps: int = _key(100, "Optimizer steps to train.")
-    accelerator: str = _key("auto", "Lightning accelerator: auto, cpu, gpu.")
+    max_steps: int = _key(100, "Optimizer steps to train.", minimum=1)
+    accelerator: str = _key("auto", "Lightning accelerator: auto, cpu, gpu.", choices=("auto", "cpu", "gpu", "cuda", "mps"))
     devices: Any = _key(1, "Devices per node (int, list, or 'auto').")
-    num_nodes: int = _key(1, "Number of nodes.")
+    num_nodes: int = _key(1, "Number of nodes.", minimum=1)
     strategy: str = _key(
         "auto",
         "Lightning strategy: `auto` (one device), `ddp`, `fsdp` (shards weights, gradients and optimizer states; "
         "GPUs only), `deepspeed_stage_2`, `deepspeed_stage_3` (need the deepspeed package). See docs/multi-gpu.md.",
+        choices=("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"),
     )
-    precision: str = _key("32-true", "Lightning precision: 32-true (or 32), bf16-mixed, 16-mixed, bf16-true, 16-true.")
-    accumulate_grad_batches: int = _key(1, "Batches per optimizer step.")
-    gradient_clip_val: Optional[float] = _key(1.0, "Clip the gradient norm to this value (null: no clipping).")
+    precision: str = _key(
+        "32-true",
+        "Lightning precision: 32-true (or 32), bf16-mixed, 16-mixed, bf16-true, 16-true.",
+        choices=("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true"),
+    )
+    accumulate_grad_batches: int = _key(1, "Batches per optimizer step.", minimum=1)
+    gradient_clip_val: Optional[float] = _key(1.0, "Clip the gradient norm to this value (null: no clipping).", above=0)
     activation_checkpointing: bool = _key(
         False,
         "Recompute each transformer block (the backbone's decoder layers and the blocks plugins declare) in the "
@@ -143,28 +166,32 @@ class TrainerConfig:
         "FULL_SHARD",
         "With `strategy: fsdp`: FULL_SHARD (shard weights, gradients, optimizer), SHARD_GRAD_OP (keep weights "
         "whole), HYBRID_SHARD (shard within a node, replicate across nodes), NO_SHARD.",
+        choices=("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"),
     )
     fsdp_state_dict: str = _key(
         "full",
         "With `strategy: fsdp`: `full` gathers each checkpoint into one safetensors file on rank 0; `sharded` "
         "lets every rank write its shard (consolidate with `modal-core export-checkpoint`).",
+        choices=("full", "sharded"),
     )
     peak_tflops: Optional[float] = _key(
         None,
         "Peak dense TFLOP/s of one device at the training precision, for the `train/mfu` metric. Null: looked up "
         "from the GPU's name (A100, H100, H200, L40S, L4); no MFU is logged for unknown devices.",
+        above=0,
     )
-    log_every_n_steps: int = _key(10, "Log metrics every N steps.")
-    val_every_n_steps: int = _key(0, "Validate every N steps (0: only when training ends, if `data.val_samples` > 0).")
-    checkpoint_every_n_steps: int = _key(0, "Save a checkpoint every N steps (0: only at the end).")
+    log_every_n_steps: int = _key(10, "Log metrics every N steps.", minimum=1)
+    val_every_n_steps: int = _key(0, "Validate every N steps (0: only when training ends, if `data.val_samples` > 0).", minimum=0)
+    checkpoint_every_n_steps: int = _key(0, "Save a checkpoint every N steps (0: only at the end).", minimum=0)
     keep_last: int = _key(2, "How many step checkpoints to keep (-1: all).")
     keep_best: int = _key(
         0,
         "Also keep the N checkpoints with the best `monitor` value, saving one after every validation "
         "that enters the top N (0: none); `checkpoints/best` names the best.",
+        minimum=0,
     )
     monitor: str = _key("val/loss", "Validation metric that ranks checkpoints for `keep_best`.")
-    monitor_mode: str = _key("min", "`min` or `max`: which values of `monitor` are better.")
+    monitor_mode: str = _key("min", "`min` or `max`: which values of `monitor` are better.", choices=("min", "max"))
     progress_bar: bool = _key(True, "Show Lightning's progress bar.")
 
 
@@ -181,6 +208,11 @@ class Recipe:
         "instead of the unified model. Null: train the unified model.",
     )
     output_dir: str = _key("???", "Directory for checkpoints, logs and the resolved recipe.")
+    overwrite: bool = _key(
+        False,
+        "Replace the run already in `output_dir` (its checkpoints, history and recipe are deleted first). "
+        "Without it, a folder that holds a run is refused unless `resume` continues that run.",
+    )
     init_from: Optional[str] = _key(
         None,
         "Checkpoint whose weights (and tokenizer) start this run, e.g. the previous stage. Parts the "
@@ -202,3 +234,56 @@ class Recipe:
     data: DataConfig = _key(help="Training data.", factory=DataConfig)
     optim: OptimConfig = _key(help="Optimizer and schedule.", factory=OptimConfig)
     trainer: TrainerConfig = _key(help="Trainer settings.", factory=TrainerConfig)
+
+
+def check_values(recipe: Any, schema: type = Recipe, prefix: str = "") -> None:
+    """Check every key's declared `choices` and bounds, then the rules that tie keys
+    together; raise `RecipeError` naming the first key that breaks one."""
+    for item in fields(schema):
+        value = recipe.get(item.name)
+        key = f"{prefix}{item.name}"
+        if item.type in _SECTIONS:
+            check_values(value, _SECTIONS[item.type], f"{key}.")
+        elif item.type == "list[DataSourceConfig]":
+            for index, source in enumerate(value):
+                check_values(source, DataSourceConfig, f"{key}[{index}].")
+        elif value is not None:
+            _check_value(key, value, item.metadata)
+    if schema is Recipe:
+        _check_rules(recipe)
+
+
+def _check_value(key: str, value: Any, rules: Mapping[str, Any]) -> None:
+    choices = rules.get("choices")
+    if choices is not None and str(value) not in choices:
+        raise RecipeError(f"{key}: {value!r} is not allowed; expected one of {', '.join(choices)}")
+    if rules.get("minimum") is not None and value < rules["minimum"]:
+        raise RecipeError(f"{key}: must be >= {rules['minimum']:g}, got {value}")
+    if rules.get("above") is not None and value <= rules["above"]:
+        raise RecipeError(f"{key}: must be > {rules['above']:g}, got {value}")
+    if rules.get("maximum") is not None and value > rules["maximum"]:
+        raise RecipeError(f"{key}: must be <= {rules['maximum']:g}, got {value}")
+
+
+def _check_rules(recipe: Any) -> None:
+    trainer = recipe.trainer
+    if trainer.keep_last == 0 or trainer.keep_last < -1:
+        raise RecipeError(f"trainer.keep_last: must be >= 1 or -1 (keep all), got {trainer.keep_last}")
+    if trainer.keep_best and not recipe.data.val_samples:
+        raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
+
+
+_SECTIONS = {
+    cls.__name__: cls
+    for cls in (
+        TokenizerTrainConfig,
+        TokenizerConfig,
+        BackboneConfig,
+        ChatConfig,
+        LoraConfig,
+        DataConfig,
+        OptimConfig,
+        TrainerConfig,
+    )
+}
+"""Section dataclasses by the names fields give as their types (strings, with postponed annotations)."""

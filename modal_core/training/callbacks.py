@@ -151,6 +151,14 @@ class MetricsHistory(L.Callback):
         self.path = Path(path)
         self.every_n_steps = max(1, every_n_steps)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A resumed run logs again the steps after its checkpoint: drop the old records of those.
+        if trainer.is_global_zero and trainer.global_step > 0 and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= trainer.global_step]
+            temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            temporary.write_text("".join(f"{line}\n" for line in kept))
+            os.replace(temporary, self.path)
+
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         self._write(trainer, "train/")
 

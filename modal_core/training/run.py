@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from modal_core.checkpoints import store
 from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
+from modal_core.checkpoints.run_folder import BAD_SAMPLES_FILE, HISTORY_FILE, RECIPE_FILE, claim_run_dir
 from modal_core.checkpoints.store import CHECKPOINT_DIR, resolve_checkpoint
 from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
 from modal_core.data.bad_samples import BadSamplePolicy
@@ -24,13 +25,13 @@ from modal_core.data.text_tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
-from modal_core.errors import RecipeError
+from modal_core.errors import CheckpointError, RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
 from modal_core.model.build import build_from_checkpoint, build_model, special_tokens_of
 from modal_core.model.lora import train_lora
 from modal_core.plugins import PluginManager
 from modal_core.scale.blocks import block_classes
-from modal_core.scale.strategy import build_strategy, check_trainer_settings
+from modal_core.scale.strategy import build_strategy
 from modal_core.scale.throughput import FlopsModel, ThroughputMonitor, local_device_name, peak_flops
 from modal_core.training.callbacks import MetricsHistory, Retention, StepCheckpoint
 from modal_core.training.module import UnifiedTrainingModule
@@ -38,10 +39,6 @@ from modal_core.training.tokenizer_module import (
     ModalityTokenizerModule,
     PayloadCollator,
 )
-
-RECIPE_FILE = "recipe.yaml"
-HISTORY_FILE = "history.jsonl"
-BAD_SAMPLES_FILE = "bad_samples.jsonl"
 
 
 @dataclass
@@ -93,18 +90,9 @@ def bad_sample_policy(recipe: DictConfig) -> BadSamplePolicy:
 
 def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     """Train as the recipe says; returns the run directory and the final checkpoint."""
-    if recipe.trainer.keep_last == 0 or recipe.trainer.keep_last < -1:
-        raise RecipeError(f"trainer.keep_last must be >= 1 or -1 (keep all), got {recipe.trainer.keep_last}")
-    if recipe.trainer.keep_best < 0:
-        raise RecipeError(f"trainer.keep_best must be >= 0, got {recipe.trainer.keep_best}")
-    if recipe.trainer.monitor_mode not in ("min", "max"):
-        raise RecipeError(f"trainer.monitor_mode must be 'min' or 'max', got {recipe.trainer.monitor_mode!r}")
-    if recipe.trainer.keep_best and not recipe.data.val_samples:
-        raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
-    check_trainer_settings(recipe.trainer)
+    resume = resolve_checkpoint(recipe.resume) if recipe.resume else None
+    run_dir = claim_run_dir(recipe.output_dir, resume, recipe.overwrite)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    run_dir = Path(recipe.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     recipe_yaml = to_yaml(recipe)
     (run_dir / RECIPE_FILE).write_text(recipe_yaml)
     optim = recipe_to_dict(recipe.optim)
@@ -121,9 +109,11 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
             module.model.backbone.config.save_pretrained(directory / BACKBONE_CONFIG_DIR)
 
     trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins)
-    resume = str(resolve_checkpoint(recipe.resume)) if recipe.resume else None
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
-    return TrainResult(run_dir, (run_dir / CHECKPOINT_DIR / store.LAST_LINK).resolve(), run_dir / HISTORY_FILE)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
+    last = run_dir / CHECKPOINT_DIR / store.LAST_LINK
+    if not last.resolve().is_dir():
+        raise CheckpointError(f"training ended but wrote no final checkpoint: {last} is missing or points nowhere")
+    return TrainResult(run_dir, store.verify(last.resolve(), allow_sharded=True), run_dir / HISTORY_FILE)
 
 
 def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int):

@@ -13,12 +13,13 @@ from conftest import tiny_text_recipe, write_recipe
 from PIL import Image
 from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixture)
 
+from modal_core.checkpoints.run_folder import BAD_SAMPLES_FILE
 from modal_core.config.loader import load_recipe
 from modal_core.data.bad_samples import read_bad_samples
 from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.errors import DataError
 from modal_core.training.history import read_history
-from modal_core.training.run import BAD_SAMPLES_FILE, train
+from modal_core.training.run import train
 
 
 @pytest.fixture
@@ -103,9 +104,8 @@ def test_raise_policy_names_the_file(tmp_path, vqa_folder, image_plugins):  # no
 def test_unknown_policy_is_a_recipe_error(tmp_path, vqa_folder, image_plugins):  # noqa: F811
     from modal_core.errors import RecipeError
 
-    recipe = load_recipe(_recipe(tmp_path, vqa_folder, "ignore"), plugins=image_plugins)
-    with pytest.raises(RecipeError, match="on_bad_sample"):
-        train(recipe, image_plugins)
+    with pytest.raises(RecipeError, match="data.on_bad_sample: 'ignore' is not allowed; expected one of raise, skip"):
+        load_recipe(_recipe(tmp_path, vqa_folder, "ignore"), plugins=image_plugins)
 
 
 @pytest.mark.parametrize("policy", ["skip", "raise"])

@@ -127,7 +127,7 @@ class DataConfig:
 class OptimConfig:
     """Optimizer (AdamW) and learning-rate schedule."""
 
-    lr: float = _key(1e-3, "Peak learning rate.", above=0)
+    lr: float = _key(1e-3, "Peak learning rate (0 leaves the weights as they are).", minimum=0)
     weight_decay: float = _key(0.0, "AdamW weight decay.", minimum=0)
     betas: list[float] = _key(help="AdamW betas.", factory=lambda: [0.9, 0.95])
     eps: float = _key(1e-8, "AdamW epsilon.", above=0)
@@ -177,7 +177,7 @@ class TrainerConfig:
     peak_tflops: Optional[float] = _key(
         None,
         "Peak dense TFLOP/s of one device at the training precision, for the `train/mfu` metric. Null: looked up "
-        "from the GPU's name (A100, H100, H200, L40S, L4); no MFU is logged for unknown devices.",
+        "in Lightning's table of accelerators (A100, H100, H200, L4, ...); no MFU is logged for unknown devices.",
         above=0,
     )
     log_every_n_steps: int = _key(10, "Log metrics every N steps.", minimum=1)

@@ -14,33 +14,28 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.throughput import get_available_flops
 from torch import nn
 
-PEAK_TFLOPS = (
-    # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets; first match wins.
-    ("H100 PCIe", 756.0),
-    ("H100", 989.0),
-    ("H200", 989.0),
-    ("GH200", 989.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-)
-"""(substring of `torch.cuda.get_device_name()`, peak TFLOP/s of one device)."""
-HALF_PRECISIONS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true")
+COMPUTE_DTYPES = {
+    "32-true": torch.float32,
+    "32": torch.float32,
+    "bf16-mixed": torch.bfloat16,
+    "bf16-true": torch.bfloat16,
+    "16-mixed": torch.float16,
+    "16-true": torch.float16,
+}
+"""The dtype the matrix products run in, per Lightning precision."""
 
 
-def peak_flops(device_name: str, precision: str, override_tflops: float | None = None) -> float | None:
-    """Peak FLOP/s of one device: the recipe's value, else the table's for half
-    precision; None when unknown (no MFU is reported then)."""
+def peak_flops(device: torch.device, precision: str, override_tflops: float | None = None) -> float | None:
+    """Peak FLOP/s of one device: the recipe's value, else Lightning's table of
+    accelerators for the precision's compute dtype; None when unknown (then no MFU)."""
     if override_tflops:
         return override_tflops * 1e12
-    if precision not in HALF_PRECISIONS:
+    if device.type == "cpu":
         return None
-    for pattern, tflops in PEAK_TFLOPS:
-        if pattern in device_name:
-            return tflops * 1e12
-    return None
+    return get_available_flops(device, COMPUTE_DTYPES[precision])
 
 
 @dataclass(frozen=True)
@@ -77,11 +72,19 @@ class ThroughputMonitor(L.Callback):
     step to the end of the next, data loading included) and, when the device's peak is
     known, `train/mfu` (achieved model FLOP/s over the peak of all devices)."""
 
-    def __init__(self, flops: FlopsModel, peak_flops_per_device: float | None) -> None:
-        self.flops, self.peak = flops, peak_flops_per_device
+    # Lightning's ThroughputMonitor does not fit: it logs to loggers only (the run's history
+    # records `callback_metrics`) and scales rank 0's count by the world size, while token
+    # counts differ between ranks; its peak-FLOPs table (`get_available_flops`) is used.
+
+    def __init__(self, flops: FlopsModel, precision: str, override_tflops: float | None = None) -> None:
+        self.flops, self.precision, self.override_tflops = flops, precision, override_tflops
+        self.peak: float | None = None
         self._tokens, self._model_flops = 0, 0.0
         self._window_start: float | None = None
         self._step = -1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.peak = peak_flops(trainer.strategy.root_device, self.precision, self.override_tflops)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         tokens = getattr(batch, "num_tokens", None)
@@ -101,10 +104,3 @@ class ThroughputMonitor(L.Callback):
                 pl_module.log("train/mfu", flops_all / seconds / (self.peak * trainer.world_size), batch_size=1)
         self._window_start, self._step = now, trainer.global_step
         self._tokens, self._model_flops = 0, 0.0
-
-
-def local_device_name(accelerator: str) -> str:
-    """Name of this process's accelerator (the GPU model), or "cpu"."""
-    if accelerator != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return "cpu"

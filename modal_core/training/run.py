@@ -32,7 +32,7 @@ from modal_core.model.lora import train_lora
 from modal_core.plugins import PluginManager
 from modal_core.scale.blocks import block_classes
 from modal_core.scale.strategy import build_strategy
-from modal_core.scale.throughput import FlopsModel, ThroughputMonitor, local_device_name, peak_flops
+from modal_core.scale.throughput import FlopsModel, ThroughputMonitor
 from modal_core.training.callbacks import MetricsHistory, Retention, StepCheckpoint
 from modal_core.training.module import UnifiedTrainingModule
 from modal_core.training.tokenizer_module import (
@@ -177,8 +177,7 @@ def _trainer(
     blocks = block_classes(module.model, plugins.block_classes())
     throughput = []
     if isinstance(module, UnifiedTrainingModule):
-        peak = peak_flops(local_device_name(settings.accelerator), str(settings.precision), settings.peak_tflops)
-        throughput.append(ThroughputMonitor(FlopsModel.of(module.model), peak))
+        throughput.append(ThroughputMonitor(FlopsModel.of(module.model), str(settings.precision), settings.peak_tflops))
     return L.Trainer(
         max_steps=settings.max_steps,
         accelerator=settings.accelerator,

@@ -7,6 +7,7 @@ import importlib.util
 
 import pytest
 import torch
+from lightning.fabric.utilities.throughput import get_available_flops
 from omegaconf import OmegaConf
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -142,11 +143,35 @@ def test_flops_count_matches_a_hand_count():
     assert FlopsModel.of(model).backward_factor == 1
 
 
-def test_peak_flops_table_and_override():
-    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16-mixed") == 989e12
-    assert peak_flops("NVIDIA H100 PCIe", "bf16-mixed") == 756e12
-    assert peak_flops("NVIDIA A100-SXM4-80GB", "16-mixed") == 312e12
-    assert peak_flops("NVIDIA L40S", "bf16-mixed") == 362e12 and peak_flops("NVIDIA L4", "bf16-mixed") == 121e12
-    assert peak_flops("NVIDIA A100-SXM4-80GB", "32-true") is None  # the table holds half-precision peaks only
-    assert peak_flops("cpu", "bf16-mixed") is None
-    assert peak_flops("cpu", "32-true", override_tflops=2.5) == 2.5e12
+def test_peak_flops_come_from_lightnings_table_for_the_compute_dtype(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    cuda = torch.device("cuda", 0)
+    assert peak_flops(cuda, "bf16-mixed") == get_available_flops(cuda, torch.bfloat16) == pytest.approx(989.4e12)
+    assert peak_flops(cuda, "16-true") == get_available_flops(cuda, torch.float16)
+    assert peak_flops(torch.device("cpu"), "bf16-mixed") is None
+    assert peak_flops(torch.device("cpu"), "32-true", override_tflops=2.5) == 2.5e12
+
+
+def test_throughput_monitor_logs_tokens_and_mfu_per_optimizer_step(monkeypatch):
+    from types import SimpleNamespace
+
+    from modal_core.scale import throughput
+
+    clock = iter([10.0, 12.0])
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
+    logged = {}
+    module = SimpleNamespace(device=torch.device("cpu"), log=lambda key, value, batch_size: logged.__setitem__(key, value))
+    strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=lambda tensor, reduce_op: tensor)
+    trainer = SimpleNamespace(global_step=1, strategy=strategy, world_size=1)
+    flops = FlopsModel(matmul_params=1000, layers=2, hidden=16, backward_factor=2)
+    monitor = throughput.ThroughputMonitor(flops, "32-true", override_tflops=1.0)
+    monitor.setup(trainer, module, "fit")
+    batch = SimpleNamespace(num_tokens=100, input_ids=torch.zeros(4, 10, dtype=torch.long))
+    monitor.on_train_batch_end(trainer, module, None, batch, 0)  # step 1 ends: the window opens
+    assert logged == {}
+    trainer.global_step = 1
+    monitor.on_train_batch_end(trainer, module, None, batch, 1)  # accumulating: same step, no clock read
+    trainer.global_step = 2
+    monitor.on_train_batch_end(trainer, module, None, batch, 2)  # step 2 ends two seconds later
+    assert logged["train/tokens_per_sec"] == 200 / 2.0  # both batches of step 2, not the opening step's
+    assert logged["train/mfu"] == pytest.approx(2 * flops.batch_flops(100, 10) / 2.0 / 1e12)

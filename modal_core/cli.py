@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modal_core import __version__
+from modal_core.disk import written_whole
 from modal_core.errors import ModalCoreError
 from modal_core.evaluation.command import add_eval_command
 from modal_core.generation.cli_options import add_compile_argument
@@ -85,7 +86,8 @@ def _generate(args: argparse.Namespace, plugins: PluginManager) -> int:
     for p, (prompt, items) in enumerate(zip(args.prompt, outputs)):
         for i, item in enumerate(items):
             path = out / f"prompt{p:02d}_{i:03d}.png"
-            item.save(path)
+            with written_whole(path):
+                item.save(path)
             print(f"{path}\t{prompt}")
     return 0
 

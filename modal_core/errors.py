@@ -37,3 +37,7 @@ class ServeError(ModalCoreError):
 class EvaluationError(ModalCoreError):
     """An evaluation cannot run: unknown suite, missing benchmark data, a results folder
     written by another run."""
+
+
+class StorageError(ModalCoreError):
+    """A file could not be written whole (the disk filled); nothing partial was left."""

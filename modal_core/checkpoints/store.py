@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from modal_core.disk import written_whole
 from modal_core.errors import CheckpointError
 
 FORMAT = "modal-core-checkpoint/1"
@@ -48,8 +49,9 @@ def write_atomically(path: Path, fill: Callable[[Path], None]) -> None:
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     try:
-        fill(temporary)
-        _write_manifest(temporary)
+        with written_whole(path, partial=temporary):
+            fill(temporary)
+            _write_manifest(temporary)
         if path.exists():
             retired = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, retired)

@@ -3,12 +3,14 @@ they need in-process on a fresh manager."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from modal_core.plugins import PluginManager
@@ -57,6 +59,28 @@ def toy_plugins(plugins: PluginManager) -> PluginManager:
 
     plugins.register(toy_plugin, name="toy")
     return plugins
+
+
+def builtin_plugin_modules() -> dict[str, str]:
+    """Entry-point name -> module of every plugin the root package ships, read from the
+    `modal_core` entry points of pyproject.toml (the one list to update)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return dict(project["entry-points"]["modal_core"])
+
+
+def builtin_plugin_manager() -> PluginManager:
+    """A manager with every shipped plugin registered in-process by module, as the
+    installed entry points would, but without reading what happens to be installed."""
+    manager = PluginManager(load_entry_points=False)
+    for name, module in builtin_plugin_modules().items():
+        manager.register(importlib.import_module(module), name=name)
+    return manager
+
+
+@pytest.fixture
+def builtin_plugins() -> PluginManager:
+    """The core's built-ins and every shipped plugin, registered in-process."""
+    return builtin_plugin_manager()
 
 
 def tiny_text_recipe(output_dir: Path, **sections) -> dict:

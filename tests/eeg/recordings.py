@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mne
 import numpy as np
 
@@ -22,3 +24,15 @@ def mixed_rhythms(sfreq: float, seconds: float, seed: int = 0) -> np.ndarray:
     return 20 * np.sin(2 * np.pi * frequencies * times + rng.uniform(0, 6, (len(CHANNELS_10_20), 1))) + rng.normal(
         0, 2, (len(CHANNELS_10_20), times.size)
     )
+
+
+def write_eegmmi_run(root: Path, subject: int, run: int) -> None:
+    """One 20 s, 160 Hz EDF file laid out and named as PhysioNet's eegmmidb ships it
+    (`S001/S001R04.edf`), with rest (T0) and two task (T1, T2) annotations."""
+    # PhysioNet's names: padded with dots to four characters, upper/lower case mixed.
+    names = tuple(f"{name[0]}{name[1:].lower()}".ljust(4, ".") for name in CHANNELS_10_20)
+    raw = make_raw(mixed_rhythms(160.0, 20.0, seed=subject * 100 + run), 160.0, names)
+    raw.set_annotations(mne.Annotations(onset=[1.0, 6.0, 11.0], duration=[4.0, 4.0, 4.0], description=["T0", "T1", "T2"]))
+    folder = root / f"S{subject:03d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    mne.export.export_raw(folder / f"S{subject:03d}R{run:02d}.edf", raw, verbose="error")

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import mne
 import numpy as np
 import pytest
 
-from eeg.recordings import make_raw, mixed_rhythms
+from eeg.recordings import write_eegmmi_run
 from modal_core.errors import DataError, RecipeError
 from modal_core_eeg.datasets import eegmmi_folder
 from modal_core_eeg.options import EEGOptions
 from modal_core_eeg.processor import EEGProcessor, EEGSegment, split_payload
-from modal_core_eeg.simulate import CHANNELS_10_20
-
-
-def _write_run(root, subject: int, run: int) -> None:
-    # PhysioNet's names: padded with dots to four characters, upper/lower case mixed.
-    names = tuple(f"{name[0]}{name[1:].lower()}".ljust(4, ".") for name in CHANNELS_10_20)
-    raw = make_raw(mixed_rhythms(160.0, 20.0, seed=subject * 100 + run), 160.0, names)
-    raw.set_annotations(mne.Annotations(onset=[1.0, 6.0, 11.0], duration=[4.0, 4.0, 4.0], description=["T0", "T1", "T2"]))
-    folder = root / f"S{subject:03d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    mne.export.export_raw(folder / f"S{subject:03d}R{run:02d}.edf", raw, verbose="error")
 
 
 @pytest.fixture
 def eegmmi_root(tmp_path):
     for subject in (1, 2):
         for run in (4, 5):
-            _write_run(tmp_path, subject, run)
+            write_eegmmi_run(tmp_path, subject, run)
     return tmp_path
 
 

@@ -3,6 +3,8 @@ options, and brute-force references the fast code is checked against."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -25,6 +27,15 @@ def point_cloud_plugins():
     plugins = PluginManager(load_entry_points=False)
     plugins.register(point_cloud_plugin, name="point_cloud")
     return plugins
+
+
+def write_box_mesh(path: Path, scale: float = 1.0) -> None:
+    """A box mesh (scale x scale x 2 scale) at `path`, in the format its suffix names."""
+    import open3d as o3d
+
+    mesh = o3d.geometry.TriangleMesh.create_box(scale, scale, 2 * scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    o3d.io.write_triangle_mesh(str(path), mesh)
 
 
 def brute_force_fps(points: np.ndarray, count: int) -> list[int]:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 
 import numpy as np
-import open3d as o3d
 import pytest
 
 from modal_core.data.segments import Media, Text
@@ -17,7 +16,7 @@ from modal_core_point_cloud.io import PointSet
 from modal_core_point_cloud.processing import PointCloudProcessor
 from modal_core_point_cloud.synthetic import COLOURS, SHAPE_QUESTIONS, SHAPES, render_points, scene_for_index
 
-from .helpers import point_cloud_plugins
+from .helpers import point_cloud_plugins, write_box_mesh
 
 
 def test_plugin_registers_modality_datasets_and_evaluator():
@@ -92,18 +91,12 @@ def test_text_corpus_for_the_tokenizer():
     assert any(shape in " ".join(texts) for shape in SHAPES)
 
 
-def _write_box(path, scale=1.0):
-    mesh = o3d.geometry.TriangleMesh.create_box(scale, scale, 2 * scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    o3d.io.write_triangle_mesh(str(path), mesh)
-
-
 def test_modelnet_folder_layout(tmp_path):
     root = tmp_path / "ModelNet40"
     for name in ("night_stand", "chair"):
         for part, count in (("train", 3), ("test", 1)):
             for index in range(count):
-                _write_box(root / name / part / f"{name}_{index:04d}.off")
+                write_box_mesh(root / name / part / f"{name}_{index:04d}.off")
     factory = point_cloud_plugins().datasets()["pointcloud_folder"]
     train = factory({"path": str(root)}, 0, "train")
     heldout = factory({"path": str(root)}, 0, "heldout")
@@ -123,7 +116,7 @@ def test_shapenet_folder_layout_with_taxonomy(tmp_path):
     root = tmp_path / "ShapeNetCore.v2"
     for synset in ("03001627", "02691156"):
         for model in range(12):
-            _write_box(root / synset / f"model{model:02d}" / "models" / "model_normalized.obj")
+            write_box_mesh(root / synset / f"model{model:02d}" / "models" / "model_normalized.obj")
     (root / "taxonomy.json").write_text(
         json.dumps([{"synsetId": "03001627", "name": "chair"}, {"synsetId": "02691156", "name": "airplane,aeroplane,plane"}])
     )

@@ -10,8 +10,7 @@ from conftest import REPO, TINY_BACKBONE, tiny_text_recipe, write_recipe
 
 from modal_core.cli import main
 from modal_core.config.loader import load_recipe
-from modal_core.plugins import get_plugin_manager
-from modal_core.scale.plan import FRAMEWORK_OVERHEAD, meta_model, plan
+from modal_core.scale.plan import FRAMEWORK_OVERHEAD, meta_model, plan, vocabulary_size
 
 VOCAB = 300
 HIDDEN, FFN = 32, 64
@@ -112,13 +111,53 @@ SCALE_RECIPES = sorted(p for p in (REPO / "recipes" / "janus").glob("*.yaml") if
 
 
 @pytest.mark.parametrize("path", SCALE_RECIPES, ids=lambda p: p.name)
-def test_shipped_scale_recipes_state_their_planned_memory(path):
-    plugins = get_plugin_manager()
-    recipe = load_recipe(path, plugins=plugins)
+def test_shipped_scale_recipes_state_their_planned_memory(path, builtin_plugins):
+    recipe = load_recipe(path, plugins=builtin_plugins)
     stated = float(re.search(r"Planned: ([\d.]+) GiB per GPU", recipe.description).group(1))
-    planned = plan(recipe, plugins).memory.total / 1024**3
+    planned = plan(recipe, builtin_plugins).memory.total / 1024**3
     assert planned == pytest.approx(stated, abs=0.05), f"{path.name}: update the description to {planned:.1f} GiB"
 
 
 def test_there_are_four_scale_recipes():
     assert len(SCALE_RECIPES) == 4
+
+
+def _llama_parameters(vocab: int, hidden: int, ffn: int, layers: int) -> int:
+    """Untied embedding and LM head, per layer q/k/v/o, gate/up/down and two norms, final norm."""
+    return 2 * vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * ffn + 2 * hidden) + hidden
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
+def test_janus_stages_plan_without_local_checkpoints(stage, builtin_plugins, capsys):
+    """The recipes the docs point at plan on a machine without DeepSeek-LLM: the
+    architecture comes from `backbone.config` of recipes/janus/base.yaml."""
+    path = REPO / "recipes" / "janus" / f"{stage}.yaml"
+    assert main(["plan", str(path)], builtin_plugins) == 0
+    deepseek_1_3b = _llama_parameters(vocab=102400, hidden=2048, ffn=5632, layers=24)
+    assert re.search(r"backbone\s+[\d,]+\s+[\d,]+", capsys.readouterr().out)
+    groups = plan(load_recipe(path, plugins=builtin_plugins), builtin_plugins).groups
+    assert sum(groups["backbone"]) == deepseek_1_3b
+
+
+def test_a_local_backbone_folder_wins_over_the_janus_config(tmp_path, builtin_plugins):
+    """recipes/janus/base.yaml names the 1.3B architecture for machines without the
+    checkpoint; a local folder (model and tokenizer, as DeepSeek ships them) is what
+    training builds and what the plan counts."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from modal_core.data.text_tokenizer import save_tokenizer, train_tokenizer
+    from modal_core.model.backbone import build_backbone
+
+    directory = tmp_path / "llm"
+    save_tokenizer(train_tokenizer(["a red circle", "a blue square"] * 20, VOCAB, []), directory)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", vocab_size=VOCAB, **TINY_BACKBONE["config"])).save_pretrained(directory)
+    local = [f"backbone.path={directory}", f"tokenizer.path={directory}"]
+    recipe = load_recipe(REPO / "recipes" / "janus" / "stage2.yaml", local, builtin_plugins)
+    assert recipe.backbone.config.hidden_size == 2048  # still in the recipe, but not read
+    vocab, source = vocabulary_size(recipe, builtin_plugins)
+    assert source == f"tokenizer {directory}"
+    assert vocab <= VOCAB  # so the folder's config.json gives the embedding rows
+    assert sum(plan(recipe, builtin_plugins).groups["backbone"]) == BACKBONE
+    settings = recipe.backbone
+    built = build_backbone(settings.path, settings.model_type, dict(settings.config), vocab_size=vocab, dtype=settings.dtype)
+    assert built.config.hidden_size == HIDDEN and built.config.num_hidden_layers == 1

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_BACKBONE
+from conftest import REPO, tiny_quickstart_text_overrides
 
 from modal_core import recipes
 from modal_core.scaffold import TEMPLATE_DIR, template_files
@@ -34,23 +34,6 @@ assert Path(modal_core.__file__).resolve().is_relative_to(Path(site).resolve()),
 sys.argv = ["modal-core", *args]
 runpy.run_module("modal_core", run_name="__main__")
 """
-
-
-def tiny_overrides() -> list[str]:
-    """Overrides that shrink `quickstart/text` to the test suite's tiny sizes (as tests/conftest.py `tiny_text_recipe`)."""
-    backbone = [f"backbone.config.{key}={value}" for key, value in TINY_BACKBONE["config"].items()]
-    return [
-        *backbone,
-        "tokenizer.train.num_sentences=300",
-        "tokenizer.train.vocab_size=300",
-        "data.sources.0.options.num_sentences=200",
-        "data.batch_size=4",
-        "data.max_length=48",
-        "data.val_samples=0",
-        "trainer.max_steps=1",
-        "trainer.checkpoint_every_n_steps=0",
-        "trainer.progress_bar=false",
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +90,7 @@ def test_installed_wheel_lists_the_shipped_recipes_and_trains_one_by_name(site, 
     assert "Tiny Llama language model" in listing.stdout
 
     run_dir = tmp_path / "run"
-    trained = run_installed(site, "train", "quickstart/text", f"output_dir={run_dir}", *tiny_overrides(), cwd=tmp_path)
+    trained = run_installed(site, "train", "quickstart/text", f"output_dir={run_dir}", *tiny_quickstart_text_overrides(), cwd=tmp_path)
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
     assert "done: checkpoint" in trained.stdout
     assert (run_dir / "checkpoints" / "step-000001" / "model.safetensors").is_file()

@@ -33,9 +33,9 @@ def train(recipe: str | Path | DictConfig, overrides: Sequence[str] | None = Non
         print(result.checkpoint)
         ```
     """
-    plugins = plugins or get_plugin_manager()
     if overrides is not None and not (isinstance(overrides, (list, tuple)) and all(isinstance(item, str) for item in overrides)):
         raise RecipeError(f"train(overrides=...): expected a list of 'key=value' strings, got {overrides!r}")
+    plugins = get_plugin_manager() if plugins is None else plugins
     if isinstance(recipe, DictConfig):
         if overrides:
             raise RecipeError("train(overrides=...): the recipe is already loaded; pass the overrides to load_recipe(path, overrides)")

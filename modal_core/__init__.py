@@ -4,7 +4,8 @@ Public API (imported lazily, so `import modal_core` stays light):
 
 - `ModalitySpec`, `hookimpl`: what plugins implement.
 - `Text`, `Media`, `Sample`: training samples as segment lists.
-- `load_recipe`, `train`: the recipe path, from Python.
+- `load_recipe`, `train`, `TrainResult`: the recipe path, from Python; `modal_core.recipes`
+  finds the shipped recipes (`recipes.find("quickstart/text")`).
 - `load(checkpoint)`: a trained model; `.answer(...)`, `.generate_images(...)`.
 - `get_plugin_manager`, `PluginManager`: installed plugins.
 - `ModalCoreError` and its subclasses: every user-facing error.
@@ -28,7 +29,8 @@ _EXPORTS = {
     "Media": "modal_core.data.segments",
     "Sample": "modal_core.data.segments",
     "load_recipe": "modal_core.config.loader",
-    "train": "modal_core.training.run",
+    "train": "modal_core.training.api",
+    "TrainResult": "modal_core.training.run",
     "get_plugin_manager": "modal_core.plugins",
     "PluginManager": "modal_core.plugins",
     "UnifiedModel": "modal_core.model.unified",

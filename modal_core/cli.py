@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from modal_core import __version__
+from modal_core import __version__, recipes
 from modal_core.disk import written_whole
 from modal_core.errors import ModalCoreError
 from modal_core.evaluation.command import add_eval_command
@@ -19,7 +19,6 @@ from modal_core.scaffold import add_new_plugin_command
 from modal_core.scale.commands import add_scale_commands
 from modal_core.serve.command import add_serve_command
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 EXIT_INTERRUPTED = 143
 """Exit code of a run stopped by SIGTERM or Ctrl+C after saving a resumable checkpoint."""
 
@@ -27,30 +26,25 @@ EXIT_INTERRUPTED = 143
 def _train(args: argparse.Namespace, plugins: PluginManager) -> int:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from modal_core.config.loader import load_recipe
-    from modal_core.training.run import train
+    from modal_core.training.api import train
 
-    recipe = load_recipe(args.recipe, args.overrides, plugins)
     try:
-        result = train(recipe, plugins)
+        result = train(args.recipe, args.overrides, plugins)
     except SIGTERMException:
         return EXIT_INTERRUPTED  # the checkpoint callback saved and said where
     print(f"done: checkpoint {result.checkpoint}")
     return 0
 
 
-def _recipes(args: argparse.Namespace, plugins: PluginManager) -> int:
-    import yaml
-
-    root = Path(args.dir)
-    files = sorted(root.rglob("*.yaml"))
-    if not files:
+def _recipes(args: argparse.Namespace) -> int:
+    root = Path(args.dir) if args.dir else recipes.shipped_dir()
+    listing = recipes.describe(root)
+    if not listing:
         print(f"no recipes under {root}")
         return 1
-    width = max(len(str(f.relative_to(root))) for f in files)
-    for file in files:
-        description = (yaml.safe_load(file.read_text()) or {}).get("description", "")
-        print(f"{str(file.relative_to(root)):<{width}}  {description}")
+    width = max(len(name) for name, _ in listing)
+    for name, description in listing:
+        print(f"{name:<{width}}  {description}")
     return 0
 
 
@@ -181,14 +175,14 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train from a recipe: modal-core train RECIPE.yaml key=value ...")
-    train.add_argument("recipe", help="recipe YAML file")
+    train = commands.add_parser("train", help="train from a recipe: modal-core train RECIPE key=value ...")
+    train.add_argument("recipe", help="recipe YAML file, or a shipped recipe's name such as quickstart/text (see `modal-core recipes`)")
     train.add_argument("overrides", nargs="*", help="key=value overrides (e.g. trainer.max_steps=10)")
     train.set_defaults(handler=_train)
 
-    recipes = commands.add_parser("recipes", help="list the shipped recipes")
-    recipes.add_argument("--dir", default=str(RECIPES_DIR), help="recipe folder (default: the shipped recipes)")
-    recipes.set_defaults(handler=_recipes)
+    recipe_list = commands.add_parser("recipes", help="list the shipped recipes")
+    recipe_list.add_argument("--dir", default=None, help="recipe folder (default: the shipped recipes)")
+    recipe_list.set_defaults(handler=_recipes)
 
     listing = commands.add_parser("plugins", help="list installed plugins and what they contribute")
     listing.set_defaults(handler=_plugins)

@@ -2,7 +2,7 @@
 then answers and drawings for held-out cases, and a report folder.
 
 text LM + text tokenizer -> VQ tokenizer -> stage 1 -> stage 2 -> stage 3 -> evaluation.
-Each step is an ordinary recipe run (`recipes/quickstart/*.yaml`); a step whose final
+Each step is an ordinary run of a shipped recipe (`quickstart/*.yaml`); a step whose final
 checkpoint already exists is skipped, so an interrupted quickstart continues where it was.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from modal_core import recipes
 from modal_core.checkpoints.run_folder import HISTORY_FILE
 from modal_core.checkpoints.store import CHECKPOINT_DIR
 from modal_core.config.loader import load_recipe
@@ -32,7 +33,6 @@ from modal_core.training.callbacks import checkpoint_name
 from modal_core.training.history import read_history
 from modal_core.training.run import train
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "quickstart"
 GENERATION = "vq_generation"
 QUICKSTART_CFG = 3.0
 """Guidance scale of the headline generation score: the tiny model draws best at 3;
@@ -50,11 +50,11 @@ class Step:
 
 
 STEPS = (
-    Step("text", "text.yaml"),
-    Step("vq", "vq.yaml"),
-    Step("stage1", "stage1.yaml", init_from="text", uses_trained_vq=True),
-    Step("stage2", "stage2.yaml", init_from="stage1", uses_trained_vq=True),
-    Step("stage3", "stage3.yaml", init_from="stage2", uses_trained_vq=True),
+    Step("text", "quickstart/text"),
+    Step("vq", "quickstart/vq"),
+    Step("stage1", "quickstart/stage1", init_from="text", uses_trained_vq=True),
+    Step("stage2", "quickstart/stage2", init_from="stage1", uses_trained_vq=True),
+    Step("stage3", "quickstart/stage3", init_from="stage2", uses_trained_vq=True),
 )
 
 
@@ -78,7 +78,7 @@ def run_quickstart(out: Path, plugins: PluginManager, step_scale: float = 1.0, p
     out = Path(out)
     timings: dict[str, float] = {}
     for step in STEPS:
-        path = RECIPES / step.recipe
+        path = recipes.find(step.recipe)
         max_steps = load_recipe(path, plugins=plugins).trainer.max_steps
         overrides = _overrides(step, out, step_scale, max_steps, progress_bar)
         final = out / step.name / CHECKPOINT_DIR / checkpoint_name(load_recipe(path, overrides, plugins).trainer.max_steps)
@@ -113,7 +113,7 @@ def _tokenizer_quality(pipeline: Pipeline, image_size: int, grid: int | None, co
 
 def _shapes_settings(plugins: PluginManager) -> tuple[int, int | None]:
     """Image size and grid the final stage was trained with."""
-    recipe = load_recipe(RECIPES / "stage3.yaml", plugins=plugins)
+    recipe = load_recipe(recipes.find(STEPS[-1].recipe), plugins=plugins)
     options = next(source.options for source in recipe.data.sources if source.dataset == "shapes")
     return int(options.image_size), options.get("grid")
 

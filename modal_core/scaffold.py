@@ -1,21 +1,25 @@
 """`modal-core new-plugin NAME`: a new plugin package, copied from the worked example.
 
-The scaffold is `examples/plugin-template/` (the plugin the docs walk through and the
-test suite installs and trains) with its name replaced everywhere, so the two cannot
-drift apart. The template's name appears in four spellings, each replaced by the same
-spelling of the new name: `time_series` (modules, modality, data sets), `time-series`
-(distribution, CLI flag), `TimeSeries` (classes) and `TIME_SERIES` (constants).
+The scaffold is the worked example plugin (the one the docs walk through and the test
+suite installs and trains), shipped as package data in `modal_core/plugin-template/`
+(`examples/plugin-template/` in a source checkout links to it), with its name replaced
+everywhere, so the two cannot drift apart. The template's name appears in four
+spellings, each replaced by the same spelling of the new name: `time_series` (modules,
+modality, data sets), `time-series` (distribution, CLI flag), `TimeSeries` (classes) and
+`TIME_SERIES` (constants).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from importlib import resources
 from pathlib import Path
 
 from modal_core.errors import PluginError
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "examples" / "plugin-template"
+# pip unpacks wheels, so the package is a plain folder and its resource root a Path.
+TEMPLATE_DIR = Path(str(resources.files("modal_core") / "plugin-template"))
 TEMPLATE_NAME = "time_series"
 PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 SKIPPED_DIRS = {"__pycache__", "build", "dist", "runs"}
@@ -42,7 +46,7 @@ def _substitute(text: str, name: str) -> str:
 def template_files(template: Path = TEMPLATE_DIR) -> list[Path]:
     """The template's files (relative paths), without build output and caches."""
     if not template.is_dir():
-        raise PluginError(f"plugin template not found at {template}; `modal-core new-plugin` needs modal-core's source tree")
+        raise PluginError(f"plugin template not found at {template}; reinstall modal-core (the template ships inside the package)")
     files = []
     for path in sorted(template.rglob("*")):
         relative = path.relative_to(template)

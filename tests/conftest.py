@@ -101,6 +101,23 @@ def tiny_text_recipe(output_dir: Path, **sections) -> dict:
     return recipe
 
 
+def tiny_quickstart_text_overrides() -> list[str]:
+    """Overrides that shrink the shipped `quickstart/text` recipe to one step at the sizes of `tiny_text_recipe`."""
+    backbone = [f"backbone.config.{key}={value}" for key, value in TINY_BACKBONE["config"].items()]
+    return [
+        *backbone,
+        "tokenizer.train.num_sentences=300",
+        "tokenizer.train.vocab_size=300",
+        "data.sources.0.options.num_sentences=200",
+        "data.batch_size=4",
+        "data.max_length=48",
+        "data.val_samples=0",
+        "trainer.max_steps=1",
+        "trainer.checkpoint_every_n_steps=0",
+        "trainer.progress_bar=false",
+    ]
+
+
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe))
     return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import REPO, run_cli, tiny_text_recipe, write_recipe
+from conftest import REPO, run_cli, tiny_quickstart_text_overrides, tiny_text_recipe, write_recipe
 
 
 def test_version_and_help():
@@ -27,6 +27,13 @@ def test_train_runs_and_resumes_from_the_command_line(tmp_path):
     result = run_cli("train", str(recipe), "trainer.max_steps=4", f"resume={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoints" / "step-000004").is_dir()
+
+
+def test_train_takes_a_shipped_recipe_by_name_from_any_folder(tmp_path):
+    result = run_cli("train", "quickstart/text", f"output_dir={tmp_path / 'run'}", *tiny_quickstart_text_overrides(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "step-000001" / "model.safetensors").is_file()
+    assert "description: Tiny Llama language model" in (tmp_path / "run" / "recipe.yaml").read_text()
 
 
 def test_user_errors_print_one_line_without_traceback(tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny_text_recipe, write_recipe
+from conftest import REPO, tiny_text_recipe, write_recipe
 
+from modal_core import recipes
 from modal_core.config.loader import load_recipe
 from modal_core.errors import RecipeError
 
@@ -93,6 +94,41 @@ def test_not_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(RecipeError, match="must be a mapping"):
         load_recipe(path)
+
+
+def test_the_checkout_recipes_folder_is_the_shipped_one():
+    assert (REPO / "recipes").resolve() == recipes.shipped_dir().resolve()
+    assert "quickstart/text.yaml" in recipes.names() and "janus/stage2.yaml" in recipes.names()
+
+
+@pytest.mark.parametrize("name", ["quickstart/text", "quickstart/text.yaml", "recipes/quickstart/text.yaml"])
+def test_find_takes_a_shipped_name_with_or_without_suffix(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no recipes/ folder here: the name is what finds it
+    assert recipes.find(name) == recipes.shipped_dir() / "quickstart" / "text.yaml"
+
+
+def test_find_prefers_an_existing_file_to_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart").mkdir()
+    write_recipe(tmp_path / "quickstart" / "text.yaml", tiny_text_recipe(tmp_path))
+    assert recipes.find("quickstart/text.yaml") == Path("quickstart/text.yaml")
+    assert recipes.find("quickstart/text") == recipes.shipped_dir() / "quickstart" / "text.yaml"  # no such file: the shipped one
+
+
+def test_find_names_close_shipped_recipes_when_nothing_matches():
+    with pytest.raises(
+        RecipeError, match=r"recipe file not found: quickstart/txt is neither a file nor a shipped recipe; did you mean quickstart/text,"
+    ):
+        recipes.find("quickstart/txt")
+    with pytest.raises(RecipeError, match=r"recipe file not found: nothing/like/it.yaml is neither .*\(`modal-core recipes` lists"):
+        recipes.find("nothing/like/it.yaml")
+
+
+def test_describe_lists_names_with_descriptions(tmp_path):
+    write_recipe(tmp_path / "a.yaml", {"description": "first"})
+    (tmp_path / "sub").mkdir()
+    write_recipe(tmp_path / "sub" / "b.yaml", {})
+    assert recipes.describe(tmp_path) == [("a.yaml", "first"), ("sub/b.yaml", "")]
 
 
 def test_override_can_index_into_a_list(tmp_path):

@@ -8,9 +8,8 @@ import json
 import time
 from pathlib import Path
 
-from modal_core.cli import RECIPES_DIR
-
-DEFAULT_RECIPE = RECIPES_DIR / "pointcloud" / "quickstart.yaml"
+DEFAULT_RECIPE = "pointcloud/quickstart"
+"""The shipped recipe trained by default (a name `modal_core.recipes.find` resolves)."""
 DATASET_FIGURE = "pointcloud_dataset.png"
 METRICS = "metrics.json"
 
@@ -20,7 +19,7 @@ def add_quickstart_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "pointcloud-quickstart", help="train the point-cloud quickstart (synthetic 3-D shapes), then score held-out questions"
     )
-    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe to train (default: recipes/pointcloud/quickstart.yaml)")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"recipe file or shipped recipe name to train (default: {DEFAULT_RECIPE})")
     parser.add_argument("--out", default="runs/pointcloud", help="output folder (default: runs/pointcloud)")
     parser.add_argument("--limit", type=int, default=200, help="held-out scenes to ask about (default 200)")
     parser.add_argument("--skip-training", action="store_true", help="evaluate the checkpoint already under --out")
@@ -29,23 +28,22 @@ def add_quickstart_command(subparsers) -> None:
 
 
 def run_quickstart_command(args: argparse.Namespace, plugins) -> int:
-    from modal_core.config.loader import load_recipe
-    from modal_core.generation.pipeline import Pipeline
-    from modal_core.training.run import train
+    import modal_core
+    from modal_core import recipes
     from modal_core_point_cloud.evaluation import evaluate_pointcloud_qa
     from modal_core_point_cloud.render import save_point_cloud_grid
     from modal_core_point_cloud.synthetic import render_points, scene_for_index
 
     out = Path(args.out)
-    recipe = load_recipe(args.recipe, [f"output_dir={out / 'train'}", *args.overrides], plugins)
+    recipe = modal_core.load_recipe(recipes.find(args.recipe), [f"output_dir={out / 'train'}", *args.overrides], plugins)
     report = out / "report"
     metrics: dict = {}
     if not args.skip_training:
         start = time.perf_counter()
-        train(recipe, plugins)
+        modal_core.train(recipe, plugins=plugins)
         metrics["train_seconds"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    pipeline = Pipeline.load(out / "train", plugins=plugins)
+    pipeline = modal_core.load(out / "train", plugins=plugins)
     metrics.update(evaluate_pointcloud_qa(pipeline, {"limit": args.limit, "seed": 0}, report))
     metrics["eval_seconds"] = round(time.perf_counter() - start, 1)
 

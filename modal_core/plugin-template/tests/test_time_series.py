@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from modal_core import DataError, PluginManager, RecipeError, load_recipe, train
-from modal_core.generation.pipeline import Pipeline
+from modal_core import DataError, PluginManager, RecipeError, load, train
 
 from modal_core_time_series import plugin
 from modal_core_time_series.modality import NAME, TimeSeriesOptions, num_patches
@@ -103,8 +102,8 @@ def test_recipe_trains_and_the_evaluator_scores_the_model(plugins, tmp_path):
         "data.val_samples=0",
         "tokenizer.train.num_sentences=200",
     ]
-    result = train(load_recipe(RECIPE, overrides, plugins), plugins)
-    pipeline = Pipeline.load(result.checkpoint, plugins=plugins)
+    result = train(RECIPE, overrides, plugins)
+    pipeline = load(result.checkpoint, plugins=plugins)
     metrics = plugins.evaluators()[f"{NAME}_waves"](pipeline, {"limit": 6, "batch_size": 4}, tmp_path / "eval")
     assert metrics["count"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
     lines = (tmp_path / "eval" / "answers.jsonl").read_text().splitlines()

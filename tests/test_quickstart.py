@@ -11,8 +11,8 @@ from PIL import Image
 
 import modal_core
 from modal_core.plugins import get_plugin_manager
-from modal_core.quickstart import STEPS, run_quickstart
 from modal_core.training.history import read_history
+from modal_core_images.quickstart import STEPS, run_quickstart
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +82,9 @@ def test_generate_and_understand_commands(quickstart_run, tmp_path):
 
 
 def test_quickstart_checkpoint_through_the_evaluation_suites(quickstart_run, tmp_path):
-    from modal_core.evaluation import geneval
     from modal_core.evaluation.run import evaluate_checkpoint
-    from modal_core.evaluation.shapes_benchmarks import write_shapes_benchmarks
+    from modal_core_images.evaluation import geneval
+    from modal_core_images.evaluation.shapes_benchmarks import write_shapes_benchmarks
 
     out, _ = quickstart_run
     plugins = get_plugin_manager()

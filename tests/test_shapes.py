@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modal_core.data.shapes import (
+from modal_core.errors import DataError
+from modal_core_images.evaluation.shapes_checker import (
+    check_caption,
+    check_prompt,
+    detect_objects,
+    parse_caption,
+)
+from modal_core_images.shapes import (
     BACKGROUND,
     COLOURS,
     PALETTE,
@@ -25,13 +32,6 @@ from modal_core.data.shapes import (
     scene_for_index,
     split_of,
     text_corpus,
-)
-from modal_core.errors import DataError
-from modal_core.evaluation.shapes_checker import (
-    check_caption,
-    check_prompt,
-    detect_objects,
-    parse_caption,
 )
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from modal_core.data.shapes import render_scene, sample_scene
-from modal_core.evaluation.shapes_checker import parse_caption
+from modal_core_images.evaluation.shapes_checker import parse_caption
+from modal_core_images.shapes import render_scene, sample_scene
 
 
 def draw_caption(caption: str, seed: int, swap: bool = False) -> Image.Image:

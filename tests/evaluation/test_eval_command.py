@@ -10,8 +10,8 @@ import pytest
 from conftest import run_cli
 
 from modal_core.cli import main
-from modal_core.evaluation import geneval
-from modal_core.evaluation.shapes_benchmarks import write_shapes_benchmarks
+from modal_core_images.evaluation import geneval
+from modal_core_images.evaluation.shapes_benchmarks import write_shapes_benchmarks
 
 from .conftest import image_plugins
 

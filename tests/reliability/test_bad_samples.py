@@ -15,10 +15,10 @@ from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixtur
 
 from modal_core.config.loader import load_recipe
 from modal_core.data.bad_samples import read_bad_samples
-from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.errors import DataError
 from modal_core.training.history import read_history
 from modal_core.training.run import BAD_SAMPLES_FILE, train
+from modal_core_images.shapes import render_scene, scene_for_index
 
 
 @pytest.fixture
@@ -115,9 +115,9 @@ def test_tokenizer_batches_follow_the_policy(tmp_path, vqa_folder, policy):
     from types import SimpleNamespace
 
     from modal_core.data.bad_samples import BadSamplePolicy
-    from modal_core.data.images import ImageProcessor
     from modal_core.data.segments import Media, Sample
     from modal_core.training.tokenizer_module import PayloadCollator
+    from modal_core_images.processing import ImageProcessor
 
     folder = vqa_folder.parent
     samples = [Sample((Media("vq", folder / name),), source=name) for name in ("good0.png", "corrupt.png", "good1.png")]

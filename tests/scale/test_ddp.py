@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from modal_core.checkpoints import store
 from modal_core.config.loader import load_recipe
-from modal_core.data.shapes import text_corpus
+from modal_core.data.shapes_text import text_corpus
 from modal_core.data.text_tokenizer import save_tokenizer, train_tokenizer
 from modal_core.training.history import read_history
 from modal_core.training.run import train

@@ -16,22 +16,22 @@ import torch
 
 from modal_core.checkpoints.store import CHECKPOINT_DIR
 from modal_core.config.loader import load_recipe
-from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.evaluation.metrics import codebook_usage, psnr
-from modal_core.evaluation.shapes_eval import (
-    evaluate_generation,
-    evaluate_understanding,
-    save_generation_grid,
-    save_understanding_grid,
-)
 from modal_core.generation.pipeline import Pipeline
 from modal_core.plugins import PluginManager
 from modal_core.reporting import plot_curves, write_json
 from modal_core.training.callbacks import checkpoint_name
 from modal_core.training.history import read_history
 from modal_core.training.run import HISTORY_FILE, train
+from modal_core_images.evaluation.shapes_eval import (
+    evaluate_generation,
+    evaluate_understanding,
+    save_generation_grid,
+    save_understanding_grid,
+)
+from modal_core_images.shapes import render_scene, scene_for_index
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "quickstart"
+RECIPES = Path(__file__).resolve().parents[3] / "recipes" / "quickstart"
 GENERATION = "vq_generation"
 QUICKSTART_CFG = 3.0
 """Guidance scale of the headline generation score: the tiny model draws best at 3;

@@ -21,7 +21,7 @@ How an image is judged:
    fills no corner and about 5/9 of its box; a circle fills its corners partly and about
    pi/4 of its box. See `classify_shape` for the rules and their margins.
 4. Judgement. `check_prompt` asks whether some object has the given colour and shape;
-   `check_caption` parses a caption made by `modal_core.data.shapes.caption` and checks
+   `check_caption` parses a caption made by `modal_core_images.shapes.caption` and checks
    colours, shapes, whole objects, object count and left/right order separately.
 """
 
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from modal_core.data.shapes import BACKGROUND, COLOURS, PALETTE, validate_object
 from modal_core.errors import DataError
+from modal_core_images.shapes import BACKGROUND, COLOURS, PALETTE, validate_object
 
 # Well above the residual of sensor-like noise (sigma 10/255 gives ~15) and of mild colour
 # drift in generated images, well below the gap between any two colours' segments (>= 70
-# at their half-way points, see the palette in `modal_core.data.shapes`).
+# at their half-way points, see the palette in `modal_core_images.shapes`).
 MAX_RESIDUAL = 60.0
 MIN_AREA_FRACTION = 0.02
 
@@ -228,7 +228,7 @@ def check_prompt(image: Image.Image | np.ndarray, colour: str, shape: str) -> bo
 
 
 def check_caption(image: Image.Image | np.ndarray, caption: str) -> dict[str, bool]:
-    """Judge ``image`` against a caption made by `modal_core.data.shapes.caption`.
+    """Judge ``image`` against a caption made by `modal_core_images.shapes.caption`.
 
     Returns, each counting repeated objects as often as the caption names them:
     ``colour_ok`` (every named colour is present), ``shape_ok`` (every named shape),

@@ -10,8 +10,6 @@ from conftest import TINY_BACKBONE
 from omegaconf import OmegaConf
 from PIL import Image
 
-import modal_core_image_understanding.plugin as understanding_plugin
-import modal_core_vq_generation.plugin as generation_plugin
 from modal_core.config.schema import Recipe
 from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.collator import Collator
@@ -32,13 +30,6 @@ TINY_IMAGES = {
         "latent_channels": 32,
     },
 }
-
-
-@pytest.fixture
-def image_plugins(plugins):
-    plugins.register(understanding_plugin, name="image_understanding")
-    plugins.register(generation_plugin, name="vq_generation")
-    return plugins
 
 
 @pytest.fixture

@@ -321,3 +321,9 @@ def test_parse_caption_is_the_inverse_of_caption() -> None:
     for bad in ["red circle", "a red circle left of a blue square left of a red circle", "a teal circle"]:
         with pytest.raises(DataError):
             parse_caption(bad)
+
+
+def test_the_palette_colours_every_colour_of_the_core_world_in_its_order():
+    from modal_core.data import shapes_text
+
+    assert tuple(PALETTE) == shapes_text.COLOURS == COLOURS

@@ -28,7 +28,7 @@ class FakePipeline:
         self.questions: list[str] = []
         self.prompts: list[tuple[str, int]] = []
 
-    def modality(self, direction: str, name: str | None = None, flag: str | None = None) -> str:
+    def modality(self, direction: str, name: str | None = None, keyword: str | None = None) -> str:
         return name or ("image_understanding" if direction == "input" else "vq_generation")
 
     def answer(self, questions, media=None, **options):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_text_recipe, write_recipe
 from PIL import Image
-from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixture)
+from test_image_plugins import TINY_IMAGES
 
 from modal_core.config.loader import load_recipe
 from modal_core.data.bad_samples import read_bad_samples
@@ -75,7 +75,7 @@ def _recipe(tmp_path, vqa, policy: str):
     return write_recipe(tmp_path / f"{policy}.yaml", recipe)
 
 
-def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_plugins):
     recipe = load_recipe(_recipe(tmp_path, vqa_folder, "skip"), plugins=image_plugins)
     result = train(recipe, image_plugins)
     assert len([r for r in read_history(result.history) if "train/loss" in r]) == 10
@@ -94,13 +94,13 @@ def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_
     assert all(source.startswith(("vqa_jsonl[", str(vqa_folder))) for source in sources)
 
 
-def test_raise_policy_names_the_file(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+def test_raise_policy_names_the_file(tmp_path, vqa_folder, image_plugins):
     recipe = load_recipe(_recipe(tmp_path, vqa_folder, "raise"), plugins=image_plugins)
     with pytest.raises(DataError, match=r"(corrupt|text|empty|missing)\.png|max_length"):
         train(recipe, image_plugins)
 
 
-def test_unknown_policy_is_a_recipe_error(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+def test_unknown_policy_is_a_recipe_error(tmp_path, vqa_folder, image_plugins):
     from modal_core.errors import RecipeError
 
     recipe = load_recipe(_recipe(tmp_path, vqa_folder, "ignore"), plugins=image_plugins)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from collections.abc import Sequence
@@ -58,14 +57,6 @@ def _plugins(args: argparse.Namespace, plugins: PluginManager) -> int:
     for failure in plugins.failures:
         print(f"BROKEN {failure}")
     return 1 if plugins.failures else 0
-
-
-def _quickstart(args: argparse.Namespace, plugins: PluginManager) -> int:
-    from modal_core.quickstart import run_quickstart
-
-    metrics = run_quickstart(Path(args.out), plugins, step_scale=args.scale, eval_scale=args.scale, progress_bar=not args.no_progress)
-    print(json.dumps(metrics, indent=2))
-    return 0
 
 
 def _generate(args: argparse.Namespace, plugins: PluginManager) -> int:
@@ -132,14 +123,6 @@ def _add_interop_commands(commands) -> None:
 
 
 def _add_inference_commands(commands, plugins: PluginManager) -> None:
-    quickstart = commands.add_parser("quickstart", help="train every Janus stage on the built-in shapes world, offline, and report")
-    quickstart.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
-    quickstart.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)"
-    )
-    quickstart.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    quickstart.set_defaults(handler=_quickstart)
-
     generate = commands.add_parser("generate", help="draw images (or other outputs) for text prompts")
     generate.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
     generate.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for several")

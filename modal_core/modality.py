@@ -77,6 +77,10 @@ class ModalitySpec:
     """Output modalities: decoded payload batch -> user-facing objects (e.g. PIL images)."""
     cli_flag: str | None = None
     """Flag name for ``modal-core understand --<cli_flag> PATH`` (input modalities)."""
+    keyword: str | None = None
+    """Input modalities: the keyword that hands this modality an item in
+    ``Pipeline.answer(question, <keyword>=item)``, a shorthand for
+    ``media={name: item}``; unique among a model's modalities."""
     description: str = ""
     """One line shown by ``modal-core plugins``."""
     weight_paths: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ those (an empty value loads none).
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import warnings
@@ -25,7 +26,9 @@ from modal_core.modality import ModalitySpec
 
 ENTRY_POINT_GROUP = "modal_core"
 PLUGIN_FILTER_ENV = "MODAL_CORE_PLUGINS"
-BUILTIN_PLUGIN = "modal_core.builtin"
+BUILTIN_PLUGINS = ("modal_core.builtins",)
+"""Modules registered first, by module name, in every manager: the core's own
+contributions are a plugin like any other (pytest loads its default plugins this way)."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,9 @@ class PluginManager:
         self._registries.clear()
 
     def _register_builtins(self) -> None:
-        from modal_core.data import builtin  # the core's own data sets are a plugin too
-
-        self._pm.register(builtin, name=BUILTIN_PLUGIN)
-        self._distributions[BUILTIN_PLUGIN] = ("modal-core", __version__)
+        for module_name in BUILTIN_PLUGINS:
+            self._pm.register(importlib.import_module(module_name), name=module_name)
+            self._distributions[module_name] = ("modal-core", __version__)
 
     def _load_entry_points(self) -> None:
         wanted = os.environ.get(PLUGIN_FILTER_ENV)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from modal_core.training.history import read_history
+from modal_core.checkpoints.run_folder import read_history
 
 
 def plot_curves(histories: dict[str, Path], path: Path, keys: tuple[str, ...] = ("train/loss", "val/loss")) -> None:

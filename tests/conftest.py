@@ -52,6 +52,25 @@ def plugins() -> PluginManager:
     return PluginManager(load_entry_points=False)
 
 
+def with_image_plugins(manager: PluginManager) -> PluginManager:
+    """Register the image plugins in-process (shared image code with its data sets and
+    suites, and the two image modalities) on `manager`, and return it."""
+    import modal_core_image_understanding.plugin as understanding_plugin
+    import modal_core_images.plugin as images_plugin
+    import modal_core_vq_generation.plugin as generation_plugin
+
+    manager.register(images_plugin, name="images")
+    manager.register(understanding_plugin, name="image_understanding")
+    manager.register(generation_plugin, name="vq_generation")
+    return manager
+
+
+@pytest.fixture
+def image_plugins(plugins: PluginManager) -> PluginManager:
+    """Built-ins plus the image plugins."""
+    return with_image_plugins(plugins)
+
+
 @pytest.fixture
 def toy_plugins(plugins: PluginManager) -> PluginManager:
     """Built-ins plus the toy modalities of tests/toy_plugin.py."""

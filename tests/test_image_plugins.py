@@ -10,15 +10,13 @@ from conftest import TINY_BACKBONE
 from omegaconf import OmegaConf
 from PIL import Image
 
-import modal_core_image_understanding.plugin as understanding_plugin
-import modal_core_vq_generation.plugin as generation_plugin
 from modal_core.config.schema import Recipe
 from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.collator import Collator
 from modal_core.data.segments import Media
-from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.data.text_tokenizer import train_tokenizer
 from modal_core.model.build import build_model, special_tokens_of
+from modal_core_images.shapes import render_scene, scene_for_index
 
 TINY_IMAGES = {
     "image_understanding": {"image_size": 32, "patch_size": 8, "width": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
@@ -32,13 +30,6 @@ TINY_IMAGES = {
         "latent_channels": 32,
     },
 }
-
-
-@pytest.fixture
-def image_plugins(plugins):
-    plugins.register(understanding_plugin, name="image_understanding")
-    plugins.register(generation_plugin, name="vq_generation")
-    return plugins
 
 
 @pytest.fixture

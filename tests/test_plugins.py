@@ -21,7 +21,28 @@ def test_in_process_registration_contributes_modalities(toy_plugins):
     assert specs["toy_vector"].special_tokens == ("<toy>", "</toy>", "<toy_slot>")
     info = {i.name: i for i in toy_plugins.describe()}
     assert info["toy"].modalities == ["toy_codes", "toy_vector"]
-    assert info["modal_core.builtin"].datasets == ["image_folder", "image_text_jsonl", "jsonl_text", "shapes", "shapes_text", "vqa_jsonl"]
+    assert info["modal_core.builtins"].datasets == ["jsonl_text", "shapes_text"]
+    assert info["modal_core.builtins"].evaluators == []
+
+
+def test_the_image_plugin_contributes_the_image_data_sets_suites_and_quickstart(image_plugins):
+    import argparse
+
+    info = {i.name: i for i in image_plugins.describe()}
+    assert info["images"].datasets == ["image_folder", "image_text_jsonl", "shapes", "vqa_jsonl"]
+    assert info["images"].evaluators == ["fid", "geneval", "multiple_choice", "pope", "shapes_geneval", "vqa"]
+    image_plugins.add_commands(argparse.ArgumentParser().add_subparsers())
+    assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["quickstart"]
+
+
+def test_the_plugin_manager_imports_no_data_or_evaluation_code():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(plugin_module))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [name for name in imported if name and name.startswith(("modal_core.data", "modal_core.evaluation", "modal_core.builtins"))]
 
 
 def test_unregister_removes_contributions(toy_plugins):
@@ -126,7 +147,8 @@ def test_output_modality_needs_a_head():
 def test_plugins_command_lists_installed_plugins():
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
-    assert "modal_core.builtin" in result.stdout
-    assert "datasets: image_folder, image_text_jsonl, jsonl_text, shapes, shapes_text, vqa_jsonl" in result.stdout
-    for name in ("image_understanding", "vq_generation"):
+    assert "modal_core.builtins" in result.stdout
+    assert "datasets: jsonl_text, shapes_text" in result.stdout
+    assert "datasets: image_folder, image_text_jsonl, shapes, vqa_jsonl" in result.stdout
+    for name in ("images", "image_understanding", "vq_generation"):
         assert name in result.stdout

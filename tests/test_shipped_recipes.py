@@ -24,10 +24,10 @@ from eeg.recordings import write_eegmmi_run
 from omegaconf import DictConfig
 from point_cloud.helpers import TINY_POINT_CLOUD, write_box_mesh
 
+from modal_core.checkpoints.run_folder import read_history
 from modal_core.config.loader import load_recipe
 from modal_core.data.text_tokenizer import save_tokenizer, train_tokenizer
 from modal_core.plugins import PluginManager
-from modal_core.training.history import read_history
 from modal_core.training.run import TrainResult, train
 
 RECIPES = (REPO / "recipes").resolve()

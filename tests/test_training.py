@@ -10,11 +10,11 @@ import torch
 from conftest import tiny_text_recipe, write_recipe
 
 from modal_core.checkpoints import store
+from modal_core.checkpoints.run_folder import read_history
 from modal_core.checkpoints.serialization import flatten_state, unflatten_state
 from modal_core.checkpoints.store import resolve_checkpoint
 from modal_core.config.loader import load_recipe
 from modal_core.errors import CheckpointError
-from modal_core.training.history import read_history
 from modal_core.training.run import train
 
 

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 from transformers import JanusVQVAEConfig
 from transformers.models.janus.modeling_janus import JanusVQVAE
 
-from modal_core.data.images import image_to_tensor
 from modal_core.evaluation.metrics import codebook_usage, psnr
+from modal_core_images.processing import image_to_tensor
 from modal_core_vq_generation.tokenizer import VQImageTokenizer, VQOutput
 
 SMALL = dict(

@@ -3,7 +3,7 @@
 ```
 RUN/
   recipe.yaml        the resolved recipe
-  history.jsonl      logged metrics (see `modal_core.training.history`)
+  history.jsonl      logged metrics, one JSON record per logged step (`read_history`)
   bad_samples.jsonl  skipped samples, with `data.on_bad_sample: skip`
   checkpoints/       step-* checkpoints, `last` (and `best`) links
 ```
@@ -11,6 +11,7 @@ RUN/
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,22 @@ HISTORY_FILE = "history.jsonl"
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
 RUN_ENTRIES = (CHECKPOINT_DIR, HISTORY_FILE, RECIPE_FILE, BAD_SAMPLES_FILE)
 """What a run writes into its directory; any of them marks the directory as holding a run."""
+
+
+def checkpoint_name(step: int) -> str:
+    """Directory name of the checkpoint taken after optimizer step `step`."""
+    return f"step-{step:06d}"
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """The metrics log, one record per (step, kind); a resumed run's later records win."""
+    records: dict[tuple[int, bool], dict[str, float]] = {}
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            record = json.loads(line)
+            is_val = any(key.startswith("val/") for key in record)
+            records[(record["step"], is_val)] = record
+    return [records[key] for key in sorted(records)]
 
 
 def claim_run_dir(run_dir: str | Path, resume: Path | None, overwrite: bool) -> Path:

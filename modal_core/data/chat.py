@@ -41,7 +41,7 @@ def question_answer(question: str, answer: str | None, media: list[Media] = ()) 
     segments: list[Segment] = [Text(f"{USER}: "), *media, Text(f"{question}\n\n{ASSISTANT}:")]
     if answer is not None:
         segments.append(Text(f" {answer}{EOS}", supervised=True))
-    return Sample(tuple(segments))
+    return Sample(tuple(segments), chat=True)
 
 
 def caption_to_image(caption: str, media: Media | None, modality: str) -> Sample:
@@ -50,7 +50,7 @@ def caption_to_image(caption: str, media: Media | None, modality: str) -> Sample
     the generation prompt, ending at the image's begin token."""
     segments: list[Segment] = [Text(f"{USER}: {caption}\n\n{ASSISTANT}:")]
     segments.append(media if media is not None else Media(modality, None, supervised=True))
-    return Sample(tuple(segments))
+    return Sample(tuple(segments), chat=True)
 
 
 def plain_text(text: str) -> Sample:

@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from modal_core.data.bad_samples import BadSamplePolicy
-from modal_core.data.chat import EOS, USER, ChatFormat
+from modal_core.data.chat import EOS, ChatFormat
 from modal_core.data.segments import Media, Sample, Text
 from modal_core.errors import DataError
 from modal_core.modality import ModalitySpec, Processor
@@ -159,11 +159,9 @@ class Collator:
         return runtime is not None and runtime.spec.direction == "input"
 
     def _is_understanding_chat(self, sample: Sample) -> bool:
-        """A chat opening with the user's turn that draws no output-modality item."""
-        first = sample.segments[0] if sample.segments else None
-        opens_chat = isinstance(first, Text) and first.text.startswith(USER)
+        """A chat sample (see `Sample.chat`) that draws no output-modality item."""
         draws = any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
-        return opens_chat and not draws
+        return sample.chat and not draws
 
     def _add_media(self, row: _Row, segment: Media) -> None:
         runtime = self.modalities.get(segment.modality)

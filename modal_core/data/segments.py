@@ -35,9 +35,12 @@ class Sample:
 
     `drop_condition` marks a generation sample whose text condition the collator
     replaces by padding (classifier-free guidance training); data sets leave it False and
-    the task mixer sets it with probability `data.cfg_dropout`.
+    the task mixer sets it with probability `data.cfg_dropout`. `chat` marks a sample in
+    the chat format (the builders of `modal_core.data.chat` set it), to which the
+    collator adds the recipe's chat text (system prompt, media separator).
     """
 
     segments: tuple[Segment, ...]
     drop_condition: bool = False
+    chat: bool = False
     source: str = field(default="", compare=False)

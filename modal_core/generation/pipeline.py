@@ -59,14 +59,19 @@ class Pipeline:
         )
         return cls(assembled, collator, compile_mode=compile_mode)
 
-    def modality(self, direction: str, name: str | None = None, flag: str | None = None) -> str:
+    def modality(self, direction: str, name: str | None = None, keyword: str | None = None) -> str:
         """The model's one modality of `direction` ("input" or "output"), or the one named,
-        or the input modality with CLI flag `flag`."""
-        candidates = [n for n, r in self.modalities.items() if r.spec.direction == direction and (flag is None or r.spec.cli_flag == flag)]
+        or the input modality that declares `keyword` (`ModalitySpec.keyword`)."""
+        candidates = [
+            n for n, r in self.modalities.items() if r.spec.direction == direction and (keyword is None or r.spec.keyword == keyword)
+        ]
         if name is not None:
             if name not in candidates:
                 raise ModelInputError(f"this model has no {direction} modality {name!r}; it has {candidates}")
             return name
+        if keyword is not None and len(candidates) != 1:
+            declared = sorted({r.spec.keyword for r in self.modalities.values() if r.spec.keyword})
+            raise ModelInputError(f"no input modality of this model takes the keyword {keyword}=; keywords it takes: {declared or 'none'}")
         if len(candidates) != 1:
             raise ModelInputError(f"name the {direction} modality to use: this model has {candidates or 'none'}")
         return candidates[0]
@@ -104,21 +109,23 @@ class Pipeline:
     def answer(
         self,
         question: str | list[str],
-        image: Any = None,
         media: dict[str, Any] | None = None,
         max_new_tokens: int = 32,
         temperature: float = 0.0,
         seed: int | None = 0,
+        **by_keyword: Any,
     ) -> str | list[str]:
-        """Answer a question (or a list of them) about `image` (a path, bytes or PIL
-        image for the modality with CLI flag `image`) and/or `media` (modality name ->
-        item; lists of items when `question` is a list). Greedy unless `temperature` > 0."""
+        """Answer a question (or a list of them) about `media` (modality name -> item;
+        lists of items when `question` is a list). An input modality that declares a
+        `keyword` also takes its item as that keyword argument, e.g. `image=path` for
+        the image plugin's. Greedy unless `temperature` > 0."""
         single = isinstance(question, str)
         questions = [question] if single else list(question)
         _check_prompts(questions)
         items = dict(media or {})
-        if image is not None:
-            items[self.modality("input", None, flag="image")] = image
+        for keyword, item in by_keyword.items():
+            if item is not None:
+                items[self.modality("input", keyword=keyword)] = item
         samples = []
         for index, text in enumerate(questions):
             segments = [Media(name, value if single else value[index]) for name, value in items.items()]

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from modal_core.checkpoints.run_folder import checkpoint_name
 from modal_core.checkpoints.store import LAST_LINK
 from modal_core.errors import RecipeError
 
@@ -21,11 +22,6 @@ BEST_LINK = "best"
 """Symbolic link in the checkpoints folder to the checkpoint with the best monitored metric."""
 SCORES_FILE = "scores.json"
 """The monitored metric of each scored checkpoint, by directory name."""
-
-
-def checkpoint_name(step: int) -> str:
-    """Directory name of the checkpoint taken after optimizer step `step`."""
-    return f"step-{step:06d}"
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,8 @@ class _AlwaysAlpha:
     def __init__(self) -> None:
         self.seen: list[int] = []
 
-    def modality(self, direction, name=None, flag=None):
-        assert (direction, flag) == ("input", "eeg")
+    def modality(self, direction, name=None, keyword=None):
+        assert (direction, keyword) == ("input", "eeg")
         return "eeg"
 
     def answer(self, questions, media):

@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_BACKBONE, tiny_text_recipe, write_recipe
+from conftest import TINY_BACKBONE, tiny_text_recipe, with_image_plugins, write_recipe
 
-import modal_core_image_understanding.plugin as understanding_plugin
-import modal_core_vq_generation.plugin as generation_plugin
 from modal_core.config.loader import load_recipe
 from modal_core.plugins import PluginManager
 from modal_core.training.run import train
@@ -30,10 +28,7 @@ TINY_IMAGES = {
 
 
 def image_plugins() -> PluginManager:
-    manager = PluginManager(load_entry_points=False)
-    manager.register(understanding_plugin, name="image_understanding")
-    manager.register(generation_plugin, name="vq_generation")
-    return manager
+    return with_image_plugins(PluginManager(load_entry_points=False))
 
 
 @pytest.fixture(scope="session")

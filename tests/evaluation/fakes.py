@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from modal_core.data.shapes import render_scene, sample_scene
-from modal_core.evaluation.shapes_checker import parse_caption
+from modal_core_images.evaluation.shapes_checker import parse_caption
+from modal_core_images.shapes import render_scene, sample_scene
 
 
 def draw_caption(caption: str, seed: int, swap: bool = False) -> Image.Image:
@@ -28,7 +28,7 @@ class FakePipeline:
         self.questions: list[str] = []
         self.prompts: list[tuple[str, int]] = []
 
-    def modality(self, direction: str, name: str | None = None, flag: str | None = None) -> str:
+    def modality(self, direction: str, name: str | None = None, keyword: str | None = None) -> str:
         return name or ("image_understanding" if direction == "input" else "vq_generation")
 
     def answer(self, questions, media=None, **options):

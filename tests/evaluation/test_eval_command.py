@@ -10,8 +10,8 @@ import pytest
 from conftest import run_cli
 
 from modal_core.cli import main
-from modal_core.evaluation import geneval
-from modal_core.evaluation.shapes_benchmarks import write_shapes_benchmarks
+from modal_core_images.evaluation import geneval
+from modal_core_images.evaluation.shapes_benchmarks import write_shapes_benchmarks
 
 from .conftest import image_plugins
 
@@ -126,7 +126,7 @@ def test_list_shows_every_suite_with_a_description(capsys):
     assert lines["documented"].split(None, 1)[1] == "Scores things.  [extra]"
     assert "An explicit description.  [extra]" in lines["attributed"]
     assert "(no description)" in lines["bare"]
-    assert "[modal_core.builtin]" in lines["vqa"]
+    assert "[images]" in lines["vqa"]
 
 
 def test_usage_errors(tiny_checkpoint, tmp_path, capsys):

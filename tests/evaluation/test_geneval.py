@@ -9,11 +9,11 @@ import random
 import pytest
 from PIL import Image
 
-from modal_core.data.shapes import render_scene, sample_scene
 from modal_core.errors import DataError
-from modal_core.evaluation import geneval
-from modal_core.evaluation.generation_suites import evaluate_geneval, evaluate_shapes_geneval
-from modal_core.evaluation.shapes_geneval import TAGS, mini_prompts, score_folder
+from modal_core_images.evaluation import geneval
+from modal_core_images.evaluation.generation_suites import evaluate_geneval, evaluate_shapes_geneval
+from modal_core_images.evaluation.shapes_geneval import TAGS, mini_prompts, score_folder
+from modal_core_images.shapes import render_scene, sample_scene
 
 from .fakes import FakePipeline, draw_caption
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from modal_core.errors import DataError, EvaluationError
 from modal_core.evaluation.items import ITEMS_FILE
-from modal_core.evaluation.understanding_suites import evaluate_multiple_choice, evaluate_pope, evaluate_vqa
+from modal_core_images.evaluation.understanding_suites import evaluate_multiple_choice, evaluate_pope, evaluate_vqa
 
 from .fakes import FakePipeline
 

@@ -12,7 +12,7 @@ import yaml
 
 from modal_core.data.chat import question_answer
 from modal_core.data.segments import Media
-from modal_core.data.shapes import caption, questions, render_scene, scene_for_index
+from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
 
 from .tiny_janus import IMAGE_SIZE
 

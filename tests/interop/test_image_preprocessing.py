@@ -11,8 +11,8 @@ from PIL import Image
 from transformers import JanusProcessor
 
 from modal_core.config.loader import load_recipe, modality_options
-from modal_core.data.images import image_to_tensor
 from modal_core.generation.pipeline import Pipeline
+from modal_core_images.processing import image_to_tensor
 
 from .sft_data import QUESTION, understanding_logits
 from .tiny_janus import IMAGE_SIZE

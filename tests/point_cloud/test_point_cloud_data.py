@@ -136,8 +136,8 @@ class _Oracle:
         self.modalities = {"point_cloud": type("Runtime", (), {"processor": PointCloudProcessor(num_points=64)})()}
         self.seen = []
 
-    def modality(self, direction, name=None, flag=None):
-        assert (direction, flag) == ("input", "points")
+    def modality(self, direction, name=None, keyword=None):
+        assert (direction, keyword) == ("input", "points")
         return "point_cloud"
 
     def answer(self, questions, media):

@@ -10,10 +10,10 @@ import open3d as o3d
 import pytest
 from conftest import REPO, TINY_BACKBONE, run_cli, write_recipe
 
+from modal_core.checkpoints.run_folder import read_history
 from modal_core.cli import main
 from modal_core.config.loader import load_recipe
 from modal_core.generation.pipeline import Pipeline
-from modal_core.training.history import read_history
 from modal_core.training.run import train
 from modal_core_point_cloud.evaluation import FIGURE, evaluate_pointcloud_qa
 from modal_core_point_cloud.io import to_open3d

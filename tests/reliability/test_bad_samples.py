@@ -11,15 +11,14 @@ import pytest
 import torch
 from conftest import tiny_text_recipe, write_recipe
 from PIL import Image
-from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixture)
+from test_image_plugins import TINY_IMAGES
 
-from modal_core.checkpoints.run_folder import BAD_SAMPLES_FILE
+from modal_core.checkpoints.run_folder import BAD_SAMPLES_FILE, read_history
 from modal_core.config.loader import load_recipe
 from modal_core.data.bad_samples import read_bad_samples
-from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.errors import DataError
-from modal_core.training.history import read_history
 from modal_core.training.run import train
+from modal_core_images.shapes import render_scene, scene_for_index
 
 
 @pytest.fixture
@@ -76,7 +75,7 @@ def _recipe(tmp_path, vqa, policy: str):
     return write_recipe(tmp_path / f"{policy}.yaml", recipe)
 
 
-def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_plugins):
     recipe = load_recipe(_recipe(tmp_path, vqa_folder, "skip"), plugins=image_plugins)
     result = train(recipe, image_plugins)
     assert len([r for r in read_history(result.history) if "train/loss" in r]) == 10
@@ -95,13 +94,13 @@ def test_skip_policy_trains_and_logs_every_bad_file(tmp_path, vqa_folder, image_
     assert all(source.startswith(("vqa_jsonl[", str(vqa_folder))) for source in sources)
 
 
-def test_raise_policy_names_the_file(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+def test_raise_policy_names_the_file(tmp_path, vqa_folder, image_plugins):
     recipe = load_recipe(_recipe(tmp_path, vqa_folder, "raise"), plugins=image_plugins)
     with pytest.raises(DataError, match=r"(corrupt|text|empty|missing)\.png|max_length"):
         train(recipe, image_plugins)
 
 
-def test_unknown_policy_is_a_recipe_error(tmp_path, vqa_folder, image_plugins):  # noqa: F811
+def test_unknown_policy_is_a_recipe_error(tmp_path, vqa_folder, image_plugins):
     from modal_core.errors import RecipeError
 
     with pytest.raises(RecipeError, match="data.on_bad_sample: 'ignore' is not allowed; expected one of raise, skip"):
@@ -115,9 +114,9 @@ def test_tokenizer_batches_follow_the_policy(tmp_path, vqa_folder, policy):
     from types import SimpleNamespace
 
     from modal_core.data.bad_samples import BadSamplePolicy
-    from modal_core.data.images import ImageProcessor
     from modal_core.data.segments import Media, Sample
     from modal_core.training.tokenizer_module import PayloadCollator
+    from modal_core_images.processing import ImageProcessor
 
     folder = vqa_folder.parent
     samples = [Sample((Media("vq", folder / name),), source=name) for name in ("good0.png", "corrupt.png", "good1.png")]

@@ -7,9 +7,9 @@ import torch
 from conftest import tiny_text_recipe, write_recipe
 
 from modal_core.checkpoints import store
+from modal_core.checkpoints.run_folder import read_history
 from modal_core.config.loader import load_recipe
 from modal_core.errors import CheckpointError, RecipeError
-from modal_core.training.history import read_history
 from modal_core.training.run import train
 
 

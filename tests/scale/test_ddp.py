@@ -14,10 +14,10 @@ from conftest import REPO, tiny_text_recipe, write_recipe
 from safetensors.torch import load_file
 
 from modal_core.checkpoints import store
+from modal_core.checkpoints.run_folder import read_history
 from modal_core.config.loader import load_recipe
-from modal_core.data.shapes import text_corpus
+from modal_core.data.shapes_text import text_corpus
 from modal_core.data.text_tokenizer import save_tokenizer, train_tokenizer
-from modal_core.training.history import read_history
 from modal_core.training.run import train
 
 STEPS = 4

@@ -12,11 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import tiny_text_recipe, write_recipe
+from conftest import tiny_text_recipe, with_image_plugins, write_recipe
 from test_image_plugins import TINY_IMAGES
 
-import modal_core_image_understanding.plugin as understanding_plugin
-import modal_core_vq_generation.plugin as generation_plugin
 from modal_core.cli import build_parser
 from modal_core.plugins import PluginManager
 from modal_core.serve.settings import ServeSettings
@@ -29,10 +27,7 @@ UPLOAD_LIMIT_BYTES = 64 * 1024
 
 @pytest.fixture(scope="session")
 def serve_plugins() -> PluginManager:
-    plugins = PluginManager(load_entry_points=False)
-    plugins.register(understanding_plugin, name="image_understanding")
-    plugins.register(generation_plugin, name="vq_generation")
-    return plugins
+    return with_image_plugins(PluginManager(load_entry_points=False))
 
 
 @pytest.fixture(scope="session")

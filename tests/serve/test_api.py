@@ -11,7 +11,7 @@ import io
 import pytest
 from PIL import Image
 
-from modal_core.data.shapes import render_scene, scene_for_index
+from modal_core_images.shapes import render_scene, scene_for_index
 
 from .conftest import UPLOAD_LIMIT_BYTES, extra_server
 

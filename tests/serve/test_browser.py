@@ -12,7 +12,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from modal_core.data.shapes import render_scene, scene_for_index
+from modal_core_images.shapes import render_scene, scene_for_index
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency: pip install -e '.[dev]'")
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from modal_core.data.builtin import TextDataset
 from modal_core.data.chat import question_answer
-from modal_core.data.image_datasets import IndexedDataset
+from modal_core.data.indexed import IndexedDataset, TextDataset
 from modal_core.data.segments import Media, Sample
 from modal_core.errors import DataError, RecipeError
 from modal_core_eeg.io import import_mne

@@ -42,7 +42,7 @@ def evaluate_simulated(pipeline: Any, options: dict[str, Any], out_dir: Path) ->
     seed = int(options.get("seed") or 0)
     batch_size = int(options.get("batch_size") or 50)
     seconds = float(options.get("seconds") or 2.0)
-    modality = pipeline.modality("input", flag="eeg")
+    modality = pipeline.modality("input", keyword="eeg")
     items = [draw_item(seed, "test", index, question="activity") for index in range(count)]
     recordings = [recording_for(seed, "test", index, item, seconds) for index, item in enumerate(items)]
     truths = [item.answer for item in items]

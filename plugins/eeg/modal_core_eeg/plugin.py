@@ -47,6 +47,7 @@ EEG = ModalitySpec(
     end_token=END_OF_EEG,
     placeholder_token=EEG_PLACEHOLDER,
     cli_flag="eeg",
+    keyword="eeg",
     description="EEG (FIF/EDF/BDF/BrainVision/EEGLAB via mne) -> channel-aware patch encoder + MLP adapter; text head answers",
 )
 

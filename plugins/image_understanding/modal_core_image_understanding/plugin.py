@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from modal_core.data.images import ImageProcessor
 from modal_core.errors import RecipeError
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
+from modal_core_images.processing import ImageProcessor
 
 # The encoder module imports transformers' vision models (seconds): it is imported when a
 # model is built, so listing plugins or starting the CLI stays fast.
@@ -113,6 +113,7 @@ IMAGE_UNDERSTANDING = ModalitySpec(
     end_token=END_OF_IMAGE,
     placeholder_token=IMAGE_PLACEHOLDER,
     cli_flag="image",
+    keyword="image",
     weight_paths=("path",),
     description="SigLIP vision transformer + MLP adapter; answered by the text head",
 )

@@ -29,9 +29,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from modal_core.data.builtin import TextDataset
 from modal_core.data.chat import ASSISTANT, USER, question_answer
-from modal_core.data.image_datasets import IndexedDataset
+from modal_core.data.indexed import IndexedDataset, TextDataset
 from modal_core.data.segments import Media, Sample
 from modal_core.errors import DataError, RecipeError
 from modal_core_point_cloud.synthetic import DESCRIBE, SHAPE_QUESTIONS, SHAPES, render_points, scene_for_index

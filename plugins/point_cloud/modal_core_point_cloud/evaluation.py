@@ -47,7 +47,7 @@ def evaluate_pointcloud_qa(pipeline: Any, options: dict[str, Any], out_dir: Path
     batch_size = int(options.get("batch_size") or 50)
     colours = str(options.get("colours", False)).lower() in ("1", "true", "yes")  # `-o colours=true` arrives as text
     shapes = tuple(options.get("shapes") or SHAPES)
-    modality = pipeline.modality("input", flag="points")
+    modality = pipeline.modality("input", keyword="points")
     num_points = getattr(pipeline.modalities[modality].processor, "num_points", 1024)
 
     items = []  # (kind, scene index, question, expected)

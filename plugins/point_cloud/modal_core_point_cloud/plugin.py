@@ -109,6 +109,7 @@ POINT_CLOUD = ModalitySpec(
     end_token=END_OF_POINTS,
     placeholder_token=POINTS_PLACEHOLDER,
     cli_flag="points",
+    keyword="points",
     description="3-D point clouds (PLY, PCD, XYZ, PTS; OBJ/STL/OFF meshes) -> point-patch encoder + MLP adapter; text head",
 )
 

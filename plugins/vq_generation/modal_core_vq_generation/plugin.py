@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 from modal_core.checkpoints.store import load_into
-from modal_core.data.images import ImageProcessor, tensor_to_image
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
+from modal_core_images.processing import ImageProcessor, tensor_to_image
 
 # The tokenizer and adapter modules import transformers' Janus VQ-VAE (seconds): they are
 # imported when a model is built, so listing plugins or starting the CLI stays fast.

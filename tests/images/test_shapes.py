@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modal_core.data.shapes import (
+from modal_core.errors import DataError
+from modal_core_images.evaluation.shapes_checker import (
+    check_caption,
+    check_prompt,
+    detect_objects,
+    parse_caption,
+)
+from modal_core_images.shapes import (
     BACKGROUND,
     COLOURS,
     PALETTE,
@@ -25,13 +32,6 @@ from modal_core.data.shapes import (
     scene_for_index,
     split_of,
     text_corpus,
-)
-from modal_core.errors import DataError
-from modal_core.evaluation.shapes_checker import (
-    check_caption,
-    check_prompt,
-    detect_objects,
-    parse_caption,
 )
 
 
@@ -321,3 +321,9 @@ def test_parse_caption_is_the_inverse_of_caption() -> None:
     for bad in ["red circle", "a red circle left of a blue square left of a red circle", "a teal circle"]:
         with pytest.raises(DataError):
             parse_caption(bad)
+
+
+def test_the_palette_colours_every_colour_of_the_core_world_in_its_order():
+    from modal_core.data import shapes_text
+
+    assert tuple(PALETTE) == shapes_text.COLOURS == COLOURS

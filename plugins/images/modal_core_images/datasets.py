@@ -1,4 +1,4 @@
-"""Image data sets: the built-in shapes world, and local folders / JSONL files.
+"""Image data sets: the shapes world, and local folders / JSONL files.
 
 Every factory takes `(options, seed, split)`. The `understanding` and `generation`
 options name the modalities the samples use (defaults: the built-in image plugins), so a
@@ -15,36 +15,22 @@ Local formats (paths inside a JSONL file are relative to the file's folder):
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 
 from modal_core.data.chat import caption_to_image, question_answer
+from modal_core.data.indexed import IndexedDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.segments import Media, Sample
-from modal_core.data.shapes import caption, questions, render_scene, scene_for_index
 from modal_core.errors import DataError, RecipeError
+from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
 
 UNDERSTANDING = "image_understanding"
 GENERATION = "vq_generation"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DESCRIBE = "describe the picture."
-
-
-class IndexedDataset(Dataset):
-    """`size` samples, item i made by `make(i)` (deterministic per index)."""
-
-    def __init__(self, size: int, make: Callable[[int], Sample], source: str) -> None:
-        self.size, self.make, self.source = size, make, source
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> Sample:
-        sample = self.make(index)
-        return Sample(sample.segments, source=f"{self.source}[{index}]")
 
 
 def _option(options: dict[str, Any], key: str, default: Any, allowed: tuple | None = None) -> Any:

@@ -6,19 +6,30 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, with_image_plugins
 from PIL import Image
 
 import modal_core
-from modal_core.plugins import get_plugin_manager
-from modal_core.quickstart import STEPS, run_quickstart
-from modal_core.training.history import read_history
+from modal_core import recipes
+from modal_core.checkpoints.run_folder import read_history
+from modal_core.cli import build_parser
+from modal_core.plugins import PluginManager
+from modal_core_images.quickstart import STEPS, run_quickstart
+
+
+def test_the_image_plugin_adds_the_quickstart_command_and_finds_its_recipes():
+    plugins = with_image_plugins(PluginManager(load_entry_points=False))
+    args = build_parser(plugins).parse_args(["quickstart", "--scale", "0.1"])
+    assert args.scale == 0.1 and args.handler.__module__ == "modal_core_images.plugin"
+    assert all(recipes.find(step.recipe).is_file() for step in STEPS)
 
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
-    metrics = run_quickstart(out, get_plugin_manager(), step_scale=0.05, eval_scale=0.1, progress_bar=False)
+    metrics = run_quickstart(
+        out, with_image_plugins(PluginManager(load_entry_points=False)), step_scale=0.05, eval_scale=0.1, progress_bar=False
+    )
     return out, metrics
 
 
@@ -45,7 +56,7 @@ def test_losses_fall_in_the_longest_stage(quickstart_run):
 
 def test_a_second_run_skips_finished_stages(quickstart_run, capsys):
     out, _ = quickstart_run
-    run_quickstart(out, get_plugin_manager(), step_scale=0.05, eval_scale=0.1, progress_bar=False)
+    run_quickstart(out, with_image_plugins(PluginManager(load_entry_points=False)), step_scale=0.05, eval_scale=0.1, progress_bar=False)
     printed = capsys.readouterr().out
     assert printed.count("already trained") == len(STEPS)
 
@@ -82,12 +93,12 @@ def test_generate_and_understand_commands(quickstart_run, tmp_path):
 
 
 def test_quickstart_checkpoint_through_the_evaluation_suites(quickstart_run, tmp_path):
-    from modal_core.evaluation import geneval
     from modal_core.evaluation.run import evaluate_checkpoint
-    from modal_core.evaluation.shapes_benchmarks import write_shapes_benchmarks
+    from modal_core_images.evaluation import geneval
+    from modal_core_images.evaluation.shapes_benchmarks import write_shapes_benchmarks
 
     out, _ = quickstart_run
-    plugins = get_plugin_manager()
+    plugins = with_image_plugins(PluginManager(load_entry_points=False))
     data = write_shapes_benchmarks(tmp_path / "bench", count=6)
     vqa = evaluate_checkpoint(out / "stage3", "vqa", {"data": str(data), "limit": 6}, tmp_path / "vqa", plugins)
     items = [json.loads(line) for line in (tmp_path / "vqa" / "items.jsonl").read_text().splitlines()]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modal_core.data.images import (
+from modal_core_images.processing import (
     IN_MEMORY_NAME,
     ImageInputError,
     ImageProcessor,

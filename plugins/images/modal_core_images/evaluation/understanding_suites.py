@@ -4,7 +4,7 @@ style), `multiple_choice` (MMBench / SEED / MMMU style) and `pope`.
 Image paths in a JSONL file are relative to its folder. Every suite accepts `data`
 (the file, or a folder holding `vqa.jsonl` / `multiple_choice.jsonl` / `pope.jsonl`),
 `limit`, `seed`, `batch_size`, `max_new_tokens`, `temperature` (0: greedy),
-`modality` (the input modality to feed; default: the one with CLI flag `image`) and
+`modality` (the input modality to feed; default: the one taking `answer(image=...)`) and
 `prompt_suffix` (appended to every question, e.g. LLaVA's "\\nAnswer the question using
 a single word or phrase."). Record formats are in docs/evaluation.md.
 """
@@ -17,10 +17,8 @@ from typing import Any
 
 from PIL import Image
 
-from modal_core.data.images import load_image, save_image_grid
 from modal_core.data.jsonl import read_jsonl
 from modal_core.errors import DataError
-from modal_core.evaluation._options import bool_option, data_file, float_option, image_path, int_option
 from modal_core.evaluation.choice_metrics import (
     YesNoCounts,
     extract_choice,
@@ -30,8 +28,12 @@ from modal_core.evaluation.choice_metrics import (
     rotate_options,
 )
 from modal_core.evaluation.items import ItemResults, score_items
+from modal_core.evaluation.options import bool_option, data_file, float_option, int_option
 from modal_core.evaluation.vqa_metrics import exact_match, vqa_soft_accuracy
+from modal_core_images.processing import load_image, save_image_grid
 
+IMAGE_KEYWORD = "image"
+"""The `Pipeline.answer` keyword of the image input modality (see `ModalitySpec.keyword`)."""
 EXAMPLES_FILE = "examples.png"
 EXAMPLES_SHOWN = 16
 DISPLAY_SIZE = 96
@@ -46,13 +48,23 @@ def _records(options: dict[str, Any], path: Path, required: tuple[str, ...]) -> 
     return [(records[index], records.where(index)) for index in range(count)]
 
 
+def image_path(base: Path, relative: Any, where: str) -> Path:
+    """An image path of a JSONL record, relative to the file's folder; it must exist."""
+    if not isinstance(relative, str) or not relative:
+        raise DataError(f"{where}: 'image' must be a path string, got {relative!r}")
+    path = (base / relative).expanduser()
+    if not path.is_file():
+        raise DataError(f"{where}: image file not found: {path}")
+    return path
+
+
 def _record_id(record: dict[str, Any], index: int) -> str:
     return str(record.get("question_id", record.get("id", index)))
 
 
 def _ask(pipeline: Any, options: dict[str, Any], prompts: list[str], images: list[str]) -> list[str]:
     """The model's answers to `prompts`, each about the image at the same position."""
-    modality = pipeline.modality("input", name=options.get("modality"), flag=None if options.get("modality") else "image")
+    modality = pipeline.modality("input", name=options.get("modality"), keyword=None if options.get("modality") else IMAGE_KEYWORD)
     suffix = str(options.get("prompt_suffix") or "")
     return pipeline.answer(
         [prompt + suffix for prompt in prompts],

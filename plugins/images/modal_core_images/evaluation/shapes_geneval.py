@@ -30,9 +30,9 @@ from typing import Any
 
 from PIL import Image
 
-from modal_core.data.shapes import COLOURS, SHAPES, describe, heldout_pairs
-from modal_core.evaluation.geneval import Detection, judge, read_folder
-from modal_core.evaluation.shapes_checker import detect_objects
+from modal_core_images.evaluation.geneval import Detection, judge, read_folder
+from modal_core_images.evaluation.shapes_checker import detect_objects
+from modal_core_images.shapes import COLOURS, SHAPES, describe, heldout_pairs
 
 TAGS = ("colors", "counting", "two_object", "position")
 

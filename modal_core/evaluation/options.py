@@ -1,4 +1,5 @@
-"""Reading a suite's options and locating its benchmark files, with clear errors."""
+"""Reading a suite's options and locating its benchmark files, with clear errors (for
+the evaluators of the core and of plugins)."""
 
 from __future__ import annotations
 
@@ -59,16 +60,6 @@ def data_file(options: dict[str, Any], suite: str, default_name: str, what: str)
         path = path / default_name
     if not path.is_file():
         raise DataError(f"suite {suite}: data file not found: {path} (expected {what})")
-    return path
-
-
-def image_path(base: Path, relative: Any, where: str) -> Path:
-    """An image path of a JSONL record, relative to the file's folder; it must exist."""
-    if not isinstance(relative, str) or not relative:
-        raise DataError(f"{where}: 'image' must be a path string, got {relative!r}")
-    path = (base / relative).expanduser()
-    if not path.is_file():
-        raise DataError(f"{where}: image file not found: {path}")
     return path
 
 

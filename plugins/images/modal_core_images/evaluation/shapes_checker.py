@@ -21,7 +21,7 @@ How an image is judged:
    fills no corner and about 5/9 of its box; a circle fills its corners partly and about
    pi/4 of its box. See `classify_shape` for the rules and their margins.
 4. Judgement. `check_prompt` asks whether some object has the given colour and shape;
-   `check_caption` parses a caption made by `modal_core.data.shapes.caption` and checks
+   `check_caption` parses a caption made by `modal_core_images.shapes.caption` and checks
    colours, shapes, whole objects, object count and left/right order separately.
 """
 
@@ -32,13 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
-from modal_core.data.shapes import BACKGROUND, COLOURS, PALETTE, validate_object
 from modal_core.errors import DataError
+from modal_core_images.shapes import BACKGROUND, COLOURS, PALETTE, validate_object
 
 # Well above the residual of sensor-like noise (sigma 10/255 gives ~15) and of mild colour
 # drift in generated images, well below the gap between any two colours' segments (>= 70
-# at their half-way points, see the palette in `modal_core.data.shapes`).
+# at their half-way points, see the palette in `modal_core_images.shapes`).
 MAX_RESIDUAL = 60.0
 MIN_AREA_FRACTION = 0.02
 
@@ -84,76 +85,22 @@ def segment(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.where(is_object, nearest, -1).reshape(rgb.shape[:2])
 
 
-def _runs(labels: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(row, start, stop, colour) of every maximal horizontal run of one object colour, in
-    row-major order."""
-    is_object = labels >= 0
-    changes = labels[:, 1:] != labels[:, :-1]
-    edge = np.ones((labels.shape[0], 1), dtype=bool)
-    starts = is_object & np.hstack((edge, changes))
-    ends = is_object & np.hstack((changes, edge))
-    rows, start_cols = np.nonzero(starts)
-    _, end_cols = np.nonzero(ends)
-    # Both scans are row-major and every run has one start and one end, so they pair up.
-    return list(
-        zip(
-            rows.tolist(),
-            start_cols.tolist(),
-            (end_cols + 1).tolist(),
-            labels[rows, start_cols].tolist(),
-        )
-    )
-
-
 def _components(labels: np.ndarray, min_area: int) -> list[tuple[int, np.ndarray, int, int]]:
-    """(colour, mask, top, left) of each 4-connected one-colour component of ``min_area``+ pixels.
-
-    Union-find over runs rather than pixels: a run only needs comparing with the runs of
-    the row above, which keeps pure-Python work proportional to the number of edges.
-    """
-    runs = _runs(labels)
-    parent = list(range(len(runs)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    previous: list[int] = []  # the runs of the row above the current run
-    current: list[int] = []  # the runs of the current row so far
-    first = 0  # the leftmost run above that can still touch the current run or later ones
-    for index, (y, start, stop, colour) in enumerate(runs):
-        if current and runs[current[0]][0] != y:
-            previous = current if runs[current[0]][0] == y - 1 else []
-            current, first = [], 0
-        current.append(index)
-        # Runs of a row are sorted and disjoint, so the row above is swept once per row.
-        while first < len(previous) and runs[previous[first]][2] <= start:
-            first += 1
-        for position in range(first, len(previous)):
-            other = previous[position]
-            _, other_start, other_stop, other_colour = runs[other]
-            if other_start >= stop:
-                break
-            if other_stop > start and other_colour == colour:
-                parent[find(other)] = find(index)
-
-    members: dict[int, list[int]] = {}
-    for index in range(len(runs)):
-        members.setdefault(find(index), []).append(index)
-    components = []
-    for group in members.values():
-        rows = [runs[i] for i in group]
-        if sum(stop - start for _, start, stop, _ in rows) < min_area:
-            continue
-        top = min(r[0] for r in rows)
-        left = min(r[1] for r in rows)
-        mask = np.zeros((max(r[0] for r in rows) - top + 1, max(r[2] for r in rows) - left), bool)
-        for y, start, stop, _ in rows:
-            mask[y - top, start - left : stop - left] = True
-        components.append((rows[0][3], mask, top, left))
-    return components
+    """(colour, mask, top, left) of each 4-connected one-colour component of ``min_area``+
+    pixels, in row-major order of their first pixel; ``mask`` covers the bounding box."""
+    width = labels.shape[1]
+    found = []
+    for colour in np.unique(labels[labels >= 0]).tolist():
+        numbered, _ = ndimage.label(labels == colour)  # scipy's default 2-D structure is 4-connectivity
+        for number, box in enumerate(ndimage.find_objects(numbered), start=1):
+            mask = numbered[box] == number
+            if int(mask.sum()) < min_area:
+                continue
+            top, left = box[0].start, box[1].start
+            first_pixel = top * width + left + int(mask[0].argmax())  # the box's top row holds the first pixel
+            found.append((first_pixel, colour, mask, top, left))
+    found.sort(key=lambda item: item[0])
+    return [(colour, mask, top, left) for _, colour, mask, top, left in found]
 
 
 def shape_features(mask: np.ndarray) -> dict[str, float]:
@@ -228,7 +175,7 @@ def check_prompt(image: Image.Image | np.ndarray, colour: str, shape: str) -> bo
 
 
 def check_caption(image: Image.Image | np.ndarray, caption: str) -> dict[str, bool]:
-    """Judge ``image`` against a caption made by `modal_core.data.shapes.caption`.
+    """Judge ``image`` against a caption made by `modal_core_images.shapes.caption`.
 
     Returns, each counting repeated objects as often as the caption names them:
     ``colour_ok`` (every named colour is present), ``shape_ok`` (every named shape),

@@ -18,13 +18,13 @@ from typing import Any
 
 from PIL import Image
 
-from modal_core.data.images import save_image_grid
 from modal_core.data.jsonl import read_jsonl
 from modal_core.errors import DataError
-from modal_core.evaluation import geneval
-from modal_core.evaluation._options import data_file, float_option, int_option, limited
 from modal_core.evaluation.items import ItemResults, score_items
-from modal_core.evaluation.shapes_geneval import TAGS, mini_prompts, score_folder
+from modal_core.evaluation.options import data_file, float_option, int_option, limited
+from modal_core_images.evaluation import geneval
+from modal_core_images.evaluation.shapes_geneval import TAGS, mini_prompts, score_folder
+from modal_core_images.processing import save_image_grid
 
 PREVIEW_FILE = "generations.png"
 PREVIEW_COUNT = 32

@@ -2,7 +2,7 @@
 from held-out shapes-world scenes, so that every understanding suite can be tried offline
 (and a quickstart model scored on them)::
 
-    python -m modal_core.evaluation.shapes_benchmarks DIR [--count 200]
+    python -m modal_core_images.evaluation.shapes_benchmarks DIR [--count 200]
     modal-core eval runs/quickstart/stage3 --suite vqa --data DIR --out runs/eval/vqa
 """
 
@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from modal_core.data.shapes import COLOURS, SHAPES, questions, render_scene, scene_for_index
+from modal_core_images.shapes import COLOURS, SHAPES, questions, render_scene, scene_for_index
 
 IMAGE_DIR = "images"
 

@@ -14,24 +14,21 @@ from pathlib import Path
 
 import torch
 
-from modal_core import recipes
-from modal_core.checkpoints.run_folder import HISTORY_FILE
+from modal_core import recipes, train
+from modal_core.checkpoints.run_folder import HISTORY_FILE, checkpoint_name, read_history
 from modal_core.checkpoints.store import CHECKPOINT_DIR
 from modal_core.config.loader import load_recipe
-from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.evaluation.metrics import codebook_usage, psnr
-from modal_core.evaluation.shapes_eval import (
+from modal_core.generation.pipeline import Pipeline
+from modal_core.plugins import PluginManager
+from modal_core.reporting import plot_curves, write_json
+from modal_core_images.evaluation.shapes_eval import (
     evaluate_generation,
     evaluate_understanding,
     save_generation_grid,
     save_understanding_grid,
 )
-from modal_core.generation.pipeline import Pipeline
-from modal_core.plugins import PluginManager
-from modal_core.reporting import plot_curves, write_json
-from modal_core.training.callbacks import checkpoint_name
-from modal_core.training.history import read_history
-from modal_core.training.run import train
+from modal_core_images.shapes import render_scene, scene_for_index
 
 GENERATION = "vq_generation"
 QUICKSTART_CFG = 3.0
@@ -91,7 +88,7 @@ def run_quickstart(out: Path, plugins: PluginManager, step_scale: float = 1.0, p
         recipe = load_recipe(path, overrides, plugins)
         print(f"[quickstart] {step.name}: {recipe.description}")
         started = time.perf_counter()
-        train(recipe, plugins)
+        train(recipe, plugins=plugins)
         timings[step.name] = round(time.perf_counter() - started, 1)
     return evaluate(out, plugins, timings, eval_scale)
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from modal_core.data.images import save_image_grid
-from modal_core.data.shapes import (
+from modal_core.generation.pipeline import Pipeline
+from modal_core_images.evaluation.shapes_checker import check_caption, check_prompt
+from modal_core_images.processing import save_image_grid
+from modal_core_images.shapes import (
     COLOURS,
     SHAPES,
     describe,
     render_scene,
     scene_for_index,
 )
-from modal_core.evaluation.shapes_checker import check_caption, check_prompt
-from modal_core.generation.pipeline import Pipeline
 
 DISPLAY_SIZE = 96
 
@@ -72,7 +72,7 @@ def evaluate_understanding(
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         images = [image for image, _, _ in chunk]
-        answers = pipeline.answer([q for _, q, _ in chunk], media={pipeline.modality("input", flag="image"): images})
+        answers = pipeline.answer([q for _, q, _ in chunk], image=images)
         for (image, question, expected), answer in zip(chunk, answers):
             correct += answer.strip().rstrip(".") == expected
             examples.append((image, question, answer, expected))

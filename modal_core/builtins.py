@@ -1,0 +1,39 @@
+"""The core's own data sets, registered through the same hooks as any plugin's.
+
+The plugin manager loads this module by name (as pytest loads its default plugins), so
+the manager itself imports no data code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from modal_core.data.chat import plain_text
+from modal_core.data.indexed import IndexedDataset, TextDataset
+from modal_core.data.jsonl import read_jsonl
+from modal_core.data.shapes_text import text_corpus
+from modal_core.errors import DataError
+from modal_core.hookspecs import hookimpl
+
+
+def shapes_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """The built-in shapes-world corpus. Options: `num_sentences` (default 20000)."""
+    count = int(options.get("num_sentences", 20000))
+    offset = 0 if split == "train" else 1_000_003  # held-out text uses other sentences
+    return TextDataset(text_corpus(count, seed + offset), source="shapes_text")
+
+
+def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Text from a local JSONL file, one `{"text": ...}` object per line. Options: `path`."""
+    path = options.get("path")
+    if not path:
+        raise DataError('data source jsonl_text needs options.path: a local JSONL file of {"text": ...} lines')
+    records = read_jsonl(path, required=("text",))
+    return IndexedDataset(len(records), lambda index: plain_text(str(records[index]["text"])), str(path))
+
+
+@hookimpl
+def modal_core_datasets() -> dict[str, Any]:
+    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text}

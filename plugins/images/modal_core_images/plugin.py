@@ -1,0 +1,53 @@
+"""Registers the image data sets, the image evaluation suites and `modal-core quickstart`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from modal_core.hookspecs import hookimpl
+from modal_core_images.datasets import IMAGE_DATASETS
+
+# The suites and the quickstart import the evaluation and training stacks: they are
+# imported when used, so listing plugins or starting the CLI stays fast.
+
+
+@hookimpl
+def modal_core_datasets() -> dict[str, Any]:
+    return dict(IMAGE_DATASETS)
+
+
+@hookimpl
+def modal_core_evaluators() -> dict[str, Any]:
+    from modal_core_images.evaluation.generation_suites import evaluate_fid, evaluate_geneval, evaluate_shapes_geneval
+    from modal_core_images.evaluation.understanding_suites import evaluate_multiple_choice, evaluate_pope, evaluate_vqa
+
+    return {
+        "vqa": evaluate_vqa,
+        "multiple_choice": evaluate_multiple_choice,
+        "pope": evaluate_pope,
+        "geneval": evaluate_geneval,
+        "shapes_geneval": evaluate_shapes_geneval,
+        "fid": evaluate_fid,
+    }
+
+
+@hookimpl
+def modal_core_commands(subparsers: Any) -> None:
+    quickstart = subparsers.add_parser("quickstart", help="train every Janus stage on the built-in shapes world, offline, and report")
+    quickstart.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    quickstart.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)"
+    )
+    quickstart.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    quickstart.set_defaults(handler=_quickstart)
+
+
+def _quickstart(args: argparse.Namespace, plugins: Any) -> int:
+    from modal_core_images.quickstart import run_quickstart
+
+    metrics = run_quickstart(Path(args.out), plugins, step_scale=args.scale, eval_scale=args.scale, progress_bar=not args.no_progress)
+    print(json.dumps(metrics, indent=2))
+    return 0

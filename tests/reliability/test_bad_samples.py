@@ -13,12 +13,13 @@ from conftest import tiny_text_recipe, write_recipe
 from PIL import Image
 from test_image_plugins import TINY_IMAGES, image_plugins  # noqa: F401  (fixture)
 
+from modal_core.assemble import BAD_SAMPLES_FILE
 from modal_core.config.loader import load_recipe
 from modal_core.data.bad_samples import read_bad_samples
 from modal_core.data.shapes import render_scene, scene_for_index
 from modal_core.errors import DataError
 from modal_core.training.history import read_history
-from modal_core.training.run import BAD_SAMPLES_FILE, train
+from modal_core.training.run import train
 
 
 @pytest.fixture

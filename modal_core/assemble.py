@@ -102,11 +102,11 @@ def build_model(
     def building(group: str) -> contextlib.AbstractContextManager:
         return torch.device("meta") if on_meta(group) else contextlib.nullcontext()
 
-    def build_group(group: str, lean: bool) -> nn.Module:
+    def build_group(group: str, lean: bool, read_weights: bool) -> nn.Module:
         """One modality group, on the meta device when `lean`."""
         kind, name = group.split(".")
         spec, options = plugins.modality(name), modality_options(recipe, plugins, name)
-        if lean:
+        if not read_weights:
             for key in spec.weight_paths:  # the architecture comes from the options alone
                 setattr(options, key, None)
         with torch.device("meta") if lean else contextlib.nullcontext():
@@ -125,7 +125,8 @@ def build_model(
     for name in recipe.modalities:
         kinds = ("encoders", "adapters", "heads") if plugins.modality(name).build_head is not None else ("encoders", "adapters")
         for kind in kinds:
-            groups[kind][name] = build_group(f"{kind}.{name}", on_meta(f"{kind}.{name}"))
+            lean = on_meta(f"{kind}.{name}")
+            groups[kind][name] = build_group(f"{kind}.{name}", lean, read_weights=not lean)
     with building("lora"):
         if lora := lora_arguments(recipe):
             add_lora(backbone, **lora)
@@ -133,7 +134,7 @@ def build_model(
     # Buffers transformers cannot compute belong to a plugin's own module: they come
     # from a twin of its group built normally (small: an encoder, adapter or head).
     for group, names in _by_group(compute_buffers(model)).items():
-        twin = build_group(group, lean=False)
+        twin = build_group(group, lean=False, read_weights=False)
         for name in names:
             owner, _, key = name.rpartition(".")
             model.get_submodule(owner)._buffers[key] = twin.get_buffer(name.removeprefix(group + "."))

@@ -14,13 +14,13 @@ from dataclasses import replace
 import torch
 from omegaconf import OmegaConf
 
+from modal_core.assemble import assemble, special_tokens_of
 from modal_core.config.schema import Recipe
 from modal_core.data.chat import caption_to_image
 from modal_core.data.collator import Collator
 from modal_core.data.text_tokenizer import train_tokenizer
 from modal_core.generation.decoding import generate_codes
 from modal_core.generation.sampling import guided_logits
-from modal_core.model.build import build_model, special_tokens_of
 from modal_core.plugins import get_plugin_manager
 
 SIZES = {
@@ -48,7 +48,7 @@ def build(size: str, image_size: int, patch: int):
         },
     )
     tokenizer = train_tokenizer(["a red circle left of a blue square"] * 50, 300, special_tokens_of(recipe, plugins))
-    built = build_model(recipe, tokenizer, plugins)
+    built = assemble(recipe, plugins, tokenizer)
     built.model.eval()
     return built, Collator(tokenizer, built.modalities, max_length=1024, padding_side="left")
 
@@ -57,7 +57,7 @@ def build(size: str, image_size: int, patch: int):
 def recompute_codes(model, collator, prompts, positions: int, cfg: float) -> torch.Tensor:
     """Greedy CFG decoding with no cache: every step runs the full sequence again."""
     batch = collator.left_padded(prompts + [replace(p, drop_condition=True) for p in prompts])
-    embeds, _ = model.embed(batch)
+    embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
     mask, count = batch.attention_mask, len(prompts)
     codes = torch.empty((count, positions), dtype=torch.long)
     for index in range(positions):

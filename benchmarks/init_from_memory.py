@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODES = {"lean": "build_from_checkpoint (meta device + assign)", "copy": "build_model + load_state_dict"}
+MODES = {"lean": "assemble(init_from=) (meta device + assign)", "copy": "assemble + load_state_dict"}
 
 
 def _status_kib(field: str) -> int:
@@ -32,21 +32,20 @@ def _status_kib(field: str) -> int:
 def measure(checkpoint: Path, mode: str) -> tuple[float, float]:
     """Peak extra resident MiB of one start-up in this process: right after it, and
     after every weight has been read once."""
+    from modal_core.assemble import assemble, prepare_tokenizer
     from modal_core.checkpoints import store
     from modal_core.config.loader import load_recipe
-    from modal_core.model.build import build_from_checkpoint, build_model
     from modal_core.plugins import get_plugin_manager
-    from modal_core.training.run import prepare_tokenizer
 
     plugins = get_plugin_manager()
-    recipe = load_recipe(checkpoint / "recipe.yaml", [f"init_from={checkpoint}"], plugins)
-    tokenizer = prepare_tokenizer(recipe, plugins)
+    recipe = load_recipe(checkpoint / store.RECIPE_FILE, [f"init_from={checkpoint}"], plugins)
+    tokenizer = prepare_tokenizer(recipe, plugins, checkpoint)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     before = _status_kib("VmRSS")
     if mode == "lean":
-        model = build_from_checkpoint(recipe, tokenizer, plugins, checkpoint)[0].model
+        model = assemble(recipe, plugins, tokenizer, init_from=checkpoint).model
     else:
-        model = build_model(recipe, tokenizer, plugins).model
+        model = assemble(recipe, plugins, tokenizer).model
         store.load_into(model, checkpoint, partial=True)
     started = (_status_kib("VmHWM") - before) / 1024
     # safetensors maps the file: adopted tensors become resident when first read.

@@ -16,7 +16,7 @@ from modal_core.generation.sampling import guided_logits, sample_tokens
 def _full_logits(model, collator, sample, head: str, modality: str | None = None, codes=None):
     """Last-position logits by running the whole sequence again (no cache)."""
     batch = collator.left_padded([sample])
-    embeds, _ = model.embed(batch)
+    embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
     if codes is not None and len(codes):
         embeds = torch.cat([embeds, model.embed_codes(modality, torch.tensor([codes]))], dim=1)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long)
@@ -51,7 +51,7 @@ def test_cached_text_decoding_equals_recomputation(assembled):  # noqa: F811
     sample = question_answer("what is it", None, [Media("toy_vector", torch.randn(3, 5))])
     [tokens] = generate_text(model, collator, [sample], max_new_tokens=6)
     batch = collator.left_padded([sample])
-    embeds, _ = model.embed(batch)
+    embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
     reference = []
     for _ in range(6):
         extra = model.backbone.get_input_embeddings()(torch.tensor([reference], dtype=torch.long))

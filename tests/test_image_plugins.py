@@ -10,12 +10,12 @@ from conftest import TINY_BACKBONE
 from omegaconf import OmegaConf
 from PIL import Image
 
+from modal_core.assemble import assemble, special_tokens_of
 from modal_core.config.schema import Recipe
 from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.collator import Collator
 from modal_core.data.segments import Media
 from modal_core.data.text_tokenizer import train_tokenizer
-from modal_core.model.build import build_model, special_tokens_of
 from modal_core_images.shapes import render_scene, scene_for_index
 
 TINY_IMAGES = {
@@ -37,7 +37,7 @@ def image_model(image_plugins):
     recipe = OmegaConf.merge(OmegaConf.structured(Recipe), {"output_dir": "unused", "backbone": TINY_BACKBONE, "modalities": TINY_IMAGES})
     tokenizer = train_tokenizer(["a red circle", "what colour is the circle? red"] * 20, 300, special_tokens_of(recipe, image_plugins))
     torch.manual_seed(0)
-    built = build_model(recipe, tokenizer, image_plugins)
+    built = assemble(recipe, image_plugins, tokenizer)
     return built, Collator(tokenizer, built.modalities, max_length=96)
 
 
@@ -86,10 +86,10 @@ def test_both_image_modalities_train_through_the_unified_model(image_model):
     batch = collator(samples)
     assert int(batch.media["image_understanding"].mask.sum()) == 16
     assert int(batch.media["vq_generation"].mask.sum()) == 16
-    output = model(batch)
+    output = model(**batch.model_inputs())
     assert int(output.head_counts["vq_generation"]) == 16  # every code is a target of the image head
     codes = model.encoders["vq_generation"].encode(batch.media["vq_generation"].payload)
-    _, token_ids = model.embed(batch)
+    _, token_ids = model.embed(batch.input_ids, batch.token_ids, batch.media)
     assert token_ids[batch.media["vq_generation"].mask].tolist() == codes.flatten().tolist()
     output.loss.backward()
     for group in ("adapters.image_understanding", "adapters.vq_generation", "heads.vq_generation", "backbone"):

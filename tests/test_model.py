@@ -8,13 +8,13 @@ import torch.nn.functional as F
 from conftest import TINY_BACKBONE
 from omegaconf import OmegaConf
 
+from modal_core.assemble import assemble, special_tokens_of
 from modal_core.config.schema import Recipe
 from modal_core.data.chat import EOS
 from modal_core.data.collator import NO_HEAD, TEXT_HEAD, Collator
 from modal_core.data.segments import Media, Sample, Text
 from modal_core.data.text_tokenizer import train_tokenizer
 from modal_core.errors import DataError, ModelInputError
-from modal_core.model.build import build_model, special_tokens_of
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def assembled(toy_plugins):
     )
     tokenizer = train_tokenizer(["a red circle", "what is it", "draw it"] * 20, 280, special_tokens_of(recipe, toy_plugins))
     torch.manual_seed(0)
-    built = build_model(recipe, tokenizer, toy_plugins)
+    built = assemble(recipe, toy_plugins, tokenizer)
     return built, tokenizer, Collator(tokenizer, built.modalities, max_length=64)
 
 
@@ -80,7 +80,7 @@ def test_loss_equals_per_head_cross_entropy_on_own_positions(assembled):
     built, tokenizer, collator = assembled
     model = built.model
     batch = collator([_sample(), Sample((Text("a red circle" + EOS, supervised=True),))])
-    output = model(batch)
+    output = model(**batch.model_inputs())
     # Reference: recompute embeddings by hand and score each supervised position t+1
     # from hidden t with the head owning position t+1.
     embeds = model.backbone.get_input_embeddings()(batch.input_ids).clone()
@@ -130,7 +130,7 @@ def test_placeholder_count_mismatch_is_caught(assembled):
     batch = collator([_sample()])
     batch.media["toy_vector"].mask[0, 1] = True  # one placeholder too many
     with pytest.raises(ModelInputError, match="4 placeholder positions"):
-        built.model(batch)
+        built.model(**batch.model_inputs())
 
 
 def test_too_long_sample_and_unknown_modality_are_clear(assembled):
@@ -159,7 +159,7 @@ def test_stage_freezing_changes_only_trainable_groups(assembled):
     model.set_trainable(["adapters", "heads.toy_codes"])
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
-    model(collator([_sample()])).loss.backward()
+    model(**collator([_sample()]).model_inputs()).loss.backward()
     optimizer.step()
     for name, param in model.named_parameters():
         changed = not torch.equal(before[name], param)
@@ -174,3 +174,21 @@ def test_frozen_encoders_stay_in_eval_mode(assembled):
     model.set_trainable(["backbone"])
     model.train()
     assert model.backbone.training and not model.encoders["toy_vector"].training
+
+
+def test_model_package_imports_no_layer_above_it():
+    """`modal_core/model/` takes tensors and plain modules: no recipes, batches, plugins or checkpoints."""
+    import ast
+    from pathlib import Path
+
+    import modal_core.model
+
+    above = ("data", "config", "plugins", "training", "checkpoints", "generation", "serve", "cli", "assemble")
+    crossings = []
+    for path in Path(modal_core.model.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            crossings += [f"{path.name}: {name}" for name in names if name.split(".")[:2] in [["modal_core", layer] for layer in above]]
+    assert not crossings

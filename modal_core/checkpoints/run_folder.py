@@ -16,10 +16,9 @@ import os
 import shutil
 from pathlib import Path
 
-from modal_core.checkpoints.store import CHECKPOINT_DIR
+from modal_core.checkpoints.store import CHECKPOINT_DIR, RECIPE_FILE
 from modal_core.errors import RecipeError
 
-RECIPE_FILE = "recipe.yaml"
 HISTORY_FILE = "history.jsonl"
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
 RUN_ENTRIES = (CHECKPOINT_DIR, HISTORY_FILE, RECIPE_FILE, BAD_SAMPLES_FILE)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -28,9 +28,8 @@ NO_HEAD = -1
 UNKNOWN_TOKEN = -1
 
 
-@dataclass
-class MediaBatch:
-    """All items of one modality in a batch."""
+class MediaBatch(NamedTuple):
+    """All items of one modality in a batch (a pair, as `UnifiedModel` takes it)."""
 
     payload: torch.Tensor  # (n, ...) stacked processor outputs
     mask: torch.Tensor  # (B, T) bool: where the n * N embeddings go, in row-major order
@@ -53,6 +52,18 @@ class Batch:
         media = {name: MediaBatch(m.payload.to(device), m.mask.to(device)) for name, m in self.media.items()}
         tensors = (self.input_ids, self.attention_mask, self.position_ids, self.token_ids, self.token_head, self.supervised)
         return Batch(*(t.to(device) for t in tensors), media=media)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The batch as `UnifiedModel.forward`'s keyword arguments."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+            "token_ids": self.token_ids,
+            "token_head": self.token_head,
+            "supervised": self.supervised,
+            "media": self.media,
+        }
 
     @property
     def num_tokens(self) -> int:

@@ -24,7 +24,7 @@ class _CachedDecoder:
 
     def __init__(self, model: UnifiedModel, batch: Batch) -> None:
         self.model = model
-        embeds, _ = model.embed(batch)
+        embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
         self.attention_mask = batch.attention_mask
         self.next_position = batch.position_ids[:, -1:] + 1
         output = model.transformer(embeds, batch.attention_mask, batch.position_ids, use_cache=True)

@@ -212,7 +212,7 @@ class DecodeEngine:
         batch = batch.to(self._device)
         rows, length = batch.input_ids.shape
         workspace = self.workspace(rows, length + new_positions)
-        embeds, _ = self.model.embed(batch)
+        embeds, _ = self.model.embed(batch.input_ids, batch.token_ids, batch.media)
         return workspace, workspace.prefill(self.model, embeds, batch.attention_mask, batch.position_ids)
 
     @torch.no_grad()

@@ -7,16 +7,12 @@ from typing import Any
 
 import torch
 
+from modal_core.assemble import Assembled, assemble_checkpoint
 from modal_core.checkpoints import store
-from modal_core.checkpoints.lean_load import assign_checkpoint, parameters_on_meta
-from modal_core.config.loader import load_recipe, recipe_to_dict
-from modal_core.data.chat import ChatFormat, caption_to_image, question_answer
-from modal_core.data.collator import Collator
+from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.segments import Media
-from modal_core.data.text_tokenizer import load_tokenizer
 from modal_core.errors import ModelInputError
 from modal_core.generation.engine import DecodeEngine
-from modal_core.model.build import AssembledModel, build_model, special_tokens_of
 from modal_core.plugins import PluginManager, get_plugin_manager
 
 MAX_IMAGES_PER_CALL = 256
@@ -26,11 +22,11 @@ MAX_PROMPT_CHARACTERS = 4000
 class Pipeline:
     """A loaded model with its tokenizer and modalities: `answer` and `generate_images`."""
 
-    def __init__(self, assembled: AssembledModel, collator: Collator, compile_mode: str | None = None) -> None:
+    def __init__(self, assembled: Assembled, compile_mode: str | None = None) -> None:
         self.model = assembled.model.eval()
         self.modalities = assembled.modalities
-        self.collator = collator
-        self.tokenizer = collator.tokenizer
+        self.collator = assembled.collator
+        self.tokenizer = assembled.tokenizer
         # Static KV cache, kept between calls of the same shape; `compile_mode` compiles its step.
         self.engine = DecodeEngine(self.model, compile_mode=compile_mode)
 
@@ -42,22 +38,11 @@ class Pipeline:
         `compile_mode` (e.g. "default"): `torch.compile` the decode step; the first call
         then takes tens of seconds longer, later ones run 1.5-2x faster (see the
         generation-speed docs)."""
-        from modal_core.training.run import RECIPE_FILE
-
-        plugins = plugins or get_plugin_manager()
         directory = store.verify(store.resolve_checkpoint(checkpoint))
-        recipe = load_recipe(directory / RECIPE_FILE, plugins=plugins)
-        tokenizer = load_tokenizer(directory, special_tokens_of(recipe, plugins))
         # Weights go straight from the file into the model: one copy in memory, not two.
-        with parameters_on_meta():
-            assembled = build_model(recipe, tokenizer, plugins, checkpoint=directory)
-        assign_checkpoint(assembled.model, directory)
+        assembled = assemble_checkpoint(directory, plugins or get_plugin_manager())
         assembled.model.to(device)
-        chat = ChatFormat(**recipe_to_dict(recipe.chat))
-        collator = Collator(
-            tokenizer, assembled.modalities, max_length=_context_length(assembled), chat=chat, limit_name="the model's context"
-        )
-        return cls(assembled, collator, compile_mode=compile_mode)
+        return cls(assembled, compile_mode=compile_mode)
 
     def modality(self, direction: str, name: str | None = None, keyword: str | None = None) -> str:
         """The model's one modality of `direction` ("input" or "output"), or the one named,
@@ -140,10 +125,6 @@ def _check_prompts(prompts: list[str]) -> None:
     for prompt in prompts:
         if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARACTERS:
             raise ModelInputError(f"prompts must be strings of at most {MAX_PROMPT_CHARACTERS} characters")
-
-
-def _context_length(assembled: AssembledModel) -> int:
-    return int(getattr(assembled.model.backbone.config, "max_position_embeddings", 4096))
 
 
 def load(checkpoint: str | Path, device: str = "cpu", plugins: PluginManager | None = None, compile_mode: str | None = None) -> Pipeline:

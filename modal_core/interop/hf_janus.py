@@ -18,8 +18,9 @@ from safetensors import safe_open
 from tqdm import tqdm
 from transformers import AutoConfig, GenerationConfig, JanusConfig, PreTrainedTokenizerFast
 
+from modal_core.assemble import build_model, special_tokens_of
 from modal_core.checkpoints import store
-from modal_core.checkpoints.lean_load import parameters_on_meta
+from modal_core.checkpoints.store import RECIPE_FILE
 from modal_core.config.loader import load_recipe
 from modal_core.data.text_tokenizer import load_tokenizer
 from modal_core.errors import CheckpointError
@@ -28,11 +29,9 @@ from modal_core.interop.keys import hf_to_modal, modal_to_hf
 from modal_core.interop.tokenizer_files import IMAGE_TOKENS, copy_tokenizer, save_processor
 from modal_core.interop.weights_io import ShardWriter, iter_tensors, parse_size
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR, DTYPES
-from modal_core.model.build import build_model, special_tokens_of
 from modal_core.model.lora import fold_lora
 from modal_core.plugins import PluginManager, get_plugin_manager
 
-RECIPE_FILE = "recipe.yaml"  # as modal_core.training.run.RECIPE_FILE, without importing Lightning
 LM_HEAD = "lm_head.weight"
 EMBED_TOKENS = "model.language_model.embed_tokens.weight"
 
@@ -106,8 +105,7 @@ def write_checkpoint(
 def _check_fits(recipe, directory: Path, state: dict[str, torch.Tensor], plugins: PluginManager) -> None:
     """Every tensor must have a place of the same shape in the model the recipe builds."""
     tokenizer = load_tokenizer(directory, special_tokens_of(recipe, plugins))
-    with parameters_on_meta():
-        model = build_model(recipe, tokenizer, plugins, checkpoint=directory).model
+    model = build_model(recipe, plugins, len(tokenizer), meta=True, backbone_config=directory / BACKBONE_CONFIG_DIR)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not _non_persistent(model, k)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -15,27 +15,35 @@ BACKBONE_CONFIG_DIR = "backbone"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_backbone(path: str | None, model_type: str, config: dict[str, Any], vocab_size: int, dtype: str = "float32") -> PreTrainedModel:
+def build_backbone(
+    path: str | None, model_type: str, config: dict[str, Any], vocab_size: int, dtype: str = "float32", read_weights: bool = True
+) -> PreTrainedModel:
     """A Hugging Face causal LM: loaded from the local directory `path`, or built from
     `model_type` + `config` keyword arguments. Its token embeddings are resized to hold
-    `vocab_size` tokens (the tokenizer may add modality special tokens)."""
-    if dtype not in DTYPES:
-        raise RecipeError(f"backbone.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-    if path:
+    `vocab_size` tokens (the tokenizer may add modality special tokens).
+
+    With `read_weights=False` (a build on the meta device) no weights are read: `path`
+    lends only its config.json, and without one `config` describes the architecture."""
+    _check_dtype(dtype)
+    if path and read_weights:
         if not (Path(path) / "config.json").is_file():
             raise RecipeError(f"backbone.path: {path} is not a local Hugging Face model directory (no config.json)")
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
+    elif path and (Path(path) / "config.json").is_file():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, local_files_only=True), dtype=DTYPES[dtype])
     else:
         if not config:
+            where = f"backbone.path {path} has no config.json and " if path else ""
             raise RecipeError(
-                "backbone.config is empty: give the architecture (hidden_size, num_hidden_layers, ...) or a local "
+                f"{where}backbone.config is empty: give the architecture (hidden_size, num_hidden_layers, ...) or a local "
                 "backbone.path; transformers' defaults would build a 7B-parameter model"
             )
         try:
             hf_config = AutoConfig.for_model(model_type, **{"vocab_size": vocab_size, **config})
         except (ValueError, TypeError) as error:
             raise RecipeError(f"backbone.config: cannot build a {model_type!r} config ({error})") from error
-        model = AutoModelForCausalLM.from_config(hf_config)
+        # A path's weights would load in `dtype` (so its plan counts them so); a new backbone starts in float32.
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=DTYPES[dtype] if path else torch.float32)
     if model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size, mean_resizing=False)
     return model
@@ -45,6 +53,10 @@ def backbone_from_config(directory: str | Path, dtype: str = "float32") -> PreTr
     """An uninitialised-weights backbone of the architecture saved in `directory`."""
     if not (Path(directory) / "config.json").is_file():
         raise CheckpointError(f"{directory}/config.json is missing: the checkpoint does not describe its backbone")
+    _check_dtype(dtype)
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(directory), local_files_only=True), dtype=DTYPES[dtype])
+
+
+def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
         raise RecipeError(f"backbone.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(directory), local_files_only=True), dtype=DTYPES[dtype])

@@ -19,10 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from modal_core.data.collator import Batch
 from modal_core.errors import ModelInputError, RecipeError
 
 PARAMETER_GROUPS = ("backbone", "encoders", "adapters", "heads")
+
+MediaInputs = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+"""Modality name -> (payload (n, ...) of its n items, mask (B, T) bool of the positions
+their n * N embeddings fill, in row-major order)."""
 
 
 @dataclass
@@ -90,23 +93,23 @@ class UnifiedModel(nn.Module):
         """Input embeddings (…, hidden) of an output modality's codes."""
         return self.adapters[modality](codes)
 
-    def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input embeddings (B, T, hidden) of a batch, and its token ids with each
-        output modality's codes filled in (the targets of their heads)."""
-        embeds = self.backbone.get_input_embeddings()(batch.input_ids)
-        token_ids = batch.token_ids
-        for modality, media in batch.media.items():
-            encoded = self.encode(modality, media.payload)
+    def embed(self, input_ids: torch.Tensor, token_ids: torch.Tensor, media: MediaInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings (B, T, hidden) of token ids (B, T) with each modality's items
+        written at its placeholder positions, and `token_ids` (B, T) with each output
+        modality's codes filled in (the targets of their heads)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        for modality, (payload, mask) in media.items():
+            encoded = self.encode(modality, payload)
             item_embeds = self.adapters[modality](encoded)  # (n, N, hidden)
-            expected = int(media.mask.sum())
+            expected = int(mask.sum())
             if item_embeds.shape[0] * item_embeds.shape[1] != expected:
                 raise ModelInputError(
                     f"modality {modality!r}: {expected} placeholder positions but the encoder produced "
                     f"{item_embeds.shape[0]} x {item_embeds.shape[1]} embeddings; check num_positions against the encoder"
                 )
-            embeds = embeds.masked_scatter(media.mask.unsqueeze(-1), item_embeds.to(embeds.dtype))
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), item_embeds.to(embeds.dtype))
             if not encoded.is_floating_point():  # codes: they are also what the head must predict
-                token_ids = token_ids.masked_scatter(media.mask, encoded.to(token_ids.dtype))
+                token_ids = token_ids.masked_scatter(mask, encoded.to(token_ids.dtype))
         return embeds, token_ids
 
     # -- transformer and heads --------------------------------------------------------
@@ -139,13 +142,26 @@ class UnifiedModel(nn.Module):
         """Logits of head `name` for hidden states (…, hidden)."""
         return self.head(name)(hidden)
 
-    def forward(self, batch: Batch) -> LossOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        token_ids: torch.Tensor,
+        token_head: torch.Tensor,
+        supervised: torch.Tensor,
+        media: MediaInputs,
+    ) -> LossOutput:
         """Next-token loss of a batch: each head on its own supervised positions, summed
-        over heads and divided by the number of supervised positions (no task weights)."""
-        embeds, token_ids = self.embed(batch)
-        hidden = self.transformer(embeds, batch.attention_mask, batch.position_ids).hidden
-        hidden, targets, owners = hidden[:, :-1], token_ids[:, 1:], batch.token_head[:, 1:]
-        supervised = batch.supervised[:, 1:] & batch.attention_mask[:, 1:].bool()
+        over heads and divided by the number of supervised positions (no task weights).
+
+        All tensors are (B, T): `token_ids` holds each position's token in its head's
+        vocabulary (-1 where not known yet), `token_head` the index in `head_names` of
+        the head that owns it, `supervised` whether it is a training target."""
+        embeds, token_ids = self.embed(input_ids, token_ids, media)
+        hidden = self.transformer(embeds, attention_mask, position_ids).hidden
+        hidden, targets, owners = hidden[:, :-1], token_ids[:, 1:], token_head[:, 1:]
+        supervised = supervised[:, 1:] & attention_mask[:, 1:].bool()
         sums, counts = {}, {}
         for index, name in enumerate(self.head_names):
             # Every head runs, on possibly zero positions, so all parameters take part in

@@ -1,8 +1,9 @@
 """`modal-core plan`: parameters and memory per GPU of a recipe, without weights.
 
-The model is built on PyTorch's meta device (shapes and dtypes, no storage), from the
-backbone's config and each modality's builders with pretrained-weight paths cleared,
-so a 7B plan runs in seconds on a laptop. Memory is an estimate of the steady state of
+The model is built on PyTorch's meta device (shapes and dtypes, no storage) by the
+assembler, as training builds it but reading no weights: the backbone from its config
+and each modality's builders with pretrained-weight paths cleared, so a 7B plan runs
+in seconds on a laptop. Memory is an estimate of the steady state of
 one training step on one GPU:
 
 - weights: every parameter at its dtype (the backbone's `dtype` when loaded from a
@@ -29,13 +30,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
 
-from modal_core.config.loader import modality_options
+from modal_core.assemble import build_model, special_tokens_of
 from modal_core.data.text_tokenizer import load_tokenizer
 from modal_core.errors import RecipeError
-from modal_core.model.backbone import DTYPES
-from modal_core.model.build import special_tokens_of
+from modal_core.model.lora import train_lora
 from modal_core.model.unified import UnifiedModel
 from modal_core.plugins import PluginManager
 from modal_core.scale.blocks import block_classes
@@ -81,38 +80,13 @@ class Plan:
 
 
 def meta_model(recipe: DictConfig, plugins: PluginManager, vocab_size: int) -> UnifiedModel:
-    """The recipe's `UnifiedModel` on the meta device: real shapes and dtypes, no storage."""
-    settings = recipe.backbone
-    dtype = DTYPES.get(settings.dtype, torch.float32) if settings.path else torch.float32
-    with torch.device("meta"):
-        backbone = AutoModelForCausalLM.from_config(_backbone_config(recipe, vocab_size), dtype=dtype)
-        if backbone.get_input_embeddings().num_embeddings < vocab_size:
-            backbone.resize_token_embeddings(vocab_size, mean_resizing=False)
-        hidden = backbone.get_input_embeddings().embedding_dim
-        encoders, adapters, heads = {}, {}, {}
-        for name in recipe.modalities:
-            spec = plugins.modality(name)
-            options = modality_options(recipe, plugins, name)
-            for key in spec.weight_paths:  # the architecture comes from the options alone
-                setattr(options, key, None)
-            encoders[name] = spec.build_encoder(options)
-            adapters[name] = spec.build_adapter(options, hidden)
-            if spec.build_head is not None:
-                heads[name] = spec.build_head(options, hidden)
-        model = UnifiedModel(backbone, encoders, adapters, heads)
+    """The recipe's `UnifiedModel` on the meta device: real shapes and dtypes, no
+    storage, and the parameters training would train marked trainable."""
+    model = build_model(recipe, plugins, vocab_size, meta=True)
     model.set_trainable(list(recipe.train))
+    if recipe.lora.rank:
+        train_lora(model, list(recipe.train))
     return model
-
-
-def _backbone_config(recipe: DictConfig, vocab_size: int):
-    settings = recipe.backbone
-    if settings.path and (Path(settings.path) / "config.json").is_file():
-        return AutoConfig.from_pretrained(settings.path, local_files_only=True)
-    config = OmegaConf.to_container(settings.config, resolve=True)
-    if not config:
-        where = f"backbone.path {settings.path} has no config.json and " if settings.path else ""
-        raise RecipeError(f"plan: {where}backbone.config is empty; give the architecture (hidden_size, num_hidden_layers, ...)")
-    return AutoConfig.for_model(settings.model_type, **{"vocab_size": vocab_size, **config})
 
 
 def vocabulary_size(recipe: DictConfig, plugins: PluginManager) -> tuple[int, str]:

@@ -49,7 +49,7 @@ class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
         self.optim, self.total_steps = dict(optim), total_steps
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        output = self.model(batch)
+        output = self.model(**batch.model_inputs())
         batch_size = batch.input_ids.shape[0]
         loss, global_loss = self._global_token_mean(output)
         self.log("train/loss", global_loss, prog_bar=True, batch_size=batch_size)
@@ -73,7 +73,7 @@ class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
         return local_sum / global_count * self.trainer.world_size, global_sum / global_count
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        output = self.model(batch)
+        output = self.model(**batch.model_inputs())
         self.log("val/loss", output.loss, prog_bar=True, batch_size=batch.input_ids.shape[0])
 
     def configure_optimizers(self):

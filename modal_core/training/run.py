@@ -7,27 +7,19 @@ from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig
-from transformers import PreTrainedTokenizerFast
 
+from modal_core.assemble import assemble, bad_sample_policy, prepare_tokenizer
 from modal_core.checkpoints import store
 from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
-from modal_core.checkpoints.run_folder import BAD_SAMPLES_FILE, HISTORY_FILE, RECIPE_FILE, claim_run_dir
-from modal_core.checkpoints.store import CHECKPOINT_DIR, resolve_checkpoint
+from modal_core.checkpoints.run_folder import HISTORY_FILE, claim_run_dir
+from modal_core.checkpoints.store import CHECKPOINT_DIR, RECIPE_FILE, resolve_checkpoint
 from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
-from modal_core.data.bad_samples import BadSamplePolicy
-from modal_core.data.chat import ChatFormat
-from modal_core.data.collator import NO_HEAD, Collator, ModalityRuntime
+from modal_core.data.collator import NO_HEAD, ModalityRuntime
 from modal_core.data.datamodule import MixtureDataModule
 from modal_core.data.mixture import MixtureDataset
-from modal_core.data.segments import Text
-from modal_core.data.text_tokenizer import (
-    load_tokenizer,
-    save_tokenizer,
-    train_tokenizer,
-)
+from modal_core.data.text_tokenizer import save_tokenizer
 from modal_core.errors import CheckpointError, RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
-from modal_core.model.build import build_from_checkpoint, build_model, special_tokens_of
 from modal_core.model.lora import train_lora
 from modal_core.plugins import PluginManager
 from modal_core.scale.blocks import block_classes
@@ -50,24 +42,6 @@ class TrainResult:
     history: Path
 
 
-def prepare_tokenizer(recipe: DictConfig, plugins: PluginManager) -> PreTrainedTokenizerFast:
-    """The run's text tokenizer: the resumed or initial checkpoint's, a local one, or a
-    new one trained on the recipe's corpus data set."""
-    specials = special_tokens_of(recipe, plugins)
-    for source in (recipe.resume, recipe.init_from):
-        if source:
-            return load_tokenizer(resolve_checkpoint(source), specials)
-    if recipe.tokenizer.path:
-        return load_tokenizer(recipe.tokenizer.path, specials)
-    settings = recipe.tokenizer.train
-    factory = plugins.datasets().get(settings.corpus)
-    if factory is None:
-        raise RecipeError(f"tokenizer.train.corpus: unknown data set {settings.corpus!r}; installed: {sorted(plugins.datasets())}")
-    corpus = factory({"num_sentences": settings.num_sentences, **settings.options}, recipe.seed, "train")
-    texts = (segment.text for index in range(len(corpus)) for segment in corpus[index].segments if isinstance(segment, Text))
-    return train_tokenizer(texts, settings.vocab_size, specials)
-
-
 def build_mixture(recipe: DictConfig, plugins: PluginManager, output_modalities: frozenset[str], split: str, seed: int) -> MixtureDataset:
     """The weighted mix of the recipe's data sources for one split."""
     factories = plugins.datasets()
@@ -83,24 +57,20 @@ def build_mixture(recipe: DictConfig, plugins: PluginManager, output_modalities:
     )
 
 
-def bad_sample_policy(recipe: DictConfig) -> BadSamplePolicy:
-    """The recipe's `data.on_bad_sample` policy, logging into the run directory."""
-    return BadSamplePolicy(recipe.data.on_bad_sample, Path(recipe.output_dir) / BAD_SAMPLES_FILE)
-
-
 def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     """Train as the recipe says; returns the run directory and the final checkpoint."""
-    resume = resolve_checkpoint(recipe.resume) if recipe.resume else None
-    run_dir = claim_run_dir(recipe.output_dir, resume, recipe.overwrite)
+    source = recipe.resume or recipe.init_from
+    start = resolve_checkpoint(source) if source else None  # the one checkpoint the run starts from
+    run_dir = claim_run_dir(recipe.output_dir, start if recipe.resume else None, recipe.overwrite)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     recipe_yaml = to_yaml(recipe)
     (run_dir / RECIPE_FILE).write_text(recipe_yaml)
     optim = recipe_to_dict(recipe.optim)
     total_steps = recipe.trainer.max_steps
     if recipe.modality_tokenizer:
-        module, data, tokenizer = _tokenizer_task(recipe, plugins, optim, total_steps)
+        module, data, tokenizer = _tokenizer_task(recipe, plugins, optim, total_steps, start)
     else:
-        module, data, tokenizer = _unified_task(recipe, plugins, optim, total_steps)
+        module, data, tokenizer = _unified_task(recipe, plugins, optim, total_steps, start)
 
     def write_extras(directory: Path) -> None:
         (directory / RECIPE_FILE).write_text(recipe_yaml)
@@ -109,48 +79,41 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
             module.model.backbone.config.save_pretrained(directory / BACKBONE_CONFIG_DIR)
 
     trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins)
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(start) if recipe.resume else None)
     last = run_dir / CHECKPOINT_DIR / store.LAST_LINK
     if not last.resolve().is_dir():
         raise CheckpointError(f"training ended but wrote no final checkpoint: {last} is missing or points nowhere")
     return TrainResult(run_dir, store.verify(last.resolve(), allow_sharded=True), run_dir / HISTORY_FILE)
 
 
-def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int):
-    tokenizer = prepare_tokenizer(recipe, plugins)
-    if recipe.init_from and not recipe.resume:
-        # Built on the meta device and filled from the file: one copy of the weights in memory.
-        initial = store.verify(resolve_checkpoint(recipe.init_from))
-        assembled, fresh = build_from_checkpoint(recipe, tokenizer, plugins, initial)
-        if fresh:
-            groups = sorted({".".join(key.split(".")[:2]) for key in fresh})
-            print(
-                f"init_from {recipe.init_from}: {len(fresh)} tensors not in the checkpoint keep their initialisation ({', '.join(groups)})"
-            )
-    else:
-        assembled = build_model(recipe, tokenizer, plugins)
-    collator = Collator(
-        tokenizer,
-        assembled.modalities,
-        max_length=recipe.data.max_length,
-        bad_samples=bad_sample_policy(recipe),
-        chat=ChatFormat(**recipe_to_dict(recipe.chat)),
-    )
+def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int, start: Path | None):
+    """The unified model's training module and data; `start`: the resolved `resume` or
+    `init_from` checkpoint (its tokenizer; with `init_from`, its weights too)."""
+    tokenizer = prepare_tokenizer(recipe, plugins, start)
+    init_from = None if recipe.resume or start is None else store.verify(start)
+    # With init_from: built on the meta device and filled from the file, one copy of the weights in memory.
+    assembled = assemble(recipe, plugins, tokenizer, init_from=init_from)
+    if assembled.fresh:
+        groups = sorted({".".join(key.split(".")[:2]) for key in assembled.fresh})
+        print(
+            f"init_from {recipe.init_from}: {len(assembled.fresh)} tensors not in the checkpoint keep their initialisation "
+            f"({', '.join(groups)})"
+        )
     module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
     if recipe.lora.rank:
         train_lora(assembled.model, list(recipe.train))
-    return module, _data_module(recipe, plugins, assembled.modalities, collator), tokenizer
+    return module, _data_module(recipe, plugins, assembled.modalities, assembled.collator), tokenizer
 
 
-def _tokenizer_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int):
+def _tokenizer_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int, start: Path | None):
     name = recipe.modality_tokenizer
     if name not in recipe.modalities:
         raise RecipeError(f"modality_tokenizer: {name!r} must also be configured under `modalities:`")
     options = modality_options(recipe, plugins, name)
     spec = plugins.modality(name)
     tokenizer = spec.build_encoder(options)
-    if recipe.init_from and not recipe.resume:
-        store.load_into(tokenizer, resolve_checkpoint(recipe.init_from))
+    if start is not None and not recipe.resume:
+        store.load_into(tokenizer, start)
     runtime = ModalityRuntime(spec, spec.build_processor(options), spec.num_positions(options), NO_HEAD)
     module = ModalityTokenizerModule(tokenizer, optim, total_steps)
     return module, _data_module(recipe, plugins, {name: runtime}, PayloadCollator(name, runtime, bad_sample_policy(recipe))), None

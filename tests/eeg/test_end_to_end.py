@@ -70,6 +70,23 @@ def test_evaluator_runs_on_a_checkpoint(checkpoint, eeg_plugins, tmp_path):
     assert (tmp_path / PICTURE).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_loading_computes_the_buffers_a_checkpoint_does_not_hold(checkpoint, eeg_plugins):
+    """The model is built on the meta device; the EEG encoder's Fourier frequencies and
+    the backbone's rotary frequencies are computed again, as a normal build has them."""
+    import torch
+
+    from modal_core.assemble import assemble
+    from modal_core.generation.pipeline import Pipeline
+
+    loaded = Pipeline.load(checkpoint, plugins=eeg_plugins)
+    recipe = load_recipe(checkpoint / "recipe.yaml", plugins=eeg_plugins)
+    built = assemble(recipe, eeg_plugins, loaded.tokenizer).model
+    computed = {name: buffer for name, buffer in built.named_buffers() if name not in built.state_dict()}
+    assert "encoders.eeg.channel_embedding.frequencies" in computed
+    for name, buffer in computed.items():
+        assert torch.equal(loaded.model.get_buffer(name), buffer), name
+
+
 class _AlwaysAlpha:
     """A stand-in pipeline that answers "alpha rest" to everything."""
 

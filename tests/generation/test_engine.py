@@ -126,7 +126,7 @@ def test_static_cache_overflow_is_a_clear_error(assembled):  # noqa: F811
     batch = collator.left_padded(_text_prompts())
     workspace = engine.workspace(rows=2, positions=batch.input_ids.shape[1] + 1)
     assert workspace.capacity == CAPACITY_ROUNDING
-    embeds, _ = model.embed(batch)
+    embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
     with torch.no_grad():
         workspace.prefill(model, embeds, batch.attention_mask, batch.position_ids)
         step = model.backbone.get_input_embeddings()(torch.tensor([1, 2]))

@@ -81,13 +81,13 @@ def data_loss(pipeline, data: Path, plugins) -> float:
         items = plugins.datasets()[dataset]({"path": str(data / f"{name}.jsonl"), **options}, 0, "train")
         samples += [items[index] for index in range(len(items))]
     with torch.no_grad():
-        return float(pipeline.model(pipeline.collator(samples)).loss)
+        return float(pipeline.model(**pipeline.collator(samples).model_inputs()).loss)
 
 
 def understanding_logits(pipeline, image) -> torch.Tensor:
     """Text-head logits (1, T, vocab) of one image question in the Janus chat format."""
     batch = pipeline.collator.left_padded([question_answer(QUESTION, None, [Media("image_understanding", image)])])
     with torch.no_grad():
-        embeds, _ = pipeline.model.embed(batch)
+        embeds, _ = pipeline.model.embed(batch.input_ids, batch.token_ids, batch.media)
         hidden = pipeline.model.transformer(embeds, batch.attention_mask, batch.position_ids).hidden
         return pipeline.model.logits("text", hidden)

@@ -26,7 +26,7 @@ CAPTION = "a red circle left of a blue square"
 def _understanding_logits(pipeline: Pipeline, image) -> tuple[torch.Tensor, torch.Tensor]:
     batch = pipeline.collator.left_padded([question_answer(QUESTION, None, [Media("image_understanding", image)])])
     with torch.no_grad():
-        embeds, _ = pipeline.model.embed(batch)
+        embeds, _ = pipeline.model.embed(batch.input_ids, batch.token_ids, batch.media)
         hidden = pipeline.model.transformer(embeds, batch.attention_mask, batch.position_ids).hidden
         return batch.input_ids, pipeline.model.logits("text", hidden)
 

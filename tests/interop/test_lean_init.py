@@ -4,15 +4,18 @@ weight equals the checkpoint's, ties survive, and fresh LoRA factors change noth
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from safetensors.torch import load_file
 
+from modal_core.assemble import assemble
+from modal_core.checkpoints.store import resolve_checkpoint
 from modal_core.config.loader import load_recipe, recipe_to_dict
 from modal_core.data.chat import ChatFormat
 from modal_core.data.collator import Collator
 from modal_core.generation.pipeline import Pipeline
 from modal_core.interop import from_hf_janus
-from modal_core.model.build import build_from_checkpoint
 from modal_core.model.lora import lora_layers
 from modal_core.training.run import _unified_task
 
@@ -22,7 +25,8 @@ from .tiny_janus import sample_image, save_tiny_janus
 
 def _start(recipe_path, plugins):
     recipe = load_recipe(recipe_path, plugins=plugins)
-    module, _, _ = _unified_task(recipe, plugins, recipe_to_dict(recipe.optim), recipe.trainer.max_steps)
+    start = resolve_checkpoint(recipe.init_from)
+    module, _, _ = _unified_task(recipe, plugins, recipe_to_dict(recipe.optim), recipe.trainer.max_steps, start)
     return recipe, module.model
 
 
@@ -57,11 +61,11 @@ def test_fresh_lora_factors_leave_the_logits_unchanged(converted, janus_plugins,
     path = stage3_recipe(checkpoint, tmp_path, tmp_path / "run", 1, lora={"rank": 2, "alpha": 4.0, "targets": ["q_proj", "down_proj"]})
     recipe = load_recipe(path, plugins=janus_plugins)
     tokenizer = Pipeline.load(checkpoint, plugins=janus_plugins).tokenizer
-    assembled, fresh = build_from_checkpoint(recipe, tokenizer, janus_plugins, checkpoint)
+    assembled = assemble(recipe, janus_plugins, tokenizer, init_from=checkpoint)
     layers = lora_layers(assembled.model)
-    assert len(layers) == 4 and sorted(fresh) == sorted(f"{name}.{f}" for name in layers for f in ("lora_a", "lora_b"))
+    assert len(layers) == 4 and sorted(assembled.fresh) == sorted(f"{name}.{f}" for name in layers for f in ("lora_a", "lora_b"))
     assert all(layer.lora_a.abs().max() > 0 and not layer.lora_b.any() for layer in layers.values())
     collator = Collator(tokenizer, assembled.modalities, max_length=256, chat=ChatFormat(**recipe_to_dict(recipe.chat)))
-    with_lora = understanding_logits(Pipeline(assembled, collator), sample_image(2))
+    with_lora = understanding_logits(Pipeline(replace(assembled, collator=collator)), sample_image(2))
     base = understanding_logits(Pipeline.load(checkpoint, plugins=janus_plugins), sample_image(2))
     assert torch.equal(with_lora, base)

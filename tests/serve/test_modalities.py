@@ -4,15 +4,17 @@ refused with a clear message instead of a broken PNG."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from conftest import TINY_BACKBONE
 from omegaconf import OmegaConf
 
+from modal_core.assemble import assemble, special_tokens_of
 from modal_core.config.schema import Recipe
 from modal_core.data.collator import Collator
 from modal_core.data.text_tokenizer import train_tokenizer
 from modal_core.generation.pipeline import Pipeline
-from modal_core.model.build import build_model, special_tokens_of
 
 from .conftest import serve_pipeline
 
@@ -25,8 +27,8 @@ def toy_pipeline(toy_plugins) -> Pipeline:
         OmegaConf.structured(Recipe), {"output_dir": "unused", "backbone": TINY_BACKBONE, "modalities": {"toy_vector": {}, "toy_codes": {}}}
     )
     tokenizer = train_tokenizer(["draw the toy codes", "what is the toy vector"] * 20, 300, special_tokens_of(recipe, toy_plugins))
-    built = build_model(recipe, tokenizer, toy_plugins)
-    return Pipeline(built, Collator(tokenizer, built.modalities, max_length=64))
+    built = assemble(recipe, toy_plugins, tokenizer)
+    return Pipeline(replace(built, collator=Collator(tokenizer, built.modalities, max_length=64)))
 
 
 def test_upload_fields_come_from_the_models_input_modalities(toy_pipeline):

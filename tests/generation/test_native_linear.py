@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from modal_core.generation import native_linear
-from modal_core.generation.native_linear import EXTENSION, KernelBuildError, build_directory, build_kernel, kernel_cache_dir, native_linear_kernel
+from modal_core.generation.native_linear import (
+    EXTENSION,
+    KernelBuildError,
+    build_directory,
+    build_kernel,
+    kernel_cache_dir,
+    native_linear_kernel,
+)
 from modal_core.generation.skinny_linear import skinny_linear
 
 BUILDABLE = (

@@ -34,11 +34,13 @@ TINY_BACKBONE = {
 
 @pytest.fixture(scope="session", autouse=True)
 def kernel_cache(tmp_path_factory):
-    """Native kernels are built into the session's temporary directory, not the user's cache."""
+    """Native kernels are built into pytest's temporary root, not the user's cache; that
+    folder outlives the session, so later sessions find the kernel built (ninja rebuilds
+    it when its source changes)."""
     from modal_core.generation.native_linear import CACHE_VARIABLE
 
     previous = os.environ.get(CACHE_VARIABLE)
-    os.environ[CACHE_VARIABLE] = str(tmp_path_factory.mktemp("kernels"))
+    os.environ[CACHE_VARIABLE] = str(tmp_path_factory.getbasetemp().parent / "modal-core-kernels")
     yield
     if previous is None:
         del os.environ[CACHE_VARIABLE]

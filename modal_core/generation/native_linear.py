@@ -1,37 +1,38 @@
 """A compiled CPU kernel for linear layers over the few rows of a decode step.
 
-`kernels/skinny_linear.c` (AVX2 + FMA, OpenMP) reads each weight row once and
+`kernels/skinny_linear.cpp` (AVX2 + FMA, OpenMP) reads each weight row once and
 multiplies it by up to eight input rows kept in L1; on our 2-core AMD EPYC it streams
 float32 weights at 18-28 GB/s for 1-8 rows, where MKL's `sgemm` reaches 11-20 GB/s (see
-`docs/generation-speed.md`). It is built on first use with the machine's C compiler
-(`$CC`, else `cc`, `gcc` or `clang`) into a cache directory (`$MODAL_CORE_KERNEL_CACHE`,
-else `~/.cache/modal-core/kernels`), one file per source and flags, written atomically,
-and loaded with `ctypes`. Where it cannot be (no x86-64 AVX2 CPU, no compiler, a failed
-build, or `MODAL_CORE_NATIVE_KERNELS=0`) `native_linear_kernel()` returns None with the
-reason logged once, and callers keep their own path.
+`docs/generation-speed.md`). It registers the operator
+`torch.ops.modal_core_native.skinny_linear` (`TORCH_LIBRARY`) and is built on first use
+by `torch.utils.cpp_extension.load` (ninja and the C++ compiler, `$CXX` else `c++`) into
+a folder of the cache directory (`$MODAL_CORE_KERNEL_CACHE`, else
+`~/.cache/modal-core/kernels`), where later processes find it. Where it cannot be (no
+x86-64 AVX2 CPU, no compiler, no ninja, a failed build, or `MODAL_CORE_NATIVE_KERNELS=0`)
+`native_linear_kernel()` returns None with the reason logged once, and callers keep
+their own path. Only decoding imports this module; training never builds or loads it.
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import logging
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "kernels" / "skinny_linear.c"
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
-COMPILERS = ("cc", "gcc", "clang")
+SOURCE = Path(__file__).parent / "kernels" / "skinny_linear.cpp"
+EXTENSION = "modal_core_skinny_linear"
+"""The library's name; `torch.utils.cpp_extension` builds `EXTENSION.so`."""
+CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
 DISABLE_VARIABLE = "MODAL_CORE_NATIVE_KERNELS"
 CACHE_VARIABLE = "MODAL_CORE_KERNEL_CACHE"
 
@@ -39,7 +40,7 @@ LinearKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch
 
 
 class KernelBuildError(RuntimeError):
-    """The C compiler could not build a kernel."""
+    """torch's extension builder could not build or load a kernel."""
 
 
 def kernel_cache_dir() -> Path:
@@ -51,28 +52,51 @@ def kernel_cache_dir() -> Path:
     return Path(base) / "modal-core" / "kernels"
 
 
+def build_directory(cache_dir: Path) -> Path:
+    """The kernel's build folder under `cache_dir`, one per torch version (its headers and ABI)."""
+    return cache_dir / f"{EXTENSION}-torch{torch.__version__}"
+
+
 def find_compiler() -> str | None:
-    """`$CC` if set, else the first of `cc`, `gcc`, `clang` on the PATH."""
-    if os.environ.get("CC"):
-        return os.environ["CC"]
-    return next((found for name in COMPILERS if (found := shutil.which(name))), None)
+    """The C++ compiler torch's extension builder runs (`$CXX`, else `c++`), if it is on the PATH."""
+    return shutil.which(os.environ.get("CXX", "c++"))
 
 
-def build_kernel(source: Path, compiler: str, cache_dir: Path) -> Path:
-    """Compile `source` into a shared library under `cache_dir`, named by a hash of the
-    source, compiler and flags, unless it is there already; returns its path."""
-    digest = hashlib.sha256(source.read_bytes() + compiler.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    library = cache_dir / f"{source.stem}-{digest}.so"
-    if library.exists():
-        return library
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
-        unfinished = Path(scratch) / library.name
-        result = subprocess.run([compiler, *FLAGS, "-o", str(unfinished), str(source)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise KernelBuildError(f"{compiler} could not build {source.name} (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
-        os.replace(unfinished, library)  # atomic: a concurrent build or reader sees all or nothing
-    return library
+def find_ninja() -> str | None:
+    """The `ninja` torch's extension builder runs from the PATH. The `ninja` wheel
+    (`pip install modal-core[native]`) puts its binary beside the environment's Python,
+    which is not on the PATH unless the environment is activated: its folder is appended."""
+    if found := shutil.which("ninja"):
+        return found
+    try:
+        import ninja
+    except ImportError:
+        return None
+    os.environ["PATH"] = os.pathsep.join(filter(None, (os.environ.get("PATH"), ninja.BIN_DIR)))
+    return shutil.which("ninja")
+
+
+def build_kernel(source: Path, cache_dir: Path) -> Path:
+    """Build `source` with `torch.utils.cpp_extension.load` into `build_directory(cache_dir)`
+    (ninja rebuilds only what changed: a second process finds it built) and load it into
+    this process, which registers its operators; returns the library's path."""
+    from torch.utils import cpp_extension  # imports setuptools: only where a kernel is built
+
+    folder = build_directory(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        library = cpp_extension.load(
+            EXTENSION, [str(source)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS), build_directory=str(folder),
+            is_python_module=False,
+        )  # fmt: skip
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        raise KernelBuildError(f"torch.utils.cpp_extension could not build {source.name}: {str(error).strip()[-2000:]}") from error
+    return Path(library)
+
+
+def _registered() -> bool:
+    """Whether this process has loaded the kernel already (a library registers its operators once)."""
+    return hasattr(torch.ops.modal_core_native, "skinny_linear")
 
 
 def _unavailable_reason() -> str | None:
@@ -80,48 +104,28 @@ def _unavailable_reason() -> str | None:
         return f"{DISABLE_VARIABLE}=0"
     if platform.machine().lower() not in ("x86_64", "amd64") or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return f"the CPU ({platform.machine()}, torch capability {torch.backends.cpu.get_cpu_capability()}) lacks AVX2"
-    if find_compiler() is None:
-        return f"no C compiler found (set $CC or install one of {', '.join(COMPILERS)})"
-    return None
-
-
-def _load() -> Callable[..., None] | None:
-    reason = _unavailable_reason()
-    if reason is None:
-        try:
-            library = ctypes.CDLL(str(build_kernel(SOURCE, find_compiler(), kernel_cache_dir())))
-        except (KernelBuildError, OSError) as error:
-            reason = str(error)
-    if reason is not None:
-        log.warning("modal-core's native CPU linear kernel is not used (%s); decoding falls back to MKL products", reason)
+    if _registered():
         return None
-    function = library.skinny_linear_f32
-    function.restype = None
-    pointer, length = ctypes.c_void_p, ctypes.c_long
-    function.argtypes = [pointer, length, length, pointer, length, length, pointer, pointer, ctypes.c_int]
-    return function
-
-
-def _run_kernel(function: Callable[..., None], inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    # Lean on purpose: it runs once per linear layer per token (~5 us here against ~15 with reshapes).
-    if not inputs.is_contiguous():
-        inputs = inputs.contiguous()
-    out_features, in_features = weight.shape
-    out = inputs.new_empty((*inputs.shape[:-1], out_features))
-    rows = out.numel() // out_features if out_features else 0
-    if rows:
-        bias_pointer = None if bias is None else bias.data_ptr()
-        threads = torch.get_num_threads()
-        function(inputs.data_ptr(), rows, in_features, weight.data_ptr(), out_features, in_features, bias_pointer, out.data_ptr(), threads)
-    return out
+    if find_compiler() is None:
+        return f"no C++ compiler {os.environ.get('CXX', 'c++')!r} on the PATH (install g++ or set $CXX)"
+    if find_ninja() is None:
+        return "ninja is not on the PATH (pip install 'modal-core[native]', or apt-get install ninja-build)"
+    return None
 
 
 @cache
 def native_linear_kernel() -> LinearKernel | None:
     """`kernel(inputs, weight, bias)` = `F.linear` for float32 CPU tensors, `weight`
-    (out, in) and `bias` contiguous; None where the kernel cannot be built here (the
-    reason logged). Built or found once per process."""
-    function = _load()
-    if function is None:
+    (out, in) and `bias` contiguous: the operator `torch.ops.modal_core_native.skinny_linear`;
+    None where the kernel cannot be built here (the reason logged). Built or found once
+    per process."""
+    reason = _unavailable_reason()
+    if reason is None and not _registered():
+        try:
+            build_kernel(SOURCE, kernel_cache_dir())
+        except KernelBuildError as error:
+            reason = str(error)
+    if reason is not None:
+        log.warning("modal-core's native CPU linear kernel is not used (%s); decoding falls back to MKL products", reason)
         return None
-    return partial(_run_kernel, function)
+    return torch.ops.modal_core_native.skinny_linear.default

@@ -41,16 +41,27 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     return [records[key] for key in sorted(records)]
 
 
-def claim_run_dir(run_dir: str | Path, resume: Path | None, overwrite: bool) -> Path:
+def is_first_process() -> bool:
+    """Whether this is the first process of a (possibly distributed) run, from the
+    launchers' environment (torchrun, Lightning's own launcher, SLURM); the only one
+    that claims the run directory, before the others start or look."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def claim_run_dir(run_dir: str | Path, resume: Path | None, overwrite: bool, first_process: bool = True) -> Path:
     """Make `run_dir` ready for a new run, or for continuing the run it holds.
 
     A directory that already holds a run is refused unless `resume` is one of its own
     checkpoints (the run continues) or `overwrite` is set (the old run's files are
-    removed first; anything else in the directory is left alone).
+    removed first; anything else in the directory is left alone). Only the first
+    process of a distributed run checks and removes; the others join its directory.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RecipeError(f"output_dir: {run_dir} is a file; expected a directory (new or holding a run)")
+    if not first_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
     found = [name for name in RUN_ENTRIES if (run_dir / name).exists() or (run_dir / name).is_symlink()]
     continues_itself = resume is not None and resume.resolve().is_relative_to((run_dir / CHECKPOINT_DIR).resolve())
     if found and not continues_itself:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from modal_core.checkpoints.hashed_writer import save_hashed
 from modal_core.errors import CheckpointError
 
 
@@ -68,7 +69,7 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_state(state: Any, directory: Path, stem: str) -> None:
     """Write `state` as `<stem>.json` + `<stem>.safetensors` in `directory`."""
     skeleton, tensors = flatten_state(state)
-    save_file(tensors, str(directory / f"{stem}.safetensors"))
+    save_hashed(tensors, directory / f"{stem}.safetensors")
     (directory / f"{stem}.json").write_text(json.dumps(skeleton))
 
 

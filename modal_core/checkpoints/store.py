@@ -8,7 +8,7 @@ step-000100/
   recipe.yaml                the fully resolved recipe
   tokenizer.json, ...        the text tokenizer
   backbone/config.json       the backbone architecture (transformers config)
-  manifest.json              format tag and the size of every file (checked on load)
+  manifest.json              format tag, the size and SHA-256 of every file (checked on load)
 ```
 A checkpoint is written into a temporary sibling directory and renamed into place, so
 a crash never leaves a half-written checkpoint under the final name.
@@ -16,6 +16,7 @@ a crash never leaves a half-written checkpoint under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,8 +25,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from modal_core.checkpoints.hashed_writer import PENDING_DIGESTS, save_hashed
 from modal_core.disk import written_whole
 from modal_core.errors import CheckpointError
 
@@ -66,8 +68,25 @@ def write_atomically(path: Path, fill: Callable[[Path], None]) -> None:
 
 
 def _write_manifest(directory: Path) -> None:
-    sizes = {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
-    (directory / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": sizes}, indent=1))
+    """List every file with its size and SHA-256: the hashes `save_hashed` took while
+    writing, the other (small) files hashed here."""
+    pending = directory / PENDING_DIGESTS
+    digests = json.loads(pending.read_text()) if pending.is_file() else {}
+    pending.unlink(missing_ok=True)
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = str(path.relative_to(directory))
+        files[name] = {"bytes": path.stat().st_size, "sha256": digests.get(name) or file_sha256(path)}
+    (directory / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}, indent=1))
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -79,17 +98,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint at {path}: expected a step-* directory, a run directory, or its checkpoints/ folder")
 
 
-def verify(directory: str | Path, allow_sharded: bool = False) -> Path:
+def verify(directory: str | Path, allow_sharded: bool = False, hashes: bool = True) -> Path:
     """Check that `directory` is a complete modal-core checkpoint (or, with
-    `allow_sharded`, a complete sharded FSDP one); return it as a Path."""
+    `allow_sharded`, a complete sharded FSDP one): every file of its manifest present,
+    of its size and, with `hashes`, of its SHA-256 (a full read; skip it for huge
+    checkpoints). Returns it as a Path."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{directory} is not a modal-core checkpoint (no {MANIFEST}); point at a step-* directory")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{manifest_path} is damaged ({error})") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"{manifest_path} is damaged: expected an object with a 'files' mapping of file name to size and hash")
     if manifest.get("format") == SHARDED_FORMAT and not allow_sharded:
         raise CheckpointError(
             f"{directory} is a sharded FSDP checkpoint; resume from it with the same strategy, or consolidate it "
@@ -97,11 +120,24 @@ def verify(directory: str | Path, allow_sharded: bool = False) -> Path:
         )
     if manifest.get("format") not in (FORMAT, SHARDED_FORMAT):
         raise CheckpointError(f"{directory}: unknown checkpoint format {manifest.get('format')!r}, expected {FORMAT!r}")
-    for name, size in manifest["files"].items():
+    for name, entry in manifest["files"].items():
+        size, digest = (entry, None) if isinstance(entry, int) else (entry.get("bytes"), entry.get("sha256"))  # int: older manifests
         file = directory / name
         if not file.is_file() or file.stat().st_size != size:
             raise CheckpointError(f"{file} is missing or truncated (expected {size} bytes); the checkpoint is incomplete")
+        if hashes and digest and file_sha256(file) != digest:
+            raise CheckpointError(
+                f"{file} is damaged: its content differs from what was written (SHA-256 mismatch); restore it or use another checkpoint"
+            )
     return directory
+
+
+def check_finite(state: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse weights holding NaN or infinity (they would give black images and empty
+    answers), naming the first tensors that do."""
+    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(f"{source}: weights hold NaN or infinite values in {_few(bad)}; the checkpoint is damaged or diverged")
 
 
 def save_model_state(state: dict[str, torch.Tensor], directory: Path) -> None:
@@ -114,16 +150,20 @@ def save_model_state(state: dict[str, torch.Tensor], directory: Path) -> None:
             tensor = tensor.clone()
         seen.add(tensor.data_ptr())
         tensors[key] = tensor
-    save_file(tensors, str(directory / MODEL_FILE), metadata={"format": FORMAT})
+    save_hashed(tensors, directory / MODEL_FILE, metadata={"format": FORMAT})
 
 
-def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint (or of a run directory's last checkpoint)."""
-    directory = verify(resolve_checkpoint(directory))
+def load_model_state(directory: str | Path, verify_content: bool = True) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint (or of a run directory's last checkpoint);
+    `verify_content` checks the files' hashes and that every weight is finite."""
+    directory = verify(resolve_checkpoint(directory), hashes=verify_content)
     try:
-        return load_file(str(directory / MODEL_FILE))
+        state = load_file(str(directory / MODEL_FILE))
     except SafetensorError as error:
         raise CheckpointError(f"{directory / MODEL_FILE} is damaged or not a safetensors file ({error})") from error
+    if verify_content:
+        check_finite(state, directory / MODEL_FILE)
+    return state
 
 
 def load_into(model: torch.nn.Module, directory: str | Path, partial: bool = False) -> list[str]:

@@ -32,15 +32,23 @@ class Pipeline:
 
     @classmethod
     def load(
-        cls, checkpoint: str | Path, plugins: PluginManager | None = None, device: str = "cpu", compile_mode: str | None = None
+        cls,
+        checkpoint: str | Path,
+        plugins: PluginManager | None = None,
+        device: str = "cpu",
+        compile_mode: str | None = None,
+        verify: bool = True,
     ) -> Pipeline:
         """Load a modal-core checkpoint directory (or a run directory: its last one).
         `compile_mode` (e.g. "default"): `torch.compile` the decode step; the first call
         then takes tens of seconds longer, later ones run 1.5-2x faster (see the
-        generation-speed docs)."""
-        directory = store.verify(store.resolve_checkpoint(checkpoint))
+        generation-speed docs). `verify`: check every file's SHA-256 and that every
+        weight is finite (a full read; `False` checks sizes only, for huge checkpoints)."""
+        directory = store.verify(store.resolve_checkpoint(checkpoint), hashes=verify)
         # Weights go straight from the file into the model: one copy in memory, not two.
         assembled = assemble_checkpoint(directory, plugins or get_plugin_manager())
+        if verify:
+            store.check_finite(assembled.model.state_dict(), directory)
         assembled.model.to(device)
         return cls(assembled, compile_mode=compile_mode)
 
@@ -127,9 +135,15 @@ def _check_prompts(prompts: list[str]) -> None:
             raise ModelInputError(f"prompts must be strings of at most {MAX_PROMPT_CHARACTERS} characters")
 
 
-def load(checkpoint: str | Path, device: str = "cpu", plugins: PluginManager | None = None, compile_mode: str | None = None) -> Pipeline:
-    """Load a trained modal-core checkpoint for inference (`compile_mode`: see `Pipeline.load`)."""
-    return Pipeline.load(checkpoint, plugins=plugins, device=device, compile_mode=compile_mode)
+def load(
+    checkpoint: str | Path,
+    device: str = "cpu",
+    plugins: PluginManager | None = None,
+    compile_mode: str | None = None,
+    verify: bool = True,
+) -> Pipeline:
+    """Load a trained modal-core checkpoint for inference (`compile_mode`, `verify`: see `Pipeline.load`)."""
+    return Pipeline.load(checkpoint, plugins=plugins, device=device, compile_mode=compile_mode, verify=verify)
 
 
 __all__ = ["Pipeline", "load"]

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from modal_core.assemble import assemble, bad_sample_policy, prepare_tokenizer
 from modal_core.checkpoints import store
 from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
-from modal_core.checkpoints.run_folder import HISTORY_FILE, claim_run_dir
+from modal_core.checkpoints.run_folder import HISTORY_FILE, claim_run_dir, is_first_process
 from modal_core.checkpoints.store import CHECKPOINT_DIR, RECIPE_FILE, resolve_checkpoint
 from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
 from modal_core.data.collator import NO_HEAD, ModalityRuntime
@@ -61,10 +61,12 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     """Train as the recipe says; returns the run directory and the final checkpoint."""
     source = recipe.resume or recipe.init_from
     start = resolve_checkpoint(source) if source else None  # the one checkpoint the run starts from
-    run_dir = claim_run_dir(recipe.output_dir, start if recipe.resume else None, recipe.overwrite)
+    first = is_first_process()
+    run_dir = claim_run_dir(recipe.output_dir, start if recipe.resume else None, recipe.overwrite, first)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     recipe_yaml = to_yaml(recipe)
-    (run_dir / RECIPE_FILE).write_text(recipe_yaml)
+    if first:
+        (run_dir / RECIPE_FILE).write_text(recipe_yaml)
     optim = recipe_to_dict(recipe.optim)
     total_steps = recipe.trainer.max_steps
     if recipe.modality_tokenizer:

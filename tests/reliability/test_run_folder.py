@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli, tiny_text_recipe, write_recipe
 
 from modal_core.checkpoints import store
+from modal_core.checkpoints.run_folder import claim_run_dir, is_first_process
 from modal_core.config.loader import load_recipe
 from modal_core.errors import RecipeError
 from modal_core.training.run import train
@@ -77,3 +78,20 @@ def test_zero_steps_is_refused_before_anything_is_written(tmp_path):
     assert "trainer.max_steps: must be >= 1, got 0" in result.stderr
     assert "done:" not in result.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_only_the_first_process_of_a_distributed_run_claims_the_folder(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "recipe.yaml").write_text("written by rank 0")
+    for name in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert is_first_process()
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a second process joins the folder rank 0 claimed
+    assert not is_first_process()
+    assert claim_run_dir(run_dir, None, overwrite=False, first_process=is_first_process()) == run_dir
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("NODE_RANK", "1")  # the first process of the second node is not the first of the run
+    assert not is_first_process()
+    with pytest.raises(RecipeError, match="already holds a run"):
+        claim_run_dir(run_dir, None, overwrite=False, first_process=True)

@@ -1,7 +1,7 @@
 """modal-core's decode engine against Hugging Face's Janus `generate`, same weights, same run.
 
 For each size a random transformers `JanusForConditionalGeneration` is built from config
-and converted with `modal_core.interop.from_hf_janus`; both then draw the same number of
+and converted with `modal_core_images.janus.from_hf_janus`; both then draw the same number of
 image tokens with the same CFG scale (5) and temperature (1) from the same prompt
 tokens, and answer with the same number of greedy text tokens. Prints images/s and
 tokens/s for both and the ratio, prefill and per-token latency, peak memory, and the

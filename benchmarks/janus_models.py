@@ -1,9 +1,9 @@
 """Random transformers Janus models built from config (no downloads) and the same
 weights converted to modal-core, for benchmarks that compare the two.
 
-`SIZES` (from `modal_core.interop.random_janus`) names the configurations;
+`SIZES` (from `modal_core_images.janus.random_janus`) names the configurations;
 `janus_pair(size, root)` saves a random `JanusForConditionalGeneration` to `root/hf`
-with `save_random_janus`, converts it with `modal_core.interop.from_hf_janus` to
+with `save_random_janus`, converts it with `modal_core_images.janus.from_hf_janus` to
 `root/modal` and returns both models ready for inference.
 """
 
@@ -16,9 +16,9 @@ import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from modal_core.generation.pipeline import Pipeline
-from modal_core.interop import from_hf_janus
-from modal_core.interop.random_janus import SIZES, save_random_janus
 from modal_core.plugins import PluginManager, get_plugin_manager
+from modal_core_images.janus import from_hf_janus
+from modal_core_images.janus.random_janus import SIZES, save_random_janus
 
 
 @dataclass

@@ -90,38 +90,6 @@ def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
     return 0
 
 
-def _convert(args: argparse.Namespace, plugins: PluginManager) -> int:
-    from modal_core.interop import from_hf_janus, from_official_janus
-
-    convert = from_hf_janus if args.source_format == "hf-janus" else from_official_janus
-    print(f"done: checkpoint {convert(args.source, args.to, dtype=args.dtype, plugins=plugins)}")
-    return 0
-
-
-def _export(args: argparse.Namespace, plugins: PluginManager) -> int:
-    from modal_core.interop import to_hf_janus
-
-    print(f"done: {to_hf_janus(args.checkpoint, args.out, max_shard_size=args.max_shard_size, plugins=plugins)}")
-    return 0
-
-
-def _add_interop_commands(commands) -> None:
-    convert = commands.add_parser("convert", help="turn a Janus checkpoint (transformers or official layout) into a modal-core one")
-    convert.add_argument("source", help="local folder of the Janus checkpoint")
-    convert.add_argument("--from", dest="source_format", required=True, choices=["hf-janus", "official-janus"], help="layout of SOURCE")
-    convert.add_argument("--to", required=True, help="modal-core checkpoint folder to write")
-    convert.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="cast the weights (default: keep)")
-    convert.set_defaults(handler=_convert)
-    export = commands.add_parser(
-        "export", help="write a modal-core Janus checkpoint as a transformers JanusForConditionalGeneration folder"
-    )
-    export.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
-    export.add_argument("out", help="folder to write")
-    export.add_argument("--to", default="hf-janus", choices=["hf-janus"], help="target layout (default hf-janus)")
-    export.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
-    export.set_defaults(handler=_export)
-
-
 def _add_inference_commands(commands, plugins: PluginManager) -> None:
     generate = commands.add_parser("generate", help="draw images (or other outputs) for text prompts")
     generate.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
@@ -171,7 +139,6 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
     listing.set_defaults(handler=_plugins)
 
     _add_inference_commands(commands, plugins)
-    _add_interop_commands(commands)
     add_scale_commands(commands)
     add_serve_command(commands)
     add_new_plugin_command(commands)

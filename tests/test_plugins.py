@@ -25,14 +25,14 @@ def test_in_process_registration_contributes_modalities(toy_plugins):
     assert info["modal_core.builtins"].evaluators == []
 
 
-def test_the_image_plugin_contributes_the_image_data_sets_suites_and_quickstart(image_plugins):
+def test_the_image_plugin_contributes_the_image_data_sets_suites_quickstart_and_janus_commands(image_plugins):
     import argparse
 
     info = {i.name: i for i in image_plugins.describe()}
     assert info["images"].datasets == ["image_folder", "image_text_jsonl", "shapes", "vqa_jsonl"]
     assert info["images"].evaluators == ["fid", "geneval", "multiple_choice", "pope", "shapes_geneval", "vqa"]
     image_plugins.add_commands(argparse.ArgumentParser().add_subparsers())
-    assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["quickstart"]
+    assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["convert", "export", "quickstart"]
 
 
 def test_the_plugin_manager_imports_no_data_or_evaluation_code():

@@ -100,7 +100,7 @@ class TinyData:
         return self._made[key]
 
     def _shapes_files(self) -> Path:
-        from interop.sft_data import write_sft_data
+        from images.janus.sft_data import write_sft_data
 
         return self._once("shapes", write_sft_data)
 

@@ -204,7 +204,7 @@ class Recipe:
     seed: int = _key(0, "Seed of every random choice (weights, data order, dropout).")
     modality_tokenizer: Optional[str] = _key(
         None,
-        "Train this output modality's tokenizer (e.g. `vq_generation`) on the media of `data.sources` "
+        "Train this output modality's tokenizer (e.g. the name of an image VQ modality) on the media of `data.sources` "
         "instead of the unified model. Null: train the unified model.",
     )
     output_dir: str = _key("???", "Directory for checkpoints, logs and the resolved recipe.")
@@ -224,7 +224,7 @@ class Recipe:
     modalities: dict[str, Any] = _key(help="Modality name -> its options (schema given by the modality's plugin).", factory=dict)
     train: list[str] = _key(
         help="Parameter groups that train: backbone, encoders, adapters, heads, or one modality's part "
-        "such as `adapters.image_understanding`. Everything else is frozen.",
+        "such as `adapters.<modality>`. Everything else is frozen.",
         factory=lambda: ["backbone", "adapters", "heads"],
     )
     lora: LoraConfig = _key(help="LoRA factors on the backbone's linear layers (one-GPU fine-tuning).", factory=LoraConfig)

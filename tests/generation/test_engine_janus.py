@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from interop.tiny_janus import NUM_IMAGE_TOKENS, sample_image, save_tiny_janus
+from images.janus.tiny_janus import NUM_IMAGE_TOKENS, sample_image, save_tiny_janus
 
 import modal_core_image_understanding.plugin as understanding_plugin
 import modal_core_vq_generation.plugin as generation_plugin
@@ -14,8 +14,8 @@ from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.segments import Media
 from modal_core.generation.decoding import generate_codes, generate_text
 from modal_core.generation.pipeline import Pipeline
-from modal_core.interop import from_hf_janus
 from modal_core.plugins import PluginManager
+from modal_core_images.janus import from_hf_janus
 
 CAPTION = "a red circle left of a blue square"
 

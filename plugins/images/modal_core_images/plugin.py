@@ -1,4 +1,5 @@
-"""Registers the image data sets, the image evaluation suites and `modal-core quickstart`."""
+"""Registers the image data sets, the image evaluation suites, `modal-core quickstart` and the
+Janus checkpoint commands (`modal-core convert`, `modal-core export`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from modal_core.hookspecs import hookimpl
 from modal_core_images.datasets import IMAGE_DATASETS
+from modal_core_images.janus_command import add_janus_commands
 
 # The suites and the quickstart import the evaluation and training stacks: they are
 # imported when used, so listing plugins or starting the CLI stays fast.
@@ -43,6 +45,7 @@ def modal_core_commands(subparsers: Any) -> None:
     )
     quickstart.add_argument("--no-progress", action="store_true", help="hide progress bars")
     quickstart.set_defaults(handler=_quickstart)
+    add_janus_commands(subparsers)
 
 
 def _quickstart(args: argparse.Namespace, plugins: Any) -> int:

@@ -4,7 +4,7 @@
 Janus-Pro (config.json, generation_config.json, safetensors shards, a byte-level BPE
 tokenizer with DeepSeek's special-token names, and a `JanusProcessor`), filled with
 random weights. It is a stand-in for trying `modal-core convert --from hf-janus`,
-`export` and round trips offline, and the reference the interop tests and benchmarks
+`export` and round trips offline, and the reference the Janus conversion tests and benchmarks
 compare modal-core against.
 """
 
@@ -27,8 +27,8 @@ from transformers import (
 from modal_core.data.chat import ASSISTANT, USER
 from modal_core.data.text_tokenizer import train_byte_level_bpe
 from modal_core.errors import CheckpointError
-from modal_core.interop.hf_janus import janus_generation_config
-from modal_core.interop.tokenizer_files import IMAGE_TOKENS, janus_processor
+from modal_core_images.janus.hf_janus import janus_generation_config
+from modal_core_images.janus.tokenizer_files import IMAGE_TOKENS, janus_processor
 
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
 PATCH = 8  # understanding patch size: grid * PATCH pixels per side

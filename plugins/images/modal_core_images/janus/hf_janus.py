@@ -24,13 +24,13 @@ from modal_core.checkpoints.store import RECIPE_FILE
 from modal_core.config.loader import load_recipe
 from modal_core.data.text_tokenizer import load_tokenizer
 from modal_core.errors import CheckpointError
-from modal_core.interop.architecture import janus_config_from_recipe, recipe_from_janus_config
-from modal_core.interop.keys import hf_to_modal, modal_to_hf
-from modal_core.interop.tokenizer_files import IMAGE_TOKENS, copy_tokenizer, save_processor
 from modal_core.interop.weights_io import ShardWriter, iter_tensors, parse_size
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR, DTYPES
 from modal_core.model.lora import fold_lora
 from modal_core.plugins import PluginManager, get_plugin_manager
+from modal_core_images.janus.architecture import janus_config_from_recipe, recipe_from_janus_config
+from modal_core_images.janus.keys import hf_to_modal, modal_to_hf
+from modal_core_images.janus.tokenizer_files import IMAGE_TOKENS, copy_tokenizer, save_processor
 
 LM_HEAD = "lm_head.weight"
 EMBED_TOKENS = "model.language_model.embed_tokens.weight"

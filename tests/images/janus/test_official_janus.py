@@ -15,8 +15,8 @@ import shutil
 import torch
 from safetensors.torch import load_file
 
-from modal_core.interop import from_official_janus
-from modal_core.interop.official_janus import LANGUAGE_KEYS
+from modal_core_images.janus import from_official_janus
+from modal_core_images.janus.official_janus import LANGUAGE_KEYS
 
 
 def _official_name(key: str) -> str:

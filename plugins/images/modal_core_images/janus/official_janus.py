@@ -20,10 +20,10 @@ from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, Llama
 
 from modal_core.data.text_tokenizer import declared_special_tokens
 from modal_core.errors import CheckpointError
-from modal_core.interop.hf_janus import write_checkpoint
-from modal_core.interop.keys import official_to_hf
 from modal_core.interop.weights_io import iter_tensors
 from modal_core.plugins import PluginManager
+from modal_core_images.janus.hf_janus import write_checkpoint
+from modal_core_images.janus.keys import official_to_hf
 
 VISION_HEADS = {"siglip_large_patch16_384": 16, "siglip_so400m_patch14_384": 16}
 """Attention heads of the vision towers the official configs name."""

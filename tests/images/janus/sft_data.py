@@ -17,7 +17,7 @@ from modal_core_images.shapes import caption, questions, render_scene, scene_for
 from .tiny_janus import IMAGE_SIZE
 
 NUM_SCENES = 8
-RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "janus"
+RECIPES = Path(__file__).resolve().parents[3] / "recipes" / "janus"
 QUESTION = "what colour is the circle?"
 
 

@@ -15,9 +15,9 @@ from modal_core.config.loader import load_recipe, recipe_to_dict
 from modal_core.data.chat import ChatFormat
 from modal_core.data.collator import Collator
 from modal_core.generation.pipeline import Pipeline
-from modal_core.interop import from_hf_janus
 from modal_core.model.lora import lora_layers
 from modal_core.training.run import _unified_task
+from modal_core_images.janus import from_hf_janus
 
 from .sft_data import stage3_recipe, understanding_logits, write_sft_data
 from .tiny_janus import sample_image, save_tiny_janus

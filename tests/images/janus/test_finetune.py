@@ -11,9 +11,9 @@ from transformers import JanusForConditionalGeneration, JanusProcessor
 
 from modal_core.config.loader import load_recipe
 from modal_core.generation.pipeline import Pipeline
-from modal_core.interop import to_hf_janus
 from modal_core.model.lora import merge_lora
 from modal_core.training.run import train
+from modal_core_images.janus import to_hf_janus
 
 from .sft_data import QUESTION, data_loss, stage3_recipe, understanding_logits, write_sft_data
 from .tiny_janus import sample_image

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from modal_core.errors import CheckpointError
-from modal_core.interop.random_janus import save_random_janus
+from modal_core_images.janus.random_janus import save_random_janus
 
 from .tiny_janus import TINY
 

@@ -1,6 +1,6 @@
 """A tiny random transformers Janus, saved the way the Hugging Face Hub ships Janus-Pro:
 DeepSeek-style special-token names, sharded safetensors, processor and generation
-config. It is the reference every interop test compares against."""
+config. It is the reference every Janus conversion test compares against."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from transformers import JanusForConditionalGeneration
 
-from modal_core.interop.random_janus import PATCH, JanusSize, save_random_janus
+from modal_core_images.janus.random_janus import PATCH, JanusSize, save_random_janus
 
 IMAGE_SIZE = 32
 NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2

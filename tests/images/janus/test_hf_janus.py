@@ -13,8 +13,8 @@ from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.segments import Media
 from modal_core.generation.decoding import generate_codes
 from modal_core.generation.pipeline import Pipeline
-from modal_core.interop import to_hf_janus
-from modal_core.interop.keys import modal_to_hf
+from modal_core_images.janus import to_hf_janus
+from modal_core_images.janus.keys import modal_to_hf
 
 from .tiny_janus import NUM_IMAGE_TOKENS, sample_image
 

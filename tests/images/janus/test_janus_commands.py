@@ -1,9 +1,9 @@
-"""`modal-core convert` / `export` / `understand` on a tiny transformers Janus."""
+"""`modal-core convert` / `export` (the images plugin's commands) and `understand` / `generate` on a tiny transformers Janus."""
 
 from __future__ import annotations
 
 from modal_core.cli import main
-from modal_core.interop.keys import modal_to_hf
+from modal_core_images.janus.keys import modal_to_hf
 
 from .tiny_janus import sample_image
 

@@ -63,9 +63,11 @@ def _file_layers(path: Path, seen: tuple[Path, ...]) -> list[tuple[str, DictConf
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise RecipeError(f"{path}: not a text file (a recipe is UTF-8 YAML; {error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML ({error})") from error
+        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from error
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -85,8 +87,8 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
             raise RecipeError(f"override {item!r} is not of the form key=value")
     try:
         return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"command-line overrides {overrides}: {error}") from error
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise RecipeError(f"command-line overrides {overrides}: not a valid `key=value` ({' '.join(str(error).split())})") from error
 
 
 def _indexes_a_list(item: str) -> bool:

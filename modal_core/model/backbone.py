@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from modal_core.errors import CheckpointError, RecipeError
@@ -40,8 +41,8 @@ def build_backbone(
             )
         try:
             hf_config = AutoConfig.for_model(model_type, **{"vocab_size": vocab_size, **config})
-        except (ValueError, TypeError) as error:
-            raise RecipeError(f"backbone.config: cannot build a {model_type!r} config ({error})") from error
+        except (ValueError, TypeError, StrictDataclassError) as error:  # transformers validates configs as strict dataclasses
+            raise RecipeError(f"backbone.config: cannot build a {model_type!r} config ({' '.join(str(error).split())})") from error
         # A path's weights would load in `dtype` (so its plan counts them so); a new backbone starts in float32.
         model = AutoModelForCausalLM.from_config(hf_config, dtype=DTYPES[dtype] if path else torch.float32)
     if model.get_input_embeddings().num_embeddings < vocab_size:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.strategies import Strategy
 from torch import nn
 
@@ -22,6 +23,8 @@ from modal_core.scale.sharded import ShardedCheckpointFSDP
 def check_trainer_settings(settings: Any) -> None:
     """Reject strategies this machine cannot run, before anything is built (the values
     themselves were checked against the schema when the recipe loaded)."""
+    if settings.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"trainer.accelerator: {settings.accelerator!r}, but this machine has no usable CUDA GPU; use `cpu` or `auto`")
     if settings.strategy == "fsdp" and settings.accelerator == "cpu":
         raise RecipeError("trainer.strategy: fsdp needs GPUs (torch's FSDP has no CPU mode); use `ddp` on CPU")
     if settings.strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:

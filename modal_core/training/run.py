@@ -49,7 +49,10 @@ def build_mixture(recipe: DictConfig, plugins: PluginManager, output_modalities:
     for index, source in enumerate(recipe.data.sources):
         if source.dataset not in factories:
             raise RecipeError(f"data.sources[{index}].dataset: unknown data set {source.dataset!r}; installed: {sorted(factories)}")
-        dataset = factories[source.dataset](dict(source.options), recipe.seed, split)
+        try:
+            dataset = factories[source.dataset](dict(source.options), recipe.seed, split)
+        except (TypeError, ValueError) as error:  # an option of the wrong type or form
+            raise RecipeError(f"data.sources[{index}].options ({source.dataset}): {error}") from error
         sources.append((source.dataset, dataset, float(source.weight)))
     dropout = recipe.data.cfg_dropout if split == "train" else 0.0
     return MixtureDataset(

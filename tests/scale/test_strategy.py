@@ -102,7 +102,8 @@ def test_activation_checkpointing_recomputes_blocks_without_changing_the_maths()
         torch.testing.assert_close(clean[name], grad, rtol=1e-5, atol=1e-7)
 
 
-def test_build_strategy_per_recipe_key():
+def test_build_strategy_per_recipe_key(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the FSDP settings are built, not run
     model, blocks = _model(), (LlamaDecoderLayer, ToyBlock)
     assert build_strategy(_settings(strategy="ddp"), model, blocks, print) == "ddp"
     fsdp = build_strategy(

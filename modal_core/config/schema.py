@@ -269,6 +269,8 @@ def _check_rules(recipe: Any) -> None:
     trainer = recipe.trainer
     if trainer.keep_last == 0 or trainer.keep_last < -1:
         raise RecipeError(f"trainer.keep_last: must be >= 1 or -1 (keep all), got {trainer.keep_last}")
+    if trainer.strategy == "fsdp" and trainer.accelerator == "cpu":
+        raise RecipeError("trainer.strategy: fsdp needs GPUs (torch's FSDP has no CPU mode); use `ddp` on CPU")
     if trainer.keep_best and not recipe.data.val_samples:
         raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
 

@@ -38,7 +38,6 @@ from modal_core.model.lora import train_lora
 from modal_core.model.unified import UnifiedModel
 from modal_core.plugins import PluginManager
 from modal_core.scale.blocks import block_classes
-from modal_core.scale.strategy import check_trainer_settings
 
 GIB = 1024**3
 FRAMEWORK_OVERHEAD = int(1.5 * GIB)
@@ -187,7 +186,6 @@ def _out_features(head: nn.Module) -> int:
 
 def plan(recipe: DictConfig, plugins: PluginManager) -> Plan:
     """Parameters per group, memory per GPU and tokens per step of a recipe."""
-    check_trainer_settings(recipe.trainer)
     vocab, vocab_source = vocabulary_size(recipe, plugins)
     model = meta_model(recipe, plugins, vocab)
     groups = {}

@@ -20,13 +20,11 @@ from modal_core.scale.blocks import checkpoint_blocks
 from modal_core.scale.sharded import ShardedCheckpointFSDP
 
 
-def check_trainer_settings(settings: Any) -> None:
-    """Reject strategies this machine cannot run, before anything is built (the values
-    themselves were checked against the schema when the recipe loaded)."""
+def check_machine(settings: Any) -> None:
+    """Reject trainer settings this machine cannot run, before anything is built (the
+    recipe's own values and rules were checked by the schema when it loaded)."""
     if settings.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise RecipeError(f"trainer.accelerator: {settings.accelerator!r}, but this machine has no usable CUDA GPU; use `cpu` or `auto`")
-    if settings.strategy == "fsdp" and settings.accelerator == "cpu":
-        raise RecipeError("trainer.strategy: fsdp needs GPUs (torch's FSDP has no CPU mode); use `ddp` on CPU")
     if settings.strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         raise RecipeError(
             f"trainer.strategy: {settings.strategy!r} needs DeepSpeed, which is not installed "
@@ -44,7 +42,7 @@ def build_strategy(
     wrapped here, before Lightning sees the model. `write_extras(directory)` adds the
     run's files to sharded FSDP checkpoints.
     """
-    check_trainer_settings(settings)
+    check_machine(settings)
     if settings.strategy == "fsdp":
         if not blocks:
             raise RecipeError("trainer.strategy: fsdp found no block classes to wrap in this model; its blocks cannot be sharded")

@@ -30,6 +30,7 @@ from modal_core.errors import RecipeError
         ("trainer.gradient_clip_val=0", r"trainer\.gradient_clip_val: must be > 0, got 0"),
         ("trainer.accumulate_grad_batches=0", r"trainer\.accumulate_grad_batches: must be >= 1, got 0"),
         ("trainer.keep_last=0", r"trainer\.keep_last: must be >= 1 or -1"),
+        ("trainer.strategy=fsdp", r"trainer\.strategy: fsdp needs GPUs"),
         ("trainer.keep_best=-1", r"trainer\.keep_best: must be >= 0, got -1"),
         ("tokenizer.train.vocab_size=0", r"tokenizer\.train\.vocab_size: must be >= 1, got 0"),
     ],

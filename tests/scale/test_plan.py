@@ -103,8 +103,9 @@ def test_cli_prints_the_plan(tmp_path, toy_plugins, capsys):
     out = capsys.readouterr().out
     assert re.search(rf"backbone\s+0\s+{BACKBONE:,}", out)
     assert "strategy ddp" in out and "2 GPU(s)" in out and "tokens per optimizer step: 768" in out
-    assert main(["plan", str(_recipe(tmp_path)), "trainer.strategy=deepspeed_stage_3"], toy_plugins) == 1
-    assert "needs DeepSpeed" in capsys.readouterr().err
+    # Planning needs neither the GPUs nor DeepSpeed installed: it is how a run is sized before renting them.
+    assert main(["plan", str(_recipe(tmp_path)), "trainer.strategy=deepspeed_stage_3", "trainer.accelerator=gpu"], toy_plugins) == 0
+    assert "strategy deepspeed_stage_3" in capsys.readouterr().out
 
 
 SCALE_RECIPES = sorted(p for p in (REPO / "recipes" / "janus").glob("*.yaml") if "Planned:" in p.read_text())

@@ -19,7 +19,7 @@ from modal_core.errors import RecipeError
 from modal_core.model.unified import UnifiedModel
 from modal_core.scale.blocks import block_classes, checkpoint_blocks
 from modal_core.scale.sharded import ShardedCheckpointFSDP
-from modal_core.scale.strategy import build_strategy, check_trainer_settings
+from modal_core.scale.strategy import build_strategy, check_machine
 from modal_core.scale.throughput import FlopsModel, peak_flops
 
 
@@ -121,15 +121,17 @@ def test_build_strategy_per_recipe_key(monkeypatch):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"strategy": "fsdp", "accelerator": "cpu"}, "fsdp needs GPUs"),
+        ({"accelerator": "gpu"}, "this machine has no usable CUDA GPU"),
         ({"strategy": "deepspeed_stage_2"}, "needs DeepSpeed, which is not installed"),
     ],
 )
 def test_strategies_this_machine_cannot_run_are_named(values, message):
     if values.get("strategy", "").startswith("deepspeed") and importlib.util.find_spec("deepspeed"):
         pytest.skip("deepspeed is installed here")
+    if values.get("accelerator") == "gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     with pytest.raises(RecipeError, match=message):
-        check_trainer_settings(_settings(**values))
+        check_machine(_settings(**values))
 
 
 def test_flops_count_matches_a_hand_count():

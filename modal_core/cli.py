@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from modal_core import __version__, recipes
+from modal_core import __version__, arguments, recipes
 from modal_core.disk import written_whole
 from modal_core.errors import ModalCoreError
 from modal_core.evaluation.command import add_eval_command
@@ -41,10 +41,14 @@ def _recipes(args: argparse.Namespace) -> int:
     if not listing:
         print(f"no recipes under {root}")
         return 1
-    width = max(len(name) for name, _ in listing)
-    for name, description in listing:
-        print(f"{name:<{width}}  {description}")
-    return 0
+    width = max(len(entry.name) for entry in listing)
+    for entry in listing:
+        if entry.problem is None:
+            print(f"{entry.name:<{width}}  {entry.description}")
+    broken = [entry for entry in listing if entry.problem is not None]
+    for entry in broken:
+        print(f"error: {root / entry.name}: {entry.problem}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def _plugins(args: argparse.Namespace, plugins: PluginManager) -> int:
@@ -93,28 +97,28 @@ def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
 def _add_inference_commands(commands, plugins: PluginManager) -> None:
     generate = commands.add_parser("generate", help="draw images (or other outputs) for text prompts")
     generate.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
-    generate.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for several")
+    generate.add_argument("--prompt", action="append", required=True, type=arguments.text, help="a prompt; repeat for several")
     generate.add_argument("--n", type=int, default=4, help="outputs per prompt, drawn in one batch (default 4)")
     generate.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
     generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1; 0 = greedy)")
     generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely codes")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
-    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    generate.add_argument("--out", default="generated", help="output folder for PNGs (default: generated)")
-    generate.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    generate.add_argument("--seed", type=arguments.seed, default=0, help="random seed (default 0)")
+    generate.add_argument("--out", type=arguments.output_folder, default="generated", help="output folder for PNGs (default: generated)")
+    generate.add_argument("--device", type=arguments.device, default="cpu", help="torch device (default cpu)")
     add_compile_argument(generate)
     generate.set_defaults(handler=_generate)
 
     understand = commands.add_parser("understand", help="answer a question about an image (or another input)")
     understand.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
-    understand.add_argument("--question", required=True, help="the question")
+    understand.add_argument("--question", required=True, type=arguments.text, help="the question")
     for spec in plugins.modalities().values():
         if spec.direction == "input" and spec.cli_flag:
             understand.add_argument(f"--{spec.cli_flag}", dest=f"media_{spec.cli_flag}", help=f"input for modality {spec.name}")
     understand.add_argument("--max-new-tokens", type=int, default=32, help="longest answer in tokens (default 32)")
     understand.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    understand.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    understand.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    understand.add_argument("--seed", type=arguments.seed, default=0, help="random seed (default 0)")
+    understand.add_argument("--device", type=arguments.device, default="cpu", help="torch device (default cpu)")
     add_compile_argument(understand)
     understand.set_defaults(handler=_understand)
 
@@ -144,6 +148,8 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
     add_new_plugin_command(commands)
     add_eval_command(commands)
     plugins.add_commands(commands)
+    for command in commands.choices.values():  # `--debug` also after the command's name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks for errors")
     return parser
 
 

@@ -128,7 +128,7 @@ def test_describe_lists_names_with_descriptions(tmp_path):
     write_recipe(tmp_path / "a.yaml", {"description": "first"})
     (tmp_path / "sub").mkdir()
     write_recipe(tmp_path / "sub" / "b.yaml", {})
-    assert recipes.describe(tmp_path) == [("a.yaml", "first"), ("sub/b.yaml", "")]
+    assert recipes.describe(tmp_path) == [("a.yaml", "first", None), ("sub/b.yaml", "", None)]
 
 
 def test_override_can_index_into_a_list(tmp_path):

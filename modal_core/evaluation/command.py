@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from modal_core import arguments
 from modal_core.errors import EvaluationError
 from modal_core.plugins import PluginManager
 
@@ -55,11 +56,11 @@ def add_eval_command(commands: Any) -> None:
     parser.add_argument("--suite", help="suite name (see --list)")
     parser.add_argument("--data", help="benchmark data: a file, or a folder holding the suite's default file")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N items")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=None, help="items per model call (default: the suite's)")
     parser.add_argument(
         "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="a suite option, e.g. -o cfg=3; repeatable"
     )
     parser.add_argument("--out", help="results folder; rerunning into it resumes")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", type=arguments.device, default="cpu", help="torch device (default cpu)")
     parser.set_defaults(handler=_eval)

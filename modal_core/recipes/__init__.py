@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -36,13 +37,30 @@ def names(root: Path | None = None) -> list[str]:
     return sorted(path.relative_to(root).as_posix() for path in root.rglob(f"*{SUFFIX}"))
 
 
-def describe(root: Path | None = None) -> list[tuple[str, str]]:
-    """(name, one-line description) of every recipe under `root` (default: the shipped ones)."""
+class RecipeEntry(NamedTuple):
+    """One recipe file of a listing: its name, its one-line description, and what is
+    wrong with it when it cannot be read (else None)."""
+
+    name: str
+    description: str
+    problem: str | None = None
+
+
+def describe(root: Path | None = None) -> list[RecipeEntry]:
+    """Every recipe under `root` (default: the shipped ones); a file that is not a YAML
+    mapping is listed with its problem instead of stopping the listing."""
     root = shipped_dir() if root is None else Path(root)
     listing = []
     for name in names(root):
-        recipe = yaml.safe_load((root / name).read_text(encoding="utf-8")) or {}
-        listing.append((name, str(recipe.get("description", "")) if isinstance(recipe, dict) else ""))
+        try:
+            recipe = yaml.safe_load((root / name).read_text(encoding="utf-8-sig")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            listing.append(RecipeEntry(name, "", f"not valid YAML ({' '.join(str(error).split())})"))
+            continue
+        if not isinstance(recipe, dict):
+            listing.append(RecipeEntry(name, "", f"a recipe must be a mapping of keys, got {type(recipe).__name__}"))
+            continue
+        listing.append(RecipeEntry(name, str(recipe.get("description", ""))))
     return listing
 
 

@@ -8,6 +8,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
+from modal_core import arguments
 from modal_core.errors import ServeError
 from modal_core.generation.cli_options import add_compile_argument
 from modal_core.plugins import PluginManager
@@ -78,8 +79,8 @@ def add_serve_command(commands) -> None:
     serve = commands.add_parser("serve", help="HTTP API and web demo for a checkpoint: ask about inputs, draw images")
     serve.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    serve.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    serve.add_argument("--port", type=arguments.port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    serve.add_argument("--device", type=arguments.device, default="cpu", help="torch device (default cpu)")
     add_compile_argument(serve)
     serve.add_argument("--max-batch-images", type=int, default=16, help="most images per decode batch, and per request (default 16)")
     serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are answered 503 (default 64)")

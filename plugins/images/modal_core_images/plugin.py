@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from modal_core import arguments
 from modal_core.hookspecs import hookimpl
 from modal_core_images.datasets import IMAGE_DATASETS
 from modal_core_images.janus_command import add_janus_commands
@@ -41,7 +42,10 @@ def modal_core_commands(subparsers: Any) -> None:
     quickstart = subparsers.add_parser("quickstart", help="train every Janus stage on the built-in shapes world, offline, and report")
     quickstart.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     quickstart.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)"
+        "--scale",
+        type=arguments.positive_float,
+        default=1.0,
+        help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)",
     )
     quickstart.add_argument("--no-progress", action="store_true", help="hide progress bars")
     quickstart.set_defaults(handler=_quickstart)

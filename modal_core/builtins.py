@@ -30,7 +30,7 @@ def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
     path = options.get("path")
     if not path:
         raise DataError('data source jsonl_text needs options.path: a local JSONL file of {"text": ...} lines')
-    records = read_jsonl(path, required=("text",))
+    records = read_jsonl(path, required={"text": str})
     return IndexedDataset(len(records), lambda index: plain_text(str(records[index]["text"])), str(path))
 
 

@@ -79,7 +79,7 @@ def image_text_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
     """Image-caption pairs from a local JSONL file. Options: `path`, `task` (generate | caption)."""
     path = Path(_option(options, "path", None) or "")
     task = _option(options, "task", "generate", ("generate", "caption"))
-    records = read_jsonl(path, required=("image", "caption"))
+    records = read_jsonl(path, required={"image": str, "caption": str})
     understanding = _option(options, "understanding", UNDERSTANDING)
     generation = _option(options, "generation", GENERATION)
 
@@ -96,7 +96,7 @@ def image_text_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
 def vqa_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
     """Visual question answering from a local JSONL file. Options: `path`."""
     path = Path(_option(options, "path", None) or "")
-    records = read_jsonl(path, required=("image", "question", "answer"))
+    records = read_jsonl(path, required={"image": str, "question": str, "answer": str})
     understanding = _option(options, "understanding", UNDERSTANDING)
 
     def make(index: int) -> Sample:

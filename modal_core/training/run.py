@@ -26,6 +26,7 @@ from modal_core.scale.blocks import block_classes
 from modal_core.scale.strategy import build_strategy
 from modal_core.scale.throughput import FlopsModel, ThroughputMonitor
 from modal_core.training.callbacks import MetricsHistory, Retention, StepCheckpoint
+from modal_core.training.console import StepProgressBar, quiet_lightning
 from modal_core.training.module import UnifiedTrainingModule
 from modal_core.training.tokenizer_module import (
     ModalityTokenizerModule,
@@ -83,8 +84,10 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
             save_tokenizer(tokenizer, directory)
             module.model.backbone.config.save_pretrained(directory / BACKBONE_CONFIG_DIR)
 
-    trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins)
-    trainer.fit(module, datamodule=data, ckpt_path=str(start) if recipe.resume else None)
+    with quiet_lightning():
+        trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins)
+    with quiet_lightning():
+        trainer.fit(module, datamodule=data, ckpt_path=str(start) if recipe.resume else None)
     last = run_dir / CHECKPOINT_DIR / store.LAST_LINK
     if not last.resolve().is_dir():
         raise CheckpointError(f"training ended but wrote no final checkpoint: {last} is missing or points nowhere")
@@ -170,6 +173,7 @@ def _trainer(
             ),
             *throughput,  # before MetricsHistory, which writes what was logged
             MetricsHistory(run_dir / HISTORY_FILE, settings.log_every_n_steps),
+            *([StepProgressBar()] if settings.progress_bar else []),
         ],
         plugins=[checkpoint_io],
         logger=False,

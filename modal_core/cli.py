@@ -10,7 +10,7 @@ from pathlib import Path
 
 from modal_core import __version__, arguments, recipes
 from modal_core.disk import written_whole
-from modal_core.errors import ModalCoreError
+from modal_core.errors import ModalCoreError, ModelInputError
 from modal_core.evaluation.command import add_eval_command
 from modal_core.generation.cli_options import add_compile_argument
 from modal_core.plugins import PluginManager, get_plugin_manager
@@ -85,13 +85,19 @@ def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
     from modal_core.generation.pipeline import Pipeline
 
     pipeline = Pipeline.load(args.checkpoint, plugins=plugins, device=args.device, compile_mode=args.compile)
-    media = {
-        name: getattr(args, f"media_{runtime.spec.cli_flag}")
-        for name, runtime in pipeline.modalities.items()
-        if runtime.spec.cli_flag and getattr(args, f"media_{runtime.spec.cli_flag}", None)
-    }
+    given = {spec.name: (spec.cli_flag, getattr(args, f"media_{spec.cli_flag}", None)) for spec in _input_specs(plugins)}
+    media = {name: value for name, (flag, value) in given.items() if value is not None}
+    unusable = [f"--{given[name][0]}" for name in media if name not in pipeline.modalities]
+    if unusable:
+        takes = [f"--{runtime.spec.cli_flag} ({name})" for name, runtime in pipeline.modalities.items() if runtime.spec.cli_flag]
+        raise ModelInputError(f"{', '.join(unusable)}: this checkpoint has no such input; it takes {', '.join(takes) or 'text only'}")
     print(pipeline.answer(args.question, media=media, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
     return 0
+
+
+def _input_specs(plugins: PluginManager) -> list:
+    """The installed input modalities that take a file on the command line."""
+    return [spec for spec in plugins.modalities().values() if spec.direction == "input" and spec.cli_flag]
 
 
 def _add_inference_commands(commands, plugins: PluginManager) -> None:
@@ -112,9 +118,11 @@ def _add_inference_commands(commands, plugins: PluginManager) -> None:
     understand = commands.add_parser("understand", help="answer a question about an image (or another input)")
     understand.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
     understand.add_argument("--question", required=True, type=arguments.text, help="the question")
-    for spec in plugins.modalities().values():
-        if spec.direction == "input" and spec.cli_flag:
-            understand.add_argument(f"--{spec.cli_flag}", dest=f"media_{spec.cli_flag}", help=f"input for modality {spec.name}")
+    inputs = understand.add_argument_group(
+        "inputs", "one flag per installed input modality; a checkpoint takes those of the modalities it was trained with"
+    )
+    for spec in _input_specs(plugins):
+        inputs.add_argument(f"--{spec.cli_flag}", dest=f"media_{spec.cli_flag}", help=f"a file for modality {spec.name} (plugin flag)")
     understand.add_argument("--max-new-tokens", type=int, default=32, help="longest answer in tokens (default 32)")
     understand.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     understand.add_argument("--seed", type=arguments.seed, default=0, help="random seed (default 0)")

@@ -139,6 +139,27 @@ def tiny_quickstart_text_overrides() -> list[str]:
     ]
 
 
+def tiny_image_recipe(output_dir: Path) -> dict:
+    """Two training steps of a tiny model that answers about images and draws 32x32 ones
+    (needs the image plugins: `with_image_plugins`)."""
+    from test_image_plugins import TINY_IMAGES
+
+    return tiny_text_recipe(
+        output_dir,
+        modalities=TINY_IMAGES,
+        train=["backbone", "adapters", "heads"],
+        data={
+            "sources": [
+                {"dataset": "shapes", "options": {"task": "vqa", "image_size": 32, "size": 64}},
+                {"dataset": "shapes", "options": {"task": "generate", "image_size": 32, "size": 64}},
+            ],
+            "batch_size": 4,
+            "max_length": 64,
+        },
+        trainer={"max_steps": 2, "log_every_n_steps": 1, "progress_bar": False, "accelerator": "cpu"},
+    )
+
+
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe))
     return path

@@ -177,7 +177,7 @@ class Collator:
     def _add_media(self, row: _Row, segment: Media) -> None:
         runtime = self.modalities.get(segment.modality)
         if runtime is None:
-            raise DataError(f"sample uses modality {segment.modality!r}, which the recipe does not enable under `modalities:`")
+            raise DataError(f"sample uses modality {segment.modality!r}; this model has {sorted(self.modalities) or 'none'}")
         spec = runtime.spec
         if spec.begin_token:
             begin = self.token_id(spec.begin_token)

@@ -64,7 +64,11 @@ class Pipeline:
             return name
         if keyword is not None and len(candidates) != 1:
             declared = sorted({r.spec.keyword for r in self.modalities.values() if r.spec.keyword})
-            raise ModelInputError(f"no input modality of this model takes the keyword {keyword}=; keywords it takes: {declared or 'none'}")
+            inputs = sorted(n for n, r in self.modalities.items() if r.spec.direction == "input")
+            raise ModelInputError(
+                f"no input modality of this model takes the keyword {keyword}=; its input modalities are {inputs or 'none'}"
+                f" (keywords: {', '.join(f'{k}=' for k in declared) or 'none'}; or pass media={{name: item}})"
+            )
         if len(candidates) != 1:
             raise ModelInputError(f"name the {direction} modality to use: this model has {candidates or 'none'}")
         return candidates[0]
@@ -108,21 +112,27 @@ class Pipeline:
         seed: int | None = 0,
         **by_keyword: Any,
     ) -> str | list[str]:
-        """Answer a question (or a list of them) about `media` (modality name -> item;
-        lists of items when `question` is a list). An input modality that declares a
-        `keyword` also takes its item as that keyword argument, e.g. `image=path` for
+        """Answer a question (or a list of them) about `media` (modality name -> item).
+        With a list of questions, a list or tuple of items gives one per question; any
+        other value is the same item for every question. An input modality that declares
+        a `keyword` also takes its item as that keyword argument, e.g. `image=path` for
         the image plugin's. Greedy unless `temperature` > 0."""
         single = isinstance(question, str)
+        if not single and not isinstance(question, list | tuple):
+            raise ModelInputError(f"question: expected a string or a list of strings, got {type(question).__name__}")
         questions = [question] if single else list(question)
         _check_prompts(questions)
         items = dict(media or {})
         for keyword, item in by_keyword.items():
             if item is not None:
                 items[self.modality("input", keyword=keyword)] = item
-        samples = []
-        for index, text in enumerate(questions):
-            segments = [Media(name, value if single else value[index]) for name, value in items.items()]
-            samples.append(question_answer(text, None, segments))
+        for name in items:
+            self.modality("input", name)  # names the modalities this model has when it lacks `name`
+        per_question = {name: _per_question(name, value, len(questions), single) for name, value in items.items()}
+        samples = [
+            question_answer(text, None, [Media(name, values[index]) for name, values in per_question.items()])
+            for index, text in enumerate(questions)
+        ]
         eos = self.tokenizer.eos_token_id  # the checkpoint's own (DeepSeek's differs from ours)
         ids = self.engine.generate_text(self.collator, samples, max_new_tokens, temperature, seed=seed, stop_ids=[eos])
         answers = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
@@ -130,9 +140,21 @@ class Pipeline:
 
 
 def _check_prompts(prompts: list[str]) -> None:
+    if not prompts:
+        raise ModelInputError("no prompt or question given")
     for prompt in prompts:
-        if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARACTERS:
-            raise ModelInputError(f"prompts must be strings of at most {MAX_PROMPT_CHARACTERS} characters")
+        if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARACTERS:
+            raise ModelInputError(f"prompts and questions must be non-empty strings of at most {MAX_PROMPT_CHARACTERS} characters")
+
+
+def _per_question(name: str, value: Any, count: int, single: bool) -> list[Any]:
+    """One item of modality `name` per question: a list or tuple gives one per question,
+    anything else (a path, an array, an image) is the same item for every question."""
+    if single or not isinstance(value, list | tuple):
+        return [value] * count
+    if len(value) != count:
+        raise ModelInputError(f"{name}: {len(value)} item(s) for {count} question(s); give one per question, or one item for all")
+    return list(value)
 
 
 def load(

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import tiny_text_recipe, with_image_plugins, write_recipe
-from test_image_plugins import TINY_IMAGES
+from conftest import tiny_image_recipe, with_image_plugins, write_recipe
 
 from modal_core.cli import build_parser
 from modal_core.plugins import PluginManager
@@ -37,20 +36,7 @@ def tiny_checkpoint(tmp_path_factory, serve_plugins) -> Path:
     from modal_core.training.run import train
 
     folder = tmp_path_factory.mktemp("serve-run")
-    recipe = tiny_text_recipe(
-        folder / "run",
-        modalities=TINY_IMAGES,
-        train=["backbone", "adapters", "heads"],
-        data={
-            "sources": [
-                {"dataset": "shapes", "options": {"task": "vqa", "image_size": 32, "size": 64}},
-                {"dataset": "shapes", "options": {"task": "generate", "image_size": 32, "size": 64}},
-            ],
-            "batch_size": 4,
-            "max_length": 64,
-        },
-        trainer={"max_steps": 2, "log_every_n_steps": 1, "progress_bar": False, "accelerator": "cpu"},
-    )
+    recipe = tiny_image_recipe(folder / "run")
     return train(load_recipe(write_recipe(folder / "recipe.yaml", recipe), plugins=serve_plugins), serve_plugins).checkpoint
 
 

@@ -45,6 +45,10 @@ class StepCheckpoint(L.Callback):
     current step's checkpoint (saving it if needed), the best `keep_best` are kept too,
     and `best` points at the best."""
 
+    # Lightning's ModelCheckpoint does not fit: keeping the newest N *and* the best K needs two
+    # instances that prune each other's files, its `last` link is removed and re-made (not
+    # atomic), and `save_on_exception` saves after any error, not only at a clean SIGTERM stop.
+
     def __init__(self, directory: Path, every_n_steps: int, keep_last: int, retention: Retention | None = None) -> None:
         self.directory = Path(directory)
         self.every_n_steps = every_n_steps

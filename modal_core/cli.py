@@ -54,10 +54,10 @@ def _recipes(args: argparse.Namespace) -> int:
 def _plugins(args: argparse.Namespace, plugins: PluginManager) -> int:
     for info in plugins.describe():
         print(f"{info.name}  ({info.distribution} {info.version})")
-        for kind in ("modalities", "datasets", "evaluators", "commands"):
+        for kind in ("modalities", "datasets", "evaluators", "commands", "block_classes"):
             items = getattr(info, kind)
             if items:
-                print(f"    {kind}: {', '.join(items)}")
+                print(f"    {kind.replace('_', ' ')}: {', '.join(items)}")
     for failure in plugins.failures:
         print(f"BROKEN {failure}")
     return 1 if plugins.failures else 0

@@ -54,6 +54,8 @@ class PluginInfo:
     datasets: list[str] = field(default_factory=list)
     evaluators: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    block_classes: list[str] = field(default_factory=list)
+    """The repeated blocks it declares (FSDP units, activation-checkpointing boundaries)."""
 
 
 class PluginManager:
@@ -157,9 +159,15 @@ class PluginManager:
     def block_classes(self) -> tuple[type, ...]:
         """Module classes the plugins declare as repeated blocks (FSDP units and
         activation-checkpointing boundaries); a plugin returning anything else is skipped."""
+        classes: dict[type, None] = {}
+        for declared in self._block_classes_by_plugin().values():
+            classes.update(dict.fromkeys(declared))
+        return tuple(classes)
+
+    def _block_classes_by_plugin(self) -> dict[str, list[type]]:
         from torch import nn
 
-        classes: dict[type, None] = {}
+        declared: dict[str, list[type]] = {}
         for impl in self._pm.hook.modal_core_block_classes.get_hookimpls():
             try:
                 result = impl.function()
@@ -168,8 +176,8 @@ class PluginManager:
             except Exception as error:
                 self._fail(impl.plugin_name, f"hook modal_core_block_classes failed ({type(error).__name__}: {error})")
                 continue
-            classes.update(dict.fromkeys(result))
-        return tuple(classes)
+            declared.setdefault(impl.plugin_name, []).extend(result)
+        return declared
 
     def modality(self, name: str) -> ModalitySpec:
         """One modality by name, with an error listing the installed ones."""
@@ -196,6 +204,7 @@ class PluginManager:
             "evaluators": ("modal_core_evaluators", self.evaluators),
         }
         infos = []
+        blocks = self._block_classes_by_plugin()
         for name, _plugin in sorted(self._pm.list_name_plugin(), key=lambda pair: pair[0]):
             info = PluginInfo(name, *self.distribution_of(name))
             for attribute, (hook, build) in registries.items():
@@ -203,6 +212,7 @@ class PluginManager:
                 owners = self._registries[hook + ":owners"]
                 setattr(info, attribute, sorted(item for item, owner in owners.items() if owner == name))
             info.commands = self._commands.get(name, [])
+            info.block_classes = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in blocks.get(name, []))
             infos.append(info)
         return infos
 

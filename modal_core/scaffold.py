@@ -12,7 +12,9 @@ modality, data sets), `time-series` (distribution, CLI flag), `TimeSeries` (clas
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from modal_core.errors import PluginError
 # pip unpacks wheels, so the package is a plain folder and its resource root a Path.
 TEMPLATE_DIR = Path(str(resources.files("modal_core") / "plugin-template"))
 TEMPLATE_NAME = "time_series"
+TEMPLATE_NAME_PACKAGE = "modal_core_time_series"
+"""The template's Python package; a new plugin's is this with the name replaced."""
 PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 SKIPPED_DIRS = {"__pycache__", "build", "dist", "runs"}
 
@@ -76,6 +80,13 @@ def new_plugin(name: str, out: str | Path | None = None, template: Path = TEMPLA
 
 
 def _new_plugin(args: argparse.Namespace) -> int:
+    package = _substitute(TEMPLATE_NAME_PACKAGE, args.name)
+    if importlib.util.find_spec(package) is not None:
+        print(
+            f"warning: a package named {package} is already importable; installing the new plugin would shadow it "
+            "(or be shadowed): choose another name unless you mean to replace it",
+            file=sys.stderr,
+        )
     target = new_plugin(args.name, args.out)
     kebab = spellings(args.name)["kebab"]
     print(f"wrote plugin modal-core-{kebab} to {target}")

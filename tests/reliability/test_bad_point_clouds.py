@@ -36,6 +36,11 @@ FILE_CASES = {
         lambda p: p.write_bytes(_ply_header(100, binary=True) + struct.pack("<3f", 1, 2, 3) * 10),
         r"truncated: the header declares \{'vertex': 100\} but the file is 1080 bytes short",
     ),
+    "ply_ascii_fewer_rows_than_declared": (
+        "cloud.ply",
+        lambda p: p.write_bytes(_ply_header(1000) + b"0 0 0\n1 2 3\n" * 80),
+        r"the header declares \{'vertex': 1000\} \(1000 rows\) but the file holds 160 data rows; it was cut short",
+    ),
     "xyz_nan": ("cloud.xyz", _xyz("0 0 0\n1 nan 2\n3 4 5\n"), "1 of 3 points have NaN or infinite coordinates"),
     "xyz_inf": ("cloud.xyz", _xyz("0 0 0\n1 inf 2\n3 4 5\n"), "NaN or infinite"),
     "xyz_two_dimensional": ("cloud.xyz", _xyz("1 2\n3 4\n5 6\n"), r"lines have 2 value\(s\) .*expected x y z per line"),

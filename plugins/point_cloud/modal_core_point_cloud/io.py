@@ -164,8 +164,9 @@ def _ply_counts(path: Path) -> dict[str, int]:
     """Element counts a PLY header declares, e.g. {"vertex": 100, "face": 196}.
 
     Raises:
-        PointCloudInputError: a binary PLY of fixed-size rows is shorter than its
-            header says (open3d would pad the missing points with garbage).
+        PointCloudInputError: the file holds fewer rows than its header declares (an
+            ASCII PLY with fewer data lines, a binary one of fixed-size rows with fewer
+            bytes); open3d would pad the missing points with NaN or garbage.
     """
     counts: dict[str, int] = {}
     row_bytes: dict[str, int | None] = {}
@@ -183,6 +184,12 @@ def _ply_counts(path: Path) -> dict[str, int]:
                 row_bytes[element] = None if size is None or row_bytes[element] is None else row_bytes[element] + size
             elif line[:1] == ["end_header"]:
                 break
+        rows = None if binary else sum(1 for raw in stream if raw.strip())  # ASCII: one element row a line
+    if rows is not None and rows < sum(counts.values()):
+        raise PointCloudInputError(
+            f"{path}: the header declares {counts} ({sum(counts.values())} rows) but the file holds {rows} data rows; "
+            "it was cut short or its header is wrong"
+        )
     if binary and all(size is not None for size in row_bytes.values()):
         expected = header_bytes + sum(counts[name] * size for name, size in row_bytes.items())
         if path.stat().st_size < expected:

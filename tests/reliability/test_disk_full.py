@@ -22,7 +22,7 @@ def _fill_then_fail(path, data: bytes) -> None:
 
 
 def test_training_on_a_full_disk_is_one_error_line_and_leaves_no_partial_checkpoint(tmp_path, plugins, monkeypatch, capsys):
-    monkeypatch.setattr(store, "save_file", lambda tensors, filename, metadata=None: _fill_then_fail(filename, b"x" * 1000))
+    monkeypatch.setattr(store, "save_hashed", lambda tensors, path, metadata=None: _fill_then_fail(path, b"x" * 1000))
     recipe = write_recipe(tmp_path / "r.yaml", tiny_text_recipe(tmp_path / "run", trainer={"max_steps": 2}))
     code = cli.main(["train", str(recipe)], plugins=plugins)
     err = capsys.readouterr().err.strip().splitlines()

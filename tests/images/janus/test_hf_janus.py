@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import JanusForConditionalGeneration, JanusProcessor, LogitsProcessor
@@ -117,3 +118,24 @@ def test_export_round_trip_loads_without_warnings(converted, janus_plugins, tmp_
         assert (model.eval()(**inputs).logits - reference(**inputs).logits).abs().max() <= 1e-4
     assert model.generation_config.generation_kwargs["boi_token_id"] == reference.generation_config.generation_kwargs["boi_token_id"]
     assert model.generation_config.pad_token_id == reference.generation_config.pad_token_id
+
+
+@pytest.mark.parametrize(
+    ("understanding", "generation", "message"),
+    [
+        ("siglip", "janus", r"cannot export to Hugging Face Janus: the understanding encoder .*'siglip'.*`architecture: janus`"),
+        ("janus", "compact", r"cannot export to Hugging Face Janus: the VQ tokenizer .*'compact', the quickstart's small conv VQ.*vq16"),
+    ],
+)
+def test_export_names_the_part_a_janus_checkpoint_cannot_hold(understanding, generation, message):
+    from omegaconf import OmegaConf
+    from transformers import LlamaConfig
+
+    from modal_core.errors import CheckpointError
+    from modal_core_images.janus.architecture import janus_config_from_recipe
+
+    recipe = OmegaConf.create(
+        {"modalities": {"image_understanding": {"architecture": understanding}, "vq_generation": {"architecture": generation}}}
+    )
+    with pytest.raises(CheckpointError, match=message):
+        janus_config_from_recipe(recipe, LlamaConfig(hidden_size=32), image_token_id=5, source="runs/quickstart/stage3")

@@ -107,12 +107,19 @@ def janus_config_from_recipe(recipe: Any, text_config: PretrainedConfig, image_t
         UNDERSTANDING in modalities and GENERATION in modalities, source, f"a Janus model needs modalities {UNDERSTANDING} and {GENERATION}"
     )
     und, gen = modalities[UNDERSTANDING], modalities[GENERATION]
-    _require(
-        und.get("architecture") == "janus",
-        source,
-        f"modalities.{UNDERSTANDING}.architecture must be 'janus' (SigLIP towers have another attention layout)",
-    )
-    _require(gen.get("architecture", "janus") == "janus", source, f"modalities.{GENERATION}.architecture must be 'janus'")
+    if und.get("architecture") != "janus":
+        raise CheckpointError(
+            f"{source}: cannot export to Hugging Face Janus: the understanding encoder "
+            f"(modalities.{UNDERSTANDING}.architecture: {und.get('architecture')!r}) has another attention layout than "
+            "Janus's vision tower; train with `architecture: janus` (as recipes/janus/*.yaml do) to export"
+        )
+    if gen.get("architecture", "janus") != "janus":
+        raise CheckpointError(
+            f"{source}: cannot export to Hugging Face Janus: the VQ tokenizer (modalities.{GENERATION}.architecture: "
+            f"{gen.get('architecture')!r}, the quickstart's small conv VQ) is not transformers' JanusVQVAE, the only one a "
+            "Janus checkpoint holds; train one with `architecture: janus` (recipes/janus/vq16.yaml) to export, or keep "
+            "this model as a modal-core checkpoint"
+        )
     _require(und.intermediate_size % und.width == 0, source, "image_understanding.intermediate_size must be a multiple of width")
     hidden = text_config.hidden_size
     grid = und.image_size // und.patch_size

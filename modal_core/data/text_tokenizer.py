@@ -4,6 +4,7 @@ from a local directory, and make sure every special token the recipe needs exist
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,6 +37,15 @@ def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: 
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    base = len(pre_tokenizers.ByteLevel.alphabet()) + len(special_tokens)
+    if vocab_size <= base:
+        warnings.warn(
+            f"tokenizer.train.vocab_size {vocab_size} leaves no room for merges: byte-level BPE starts from "
+            f"{len(pre_tokenizers.ByteLevel.alphabet())} byte tokens and {len(special_tokens)} special tokens ({base}), "
+            "so every character stays one token; choose a vocab_size well above it",
+            UserWarning,
+            stacklevel=2,
+        )
     return tokenizer
 
 

@@ -97,7 +97,11 @@ def vocabulary_size(recipe: DictConfig, plugins: PluginManager) -> tuple[int, st
     configured = recipe.backbone.config.get("vocab_size") if recipe.backbone.config else None
     if configured:
         return int(configured), "backbone.config.vocab_size (tokenizer not found locally)"
-    return int(recipe.tokenizer.train.vocab_size), "tokenizer.train.vocab_size (the tokenizer is trained at run time)"
+    return (
+        int(recipe.tokenizer.train.vocab_size),
+        "tokenizer.train.vocab_size, an upper bound: the tokenizer is trained at run time "
+        "and comes out smaller on a corpus with fewer distinct merges",
+    )
 
 
 def world_size(settings: Any) -> int:

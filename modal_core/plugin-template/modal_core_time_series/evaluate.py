@@ -26,7 +26,7 @@ def evaluate_waves(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dic
     for start in range(0, limit, batch_size):
         batch = items[start : start + batch_size]
         questions = [QUESTIONS[kind] for kind, _, _ in batch]
-        answers += pipeline.answer(questions, media={NAME: [series for _, _, series in batch]}, max_new_tokens=8)
+        answers += pipeline.answer(questions, media={NAME: [series for _, _, series in batch]}, max_new_tokens=16)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     correct = {kind: [] for kind in QUESTIONS}

@@ -105,6 +105,7 @@ def test_recipe_trains_and_the_evaluator_scores_the_model(plugins, tmp_path):
     result = train(RECIPE, overrides, plugins)
     pipeline = load(result.checkpoint, plugins=plugins)
     metrics = plugins.evaluators()[f"{NAME}_waves"](pipeline, {"limit": 6, "batch_size": 4}, tmp_path / "eval")
-    assert metrics["count"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
-    lines = (tmp_path / "eval" / "answers.jsonl").read_text().splitlines()
-    assert len(lines) == 6 and {"question", "expected", "answer"} <= set(json.loads(lines[0]))
+    records = [json.loads(line) for line in (tmp_path / "eval" / "answers.jsonl").read_text().splitlines()]
+    assert len(records) == metrics["count"] == 6 and {"question", "expected", "answer"} <= set(records[0])
+    # The score is the share of exact answers in what the evaluator wrote (two steps teach little: not its level).
+    assert metrics["accuracy"] == sum(r["answer"].strip().rstrip(".").lower() == r["expected"] for r in records) / 6

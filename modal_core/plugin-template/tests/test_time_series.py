@@ -109,3 +109,12 @@ def test_recipe_trains_and_the_evaluator_scores_the_model(plugins, tmp_path):
     assert len(records) == metrics["count"] == 6 and {"question", "expected", "answer"} <= set(records[0])
     # The score is the share of exact answers in what the evaluator wrote (two steps teach little: not its level).
     assert metrics["accuracy"] == sum(r["answer"].strip().rstrip(".").lower() == r["expected"] for r in records) / 6
+
+
+def test_the_documented_recipe_learns_to_name_the_waves(plugins, tmp_path):
+    """The recipe as shipped (400 steps, about 10 s on 2 CPU cores) on 200 held-out waves:
+    measured 0.805 overall (speed 1.0, waveform 0.66) when the template was last changed."""
+    result = train(RECIPE, [f"output_dir={tmp_path / 'run'}", "trainer.progress_bar=false"], plugins)
+    metrics = plugins.evaluators()[f"{NAME}_waves"](load(result.checkpoint, plugins=plugins), {"limit": 200}, tmp_path / "eval")
+    assert metrics["speed_accuracy"] == 1.0
+    assert metrics["accuracy"] >= 0.75, metrics  # chance: 1/2 for speed, 1/4 for the waveform

@@ -25,6 +25,7 @@ from modal_core import __version__
 from modal_core.errors import ModalCoreError
 from modal_core.generation.pipeline import Pipeline
 from modal_core.serve.batching import Answer, BatchingQueue, QueueFullError
+from modal_core.serve.body_limit import BodySizeLimit
 from modal_core.serve.inference import ImageJob, QuestionJob, generation_runner, understanding_runner
 from modal_core.serve.schemas import (
     BatchStats,
@@ -93,15 +94,7 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
     app.state.pipeline = pipeline
     app.state.settings = settings
     _install_error_handlers(app)
-    max_request_bytes = settings.max_upload_bytes * max(1, len(upload_fields)) + FORM_OVERHEAD_BYTES
-
-    @app.middleware("http")
-    async def refuse_oversize_bodies(request: Request, call_next):
-        # Checked before the body is read: an honest Content-Length over the limit never lands on disk.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_request_bytes:
-            return _error(413, f"the request body ({int(length)} bytes) is over this server's limit of {max_request_bytes} bytes")
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * max(1, len(upload_fields)) + FORM_OVERHEAD_BYTES)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -2,7 +2,10 @@
 
 A plain ASGI middleware rather than an `@app.middleware("http")` function: only the ASGI
 `receive` channel sees a chunked body piece by piece, before FastAPI or the form parser
-gathers it whole in memory or on disk.
+gathers it whole in memory or on disk. Kept instead of FastAPI's `max_body_size`
+(Starlette's RequestBodyLimitMiddleware): that one is new in versions the `serve` extra
+does not require, answers a bare "Content Too Large" that names no limit, and keeps the
+connection open, reading and discarding a body that may never end.
 """
 
 from __future__ import annotations

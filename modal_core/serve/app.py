@@ -1,4 +1,4 @@
-"""The FastAPI application: JSON API under /v1, the web demo at /, OpenAPI at /docs.
+"""The FastAPI application: JSON API under /v1, the web demo at /, the OpenAPI schema at /openapi.json.
 
 The model is loaded once by the caller and used only by the batching queue's worker
 thread; request handlers validate, queue, and wait (up to the request timeout).
@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -51,7 +51,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         400: "Bad input: malformed JSON, a file that is not what its field expects, an unknown modality or field.",
-        413: "An uploaded file is over the size limit.",
+        413: "An uploaded file, or the request body, is over the size limit.",
+        415: "The body is not JSON (`/v1/generate`) or not a form (`/v1/understand`).",
         422: "A parameter is missing or out of range.",
         503: "The queue is full; retry after the Retry-After seconds.",
         504: "The request did not finish within the server's request timeout.",
@@ -89,6 +90,10 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
         description="Ask a unified multimodal model about images (and other inputs), or have it draw. "
         'The web demo is at `/`; every endpoint answers errors as `{"detail": "..."}`.',
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN: a blank page offline. The one
+        # packaged copy (swagger-ui-bundle) is Swagger UI 4, which cannot read OpenAPI 3.1.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.queue = queue
     app.state.pipeline = pipeline
@@ -135,7 +140,9 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
             ]
         )
 
-    @app.post("/v1/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES, tags=["model"])
+    @app.post(
+        "/v1/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES, tags=["model"], dependencies=[Depends(_json_body)]
+    )
     async def generate(body: GenerateRequest) -> GenerateResponse:
         """Draw `n` images for a prompt. Concurrent requests with the same settings share one decode batch."""
         if body.n > settings.max_batch_images:
@@ -143,7 +150,7 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
         modality = pipeline.modality("output", body.modality)  # unknown or ambiguous: ModelInputError -> 400
         job = ImageJob(body.prompt, modality, body.n, body.cfg, body.temperature, body.top_k, body.top_p, body.seed)
         answer = await _wait(queue.submit("generate", job.key, job.n, job), settings)
-        return GenerateResponse(images=answer.result, modality=modality, seed=body.seed, batched_with=answer.batched_with)
+        return GenerateResponse(images=answer.result.images, modality=modality, seed=answer.result.seed, batched_with=answer.batched_with)
 
     @app.post(
         "/v1/understand",
@@ -179,6 +186,13 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
         return UnderstandResponse(answer=answer.result, modalities=sorted(uploads.files), batched_with=answer.batched_with)
 
     return app
+
+
+async def _json_body(request: Request) -> None:
+    """415 for a body sent as anything but JSON (FastAPI would validate its bytes and answer 422)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise StarletteHTTPException(415, f"send the body as JSON with Content-Type: application/json, got {media or 'no Content-Type'}")
 
 
 async def _wait(future: Future, settings: ServeSettings) -> Answer:

@@ -37,7 +37,7 @@ class GenerateResponse(BaseModel):
     images: list[str] = Field(description="Base64-encoded PNG files.")
     format: Literal["png"] = "png"
     modality: str
-    seed: int | None
+    seed: int = Field(description="The seed the images were drawn with (a fresh one if the request gave none); send it to repeat the draw.")
     batched_with: int = Field(description="Requests that shared this request's decode batch (1 = alone).")
 
 

@@ -8,6 +8,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from .conftest import UPLOAD_LIMIT_BYTES
@@ -70,3 +71,38 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(live_server, 
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert f"over this server's limit of {BODY_LIMIT_BYTES} bytes".encode() in answer, answer
     assert sent < SEND_BUDGET_BYTES
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        ("text/plain", b'{"prompt": "a red circle"}'),
+        ("application/x-www-form-urlencoded", b"prompt=a+red+circle"),
+        ("multipart/form-data; boundary=xyz", b'--xyz\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na\r\n--xyz--\r\n'),
+        (None, b'{"prompt": "a red circle"}'),
+    ],
+    ids=["text", "urlencoded", "multipart", "none"],
+)
+def test_a_body_that_is_not_json_gets_415(live_server, content_type, content):
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(f"{live_server.url}/v1/generate", content=content, headers=headers, timeout=60)
+    assert response.status_code == 415, response.text
+    assert "Content-Type: application/json" in response.json()["detail"]
+
+
+def test_a_random_draw_returns_the_seed_it_used(live_server):
+    body = {"prompt": "a red circle", "n": 2, "temperature": 1.0, "seed": None}
+    first = httpx.post(f"{live_server.url}/v1/generate", json=body, timeout=60).json()
+    assert isinstance(first["seed"], int) and first["batched_with"] == 1, first
+    again = httpx.post(f"{live_server.url}/v1/generate", json={**body, "seed": first["seed"]}, timeout=60).json()
+    assert again["seed"] == first["seed"] and again["images"] == first["images"]
+    other = httpx.post(f"{live_server.url}/v1/generate", json=body, timeout=60).json()
+    assert other["seed"] != first["seed"]  # a fresh draw each time
+
+
+def test_no_page_needs_the_internet(live_server):
+    """Swagger UI loads its scripts from a CDN (a blank page offline): it is off; the schema stays."""
+    assert httpx.get(f"{live_server.url}/docs").status_code == 404
+    assert httpx.get(f"{live_server.url}/openapi.json").json()["paths"]
+    index = httpx.get(live_server.url).text
+    assert 'href="/openapi.json"' in index and "http" not in index.replace('href="/openapi.json"', "")

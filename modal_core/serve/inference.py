@@ -15,7 +15,10 @@ from PIL import Image
 from modal_core.errors import ServeError
 from modal_core.generation.pipeline import Pipeline
 from modal_core.serve.batching import Runner
-from modal_core.serve.schemas import MAX_SEED
+
+FRESH_SEEDS = 2**53
+"""Seeds drawn for requests without one stay below 2^53, so a JavaScript client (the web
+demo) holds them exactly and can send them back."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def generation_runner(pipeline: Pipeline) -> Runner:
         first = jobs[0]
         # A request without a seed gets a fresh one here, not in the request handler, so
         # unseeded requests still share a batch; the answer names it so the draw can be repeated.
-        seed = first.seed if first.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        seed = first.seed if first.seed is not None else secrets.randbelow(FRESH_SEEDS)
         outputs = pipeline.generate(
             [job.prompt for job in jobs],
             n=first.n,

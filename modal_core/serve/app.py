@@ -11,10 +11,10 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +28,7 @@ from modal_core.serve.batching import Answer, BatchingQueue, QueueFullError
 from modal_core.serve.body_limit import BodySizeLimit
 from modal_core.serve.inference import ImageJob, QuestionJob, generation_runner, understanding_runner
 from modal_core.serve.schemas import (
+    REQUEST_ID_PATTERN,
     BatchStats,
     ErrorResponse,
     GenerateRequest,
@@ -36,6 +37,7 @@ from modal_core.serve.schemas import (
     Limits,
     ModalitiesResponse,
     ModalityInfo,
+    RequestState,
     RunningBatch,
     UnderstandOptions,
     UnderstandResponse,
@@ -43,7 +45,7 @@ from modal_core.serve.schemas import (
 from modal_core.serve.settings import ServeSettings
 from modal_core.serve.uploads import TEXT_FIELDS, UploadError, save_uploads, split_form
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = FilePath(__file__).resolve().parent / "static"
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 FORM_OVERHEAD_BYTES = 64 * 1024
 """Room for the text fields and multipart boundaries on top of the uploaded files."""
@@ -143,14 +145,30 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
     @app.post(
         "/v1/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES, tags=["model"], dependencies=[Depends(_json_body)]
     )
-    async def generate(body: GenerateRequest) -> GenerateResponse:
+    async def generate(
+        body: GenerateRequest,
+        request_id: str | None = Header(None, alias="X-Request-Id", pattern=REQUEST_ID_PATTERN, description="For /v1/requests/{id}."),
+    ) -> GenerateResponse:
         """Draw `n` images for a prompt. Concurrent requests with the same settings share one decode batch."""
         if body.n > settings.max_batch_images:
             return _error(422, f"n must be at most {settings.max_batch_images} on this server (--max-batch-images), got {body.n}")
         modality = pipeline.modality("output", body.modality)  # unknown or ambiguous: ModelInputError -> 400
         job = ImageJob(body.prompt, modality, body.n, body.cfg, body.temperature, body.top_k, body.top_p, body.seed)
-        answer = await _wait(queue.submit("generate", job.key, job.n, job), settings)
+        answer = await _wait(queue.submit("generate", job.key, job.n, job, ticket=request_id), settings)
         return GenerateResponse(images=answer.result.images, modality=modality, seed=answer.result.seed, batched_with=answer.batched_with)
+
+    @app.get(
+        "/v1/requests/{request_id}",
+        response_model=RequestState,
+        responses={404: {"model": ErrorResponse, "description": "No such request is waiting or running."}},
+        tags=["service"],
+    )
+    async def request_state(request_id: str = Path(pattern=REQUEST_ID_PATTERN)) -> RequestState:
+        """Where the request sent with this `X-Request-Id` stands: waiting (behind how many) or running."""
+        where = queue.where(request_id)
+        if where is None:
+            return _error(404, f"no request {request_id!r} is waiting or running: it has not arrived yet, or it is answered")
+        return RequestState(state=where[0], ahead=where[1])
 
     @app.post(
         "/v1/understand",

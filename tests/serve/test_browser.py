@@ -8,7 +8,9 @@ import base64
 import io
 import os
 import shutil
+import threading
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -133,3 +135,49 @@ def test_the_chat_shows_the_upload_and_the_draw_tab_has_the_janus_controls(live_
         with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as drawn:
             assert drawn.convert("RGB").tobytes() == image.tobytes()
     page.screenshot(path=str(tmp_path / "controls.png"), full_page=True)
+
+
+def test_the_progress_text_follows_the_clients_own_request(live_server, page):
+    """Two other requests hold the model (each call waits for its gate): the page says how
+    many wait ahead of its own request, then that its own images are being drawn."""
+    queue = live_server.app.state.queue
+    draw = queue._runners["generate"]  # the worker's runner, wrapped so each call waits for the test
+    gates = [threading.Event() for _ in range(3)]
+    calls = iter(gates)
+
+    def gated(jobs):
+        next(calls).wait(timeout=60)
+        return draw(jobs)
+
+    def post(seed: int) -> threading.Thread:
+        body = {"prompt": "a red circle", "n": 1, "seed": seed}
+        thread = threading.Thread(target=httpx.post, args=(f"{live_server.url}/v1/generate",), kwargs={"json": body, "timeout": 60})
+        thread.start()
+        return thread
+
+    def progress(words: str) -> None:
+        page.wait_for_function(f"() => document.getElementById('progress-text').textContent.startsWith({words!r})", timeout=30_000)
+
+    queue._runners["generate"] = gated
+    others = []
+    try:
+        others.append(post(1))
+        page.wait_for_function("() => fetch('/v1/health').then(r => r.json()).then(h => h.running !== null)", timeout=30_000)
+        others.append(post(2))  # another seed: it cannot join the running batch and waits
+        page.fill("#prompt", PROMPT)
+        page.fill("#n", "4")
+        page.fill("#seed", "5")
+        page.click("#draw")
+        progress("waiting in queue: 1 request(s) ahead of yours")
+        gates[0].set()
+        progress("waiting in queue: 0 request(s) ahead of yours")
+        gates[1].set()
+        progress("drawing your 4 image(s)")
+        gates[2].set()
+        page.wait_for_function("() => document.querySelectorAll('#gallery img').length === 4 && document.getElementById('progress').hidden")
+    finally:
+        for gate in gates:
+            gate.set()
+        queue._runners["generate"] = draw
+        for thread in others:
+            thread.join(timeout=60)

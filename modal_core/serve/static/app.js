@@ -98,24 +98,30 @@ async function ask(event) {
   }
 }
 
-// While a drawing request is in flight, poll /v1/health to say whether it waits in the
-// queue or is being drawn, and for how long.
-function startProgress() {
+// While a drawing request is in flight, ask the server where it stands (by the id it was
+// sent with) to say whether it waits behind others or is being drawn, and for how long.
+function newRequestId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));  // also where crypto.randomUUID is not (plain http)
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+function startProgress(requestId, images) {
   const started = performance.now();
+  let seen = false;
   $("progress").hidden = false;
   $("progress-text").textContent = "sending…";
   const timer = setInterval(async () => {
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    try {
-      const health = await getJSON("/v1/health");
-      const running = health.running;
-      const phase = running && running.kind === "generate"
-        ? `drawing ${running.items} image(s) for ${running.requests} request(s)`
-        : `waiting in queue (${health.queue_pending} waiting)`;
-      $("progress-text").textContent = `${phase} · ${seconds} s`;
-    } catch {
-      $("progress-text").textContent = `drawing · ${seconds} s`;
+    const response = await fetch(`/v1/requests/${requestId}`).catch(() => null);
+    let phase = seen ? "finishing" : "sending";
+    if (response && response.ok) {
+      const where = await response.json();
+      seen = true;
+      phase = where.state === "running"
+        ? `drawing your ${images ? `${images} ` : ""}image(s)`
+        : `waiting in queue: ${where.ahead} request(s) ahead of yours`;
     }
+    $("progress-text").textContent = `${phase} · ${seconds} s`;
   }, 250);
   return () => {
     clearInterval(timer);
@@ -156,11 +162,12 @@ async function draw(event) {
   setNumber(body, "top_p", "top-p");
   $("draw").disabled = true;
   $("draw-error").hidden = true;
-  const stop = startProgress();
+  const requestId = newRequestId();
+  const stop = startProgress(requestId, body.n);
   try {
     const response = await fetch("/v1/generate", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-Request-Id": requestId },
       body: JSON.stringify(body),
     });
     if (!response.ok) throw new Error(await errorText(response));

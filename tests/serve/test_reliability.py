@@ -106,3 +106,10 @@ def test_no_page_needs_the_internet(live_server):
     assert httpx.get(f"{live_server.url}/openapi.json").json()["paths"]
     index = httpx.get(live_server.url).text
     assert 'href="/openapi.json"' in index and "http" not in index.replace('href="/openapi.json"', "")
+
+
+def test_cfg_zero_is_documented_as_ignoring_the_prompt(live_server):
+    """docs/serve.md: cfg 0 keeps only the unprompted prediction, so greedy draws for two prompts agree."""
+    bodies = [{"prompt": prompt, "n": 1, "cfg": 0, "temperature": 0} for prompt in ("a red circle", "a blue square left of a triangle")]
+    draws = [httpx.post(f"{live_server.url}/v1/generate", json=body, timeout=60).json()["images"] for body in bodies]
+    assert draws[0] == draws[1]

@@ -1,4 +1,4 @@
-"""The FastAPI application: JSON API under /v1, the web demo at /, OpenAPI at /docs.
+"""The FastAPI application: JSON API under /v1, the web demo at /, the OpenAPI schema at /openapi.json.
 
 The model is loaded once by the caller and used only by the batching queue's worker
 thread; request handlers validate, queue, and wait (up to the request timeout).
@@ -11,10 +11,10 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -25,8 +25,10 @@ from modal_core import __version__
 from modal_core.errors import ModalCoreError
 from modal_core.generation.pipeline import Pipeline
 from modal_core.serve.batching import Answer, BatchingQueue, QueueFullError
+from modal_core.serve.body_limit import BodySizeLimit
 from modal_core.serve.inference import ImageJob, QuestionJob, generation_runner, understanding_runner
 from modal_core.serve.schemas import (
+    REQUEST_ID_PATTERN,
     BatchStats,
     ErrorResponse,
     GenerateRequest,
@@ -35,6 +37,7 @@ from modal_core.serve.schemas import (
     Limits,
     ModalitiesResponse,
     ModalityInfo,
+    RequestState,
     RunningBatch,
     UnderstandOptions,
     UnderstandResponse,
@@ -42,7 +45,7 @@ from modal_core.serve.schemas import (
 from modal_core.serve.settings import ServeSettings
 from modal_core.serve.uploads import TEXT_FIELDS, UploadError, save_uploads, split_form
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = FilePath(__file__).resolve().parent / "static"
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 FORM_OVERHEAD_BYTES = 64 * 1024
 """Room for the text fields and multipart boundaries on top of the uploaded files."""
@@ -50,7 +53,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         400: "Bad input: malformed JSON, a file that is not what its field expects, an unknown modality or field.",
-        413: "An uploaded file is over the size limit.",
+        413: "An uploaded file, or the request body, is over the size limit.",
+        415: "The body is not JSON (`/v1/generate`) or not a form (`/v1/understand`).",
         422: "A parameter is missing or out of range.",
         503: "The queue is full; retry after the Retry-After seconds.",
         504: "The request did not finish within the server's request timeout.",
@@ -88,20 +92,16 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
         description="Ask a unified multimodal model about images (and other inputs), or have it draw. "
         'The web demo is at `/`; every endpoint answers errors as `{"detail": "..."}`.',
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN: a blank page offline. The one
+        # packaged copy (swagger-ui-bundle) is Swagger UI 4, which cannot read OpenAPI 3.1.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.queue = queue
     app.state.pipeline = pipeline
     app.state.settings = settings
     _install_error_handlers(app)
-    max_request_bytes = settings.max_upload_bytes * max(1, len(upload_fields)) + FORM_OVERHEAD_BYTES
-
-    @app.middleware("http")
-    async def refuse_oversize_bodies(request: Request, call_next):
-        # Checked before the body is read: an honest Content-Length over the limit never lands on disk.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_request_bytes:
-            return _error(413, f"the request body ({int(length)} bytes) is over this server's limit of {max_request_bytes} bytes")
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * max(1, len(upload_fields)) + FORM_OVERHEAD_BYTES)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -142,15 +142,33 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
             ]
         )
 
-    @app.post("/v1/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES, tags=["model"])
-    async def generate(body: GenerateRequest) -> GenerateResponse:
+    @app.post(
+        "/v1/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES, tags=["model"], dependencies=[Depends(_json_body)]
+    )
+    async def generate(
+        body: GenerateRequest,
+        request_id: str | None = Header(None, alias="X-Request-Id", pattern=REQUEST_ID_PATTERN, description="For /v1/requests/{id}."),
+    ) -> GenerateResponse:
         """Draw `n` images for a prompt. Concurrent requests with the same settings share one decode batch."""
         if body.n > settings.max_batch_images:
             return _error(422, f"n must be at most {settings.max_batch_images} on this server (--max-batch-images), got {body.n}")
         modality = pipeline.modality("output", body.modality)  # unknown or ambiguous: ModelInputError -> 400
         job = ImageJob(body.prompt, modality, body.n, body.cfg, body.temperature, body.top_k, body.top_p, body.seed)
-        answer = await _wait(queue.submit("generate", job.key, job.n, job), settings)
-        return GenerateResponse(images=answer.result, modality=modality, seed=body.seed, batched_with=answer.batched_with)
+        answer = await _wait(queue.submit("generate", job.key, job.n, job, ticket=request_id), settings)
+        return GenerateResponse(images=answer.result.images, modality=modality, seed=answer.result.seed, batched_with=answer.batched_with)
+
+    @app.get(
+        "/v1/requests/{request_id}",
+        response_model=RequestState,
+        responses={404: {"model": ErrorResponse, "description": "No such request is waiting or running."}},
+        tags=["service"],
+    )
+    async def request_state(request_id: str = Path(pattern=REQUEST_ID_PATTERN)) -> RequestState:
+        """Where the request sent with this `X-Request-Id` stands: waiting (behind how many) or running."""
+        where = queue.where(request_id)
+        if where is None:
+            return _error(404, f"no request {request_id!r} is waiting or running: it has not arrived yet, or it is answered")
+        return RequestState(state=where[0], ahead=where[1])
 
     @app.post(
         "/v1/understand",
@@ -186,6 +204,13 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
         return UnderstandResponse(answer=answer.result, modalities=sorted(uploads.files), batched_with=answer.batched_with)
 
     return app
+
+
+async def _json_body(request: Request) -> None:
+    """415 for a body sent as anything but JSON (FastAPI would validate its bytes and answer 422)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise StarletteHTTPException(415, f"send the body as JSON with Content-Type: application/json, got {media or 'no Content-Type'}")
 
 
 async def _wait(future: Future, settings: ServeSettings) -> Answer:

@@ -46,6 +46,8 @@ class Job:
     size: int
     """Units of the kind's batch limit this request takes (images, questions)."""
     payload: Any
+    ticket: str | None = None
+    """The client's name for the request, to ask where it stands (`BatchingQueue.where`)."""
     future: Future = field(default_factory=Future)
 
 
@@ -64,6 +66,7 @@ class Running:
     requests: int
     items: int
     started: float
+    tickets: frozenset[str] = frozenset()
 
 
 class BatchingQueue:
@@ -97,12 +100,12 @@ class BatchingQueue:
         if self._thread.is_alive():
             self._thread.join()
 
-    def submit(self, kind: str, key: Hashable, size: int, payload: Any) -> Future:
+    def submit(self, kind: str, key: Hashable, size: int, payload: Any, ticket: str | None = None) -> Future:
         """Queue one request; its future resolves to an `Answer` or raises the model's error.
         Cancelling the future before the worker takes it drops the request."""
         if size > self._limits[kind]:
             raise ServeError(f"a {kind} request of size {size} exceeds the batch limit {self._limits[kind]}")
-        job = Job(kind, key, size, payload)
+        job = Job(kind, key, size, payload, ticket)
         with self._ready:
             if self._closed:
                 raise ServeError("the server is shutting down")
@@ -124,6 +127,16 @@ class BatchingQueue:
     def running(self) -> Running | None:
         return self._running
 
+    def where(self, ticket: str) -> tuple[str, int] | None:
+        """Where the request with this ticket stands: ("running", 0), ("waiting", requests
+        ahead of it), or None when no queued or running request has it."""
+        with self._ready:
+            running = self._running
+            if running and ticket in running.tickets:
+                return "running", 0
+            live = [job for job in self._pending if not job.future.cancelled()]
+        return next((("waiting", ahead) for ahead, job in enumerate(live) if job.ticket == ticket), None)
+
     def stats(self) -> dict[str, KindStats]:
         with self._ready:
             return {kind: KindStats(**vars(stats)) for kind, stats in self._stats.items()}
@@ -137,10 +150,12 @@ class BatchingQueue:
                     return
             if self._batch_wait_s:
                 time.sleep(self._batch_wait_s)  # let requests that arrive together share the call
-            with self._ready:
+            with self._ready:  # taken and marked running at once, so `where` never loses a request
                 batch = self._take_batch()
+                if batch:
+                    tickets = frozenset(job.ticket for job in batch if job.ticket)
+                    self._running = Running(batch[0].kind, len(batch), sum(job.size for job in batch), time.monotonic(), tickets)
             if batch:
-                self._running = Running(batch[0].kind, len(batch), sum(job.size for job in batch), time.monotonic())
                 try:
                     self._run(batch)
                 finally:

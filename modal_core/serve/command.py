@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace, plugins: PluginManager) -> int:
     if not settings.is_loopback:
         print(f"WARNING: listening on {settings.host}: anyone who can reach it may use the model (no authentication)", file=sys.stderr)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"serving {args.checkpoint} on http://{host}:{listener.getsockname()[1]}/ (API docs at /docs)", flush=True)
+    print(f"serving {args.checkpoint} on http://{host}:{listener.getsockname()[1]}/ (OpenAPI schema at /openapi.json)", flush=True)
     server.run(sockets=[listener])
     return 0
 

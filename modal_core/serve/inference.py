@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import secrets
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,10 @@ from PIL import Image
 from modal_core.errors import ServeError
 from modal_core.generation.pipeline import Pipeline
 from modal_core.serve.batching import Runner
+
+FRESH_SEEDS = 2**53
+"""Seeds drawn for requests without one stay below 2^53, so a JavaScript client (the web
+demo) holds them exactly and can send them back."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,24 @@ class QuestionJob:
         return (tuple(sorted(self.media)), self.max_new_tokens, self.temperature, self.seed)
 
 
-def generation_runner(pipeline: Pipeline) -> Runner:
-    """Draw images for a batch of compatible `ImageJob`s in one call; PNGs (base64) per job."""
+@dataclass(frozen=True)
+class DrawnImages:
+    """One `ImageJob`'s images and the seed they were drawn with."""
 
-    def run(jobs: list[ImageJob]) -> list[list[str]]:
+    images: list[str]
+    """Base64-encoded PNG files."""
+    seed: int
+    """The job's seed, or the one drawn for it: sending it back repeats the draw."""
+
+
+def generation_runner(pipeline: Pipeline) -> Runner:
+    """Draw images for a batch of compatible `ImageJob`s in one call; `DrawnImages` per job."""
+
+    def run(jobs: list[ImageJob]) -> list[DrawnImages]:
         first = jobs[0]
+        # A request without a seed gets a fresh one here, not in the request handler, so
+        # unseeded requests still share a batch; the answer names it so the draw can be repeated.
+        seed = first.seed if first.seed is not None else secrets.randbelow(FRESH_SEEDS)
         outputs = pipeline.generate(
             [job.prompt for job in jobs],
             n=first.n,
@@ -63,10 +81,10 @@ def generation_runner(pipeline: Pipeline) -> Runner:
             temperature=first.temperature,
             top_k=first.top_k,
             top_p=first.top_p,
-            seed=first.seed,
+            seed=seed,
             modality=first.modality,
         )
-        return [[encode_png(item, first.modality) for item in items] for items in outputs]
+        return [DrawnImages([encode_png(item, first.modality) for item in items], seed) for items in outputs]
 
     return run
 

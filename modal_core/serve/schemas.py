@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from modal_core.generation.pipeline import MAX_PROMPT_CHARACTERS
 from modal_core.generation.sampling import MAX_CFG_SCALE, MAX_TEMPERATURE
 
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""A client's name for its request (`X-Request-Id`), to ask `/v1/requests/{id}` where it stands."""
 MAX_SEED = 2**63 - 1
 """Seeds seed a torch.Generator, which takes a signed 64-bit integer."""
 
@@ -37,7 +39,7 @@ class GenerateResponse(BaseModel):
     images: list[str] = Field(description="Base64-encoded PNG files.")
     format: Literal["png"] = "png"
     modality: str
-    seed: int | None
+    seed: int = Field(description="The seed the images were drawn with (a fresh one if the request gave none); send it to repeat the draw.")
     batched_with: int = Field(description="Requests that shared this request's decode batch (1 = alone).")
 
 
@@ -86,6 +88,13 @@ class RunningBatch(BaseModel):
     requests: int
     items: int = Field(description="Images being drawn, or questions being answered.")
     seconds: float
+
+
+class RequestState(BaseModel):
+    """Where one request named by its `X-Request-Id` stands."""
+
+    state: Literal["waiting", "running"]
+    ahead: int = Field(description="Requests waiting ahead of this one (0 while it runs).")
 
 
 class Limits(BaseModel):

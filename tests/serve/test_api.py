@@ -49,7 +49,6 @@ def test_health_and_modalities_describe_the_loaded_model(live_server):
     assert {"/v1/understand", "/v1/generate", "/v1/health", "/v1/modalities"} <= set(openapi["paths"])
     form = openapi["paths"]["/v1/understand"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["properties"]["image"]["format"] == "binary"  # the upload field comes from the model's modalities
-    assert httpx.get(f"{live_server.url}/docs").status_code == 200
 
 
 def test_generate_returns_the_pipelines_images_as_png(live_server):

@@ -4,6 +4,9 @@ worker starts, so the batches are exactly determined."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from modal_core.errors import ModelInputError, ServeError
@@ -73,3 +76,28 @@ def test_a_full_queue_refuses_and_closing_fails_the_waiting():
     for future in waiting:
         with pytest.raises(ServeError, match="shutting down"):
             future.result(timeout=10)
+
+
+def test_where_says_whether_a_request_waits_behind_how_many_or_runs():
+    release = threading.Event()
+
+    def slow(payloads: list) -> list:
+        release.wait(timeout=30)
+        return payloads
+
+    queue = BatchingQueue({"slow": slow}, {"slow": 1}, max_pending=10)
+    queue.submit("slow", "a", 1, 1, ticket="first")
+    queue.submit("slow", "a", 1, 2, ticket="gone").cancel()
+    queue.submit("slow", "a", 1, 3, ticket="third")
+    assert queue.where("first") == ("waiting", 0)
+    assert queue.where("third") == ("waiting", 1)  # the cancelled request is not ahead of it
+    assert queue.where("gone") is None and queue.where("never-sent") is None
+    queue.start()
+    try:
+        deadline = time.monotonic() + 30
+        while queue.where("first") != ("running", 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert queue.where("first") == ("running", 0) and queue.where("third") == ("waiting", 0)
+    finally:
+        release.set()
+        queue.close()

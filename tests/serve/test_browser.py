@@ -8,7 +8,9 @@ import base64
 import io
 import os
 import shutil
+import threading
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -97,3 +99,85 @@ def test_upload_ask_and_draw_in_the_browser(live_server, page, tmp_path):
     page.screenshot(path=str(screenshot), full_page=True)
     with Image.open(screenshot) as shot:
         assert shot.width >= 1280 and shot.height >= 600
+
+
+def test_the_chat_shows_the_upload_and_the_draw_tab_has_the_janus_controls(live_server, page, tmp_path):
+    pipeline = live_server.app.state.pipeline
+    image_path = tmp_path / "scene.png"
+    render_scene(scene_for_index(3, 0, "heldout", image_size=32)).save(image_path)
+    page.set_input_files("#upload-image", str(image_path))
+    page.fill("#question", QUESTION)
+    page.fill("#max-new-tokens", "4")
+    page.click("#ask")
+    _assistant_messages(page)
+    shown = page.locator("#chat-log .message.user img.attachment")
+    assert shown.count() == 1 and shown.evaluate("image => image.naturalWidth") == 32
+
+    # An emptied CFG box keeps the server's default (5), not cfg=0; top-k and top-p are sent.
+    page.fill("#prompt", PROMPT)
+    page.fill("#n", "2")
+    page.fill("#cfg", "")
+    page.fill("#temperature", "1")
+    page.fill("#top-k", "5")
+    page.fill("#top-p", "0.9")
+    page.fill("#seed", "")
+    page.click("#draw")
+    page.wait_for_function("() => document.querySelectorAll('#gallery figure').length === 2 && document.getElementById('progress').hidden")
+    captions = page.locator("#gallery figcaption").all_inner_texts()
+    seed = int(captions[0].split()[1])
+    assert captions == [f"seed {seed} · 1/2 download", f"seed {seed} · 2/2 download"]
+    links = page.locator("#gallery figcaption a").evaluate_all("links => links.map(a => [a.download, a.href])")
+    sources = page.locator("#gallery img").evaluate_all("images => images.map(i => i.src)")
+    assert [download for download, _ in links] == [f"a-green-square-seed{seed}-1.png", f"a-green-square-seed{seed}-2.png"]
+    assert [href for _, href in links] == sources
+    expected = pipeline.generate_images(PROMPT, n=2, cfg=5.0, temperature=1.0, top_k=5, top_p=0.9, seed=seed)
+    for source, image in zip(sources, expected, strict=True):
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as drawn:
+            assert drawn.convert("RGB").tobytes() == image.tobytes()
+    page.screenshot(path=str(tmp_path / "controls.png"), full_page=True)
+
+
+def test_the_progress_text_follows_the_clients_own_request(live_server, page):
+    """Two other requests hold the model (each call waits for its gate): the page says how
+    many wait ahead of its own request, then that its own images are being drawn."""
+    queue = live_server.app.state.queue
+    draw = queue._runners["generate"]  # the worker's runner, wrapped so each call waits for the test
+    gates = [threading.Event() for _ in range(3)]
+    calls = iter(gates)
+
+    def gated(jobs):
+        next(calls).wait(timeout=60)
+        return draw(jobs)
+
+    def post(seed: int) -> threading.Thread:
+        body = {"prompt": "a red circle", "n": 1, "seed": seed}
+        thread = threading.Thread(target=httpx.post, args=(f"{live_server.url}/v1/generate",), kwargs={"json": body, "timeout": 60})
+        thread.start()
+        return thread
+
+    def progress(words: str) -> None:
+        page.wait_for_function(f"() => document.getElementById('progress-text').textContent.startsWith({words!r})", timeout=30_000)
+
+    queue._runners["generate"] = gated
+    others = []
+    try:
+        others.append(post(1))
+        page.wait_for_function("() => fetch('/v1/health').then(r => r.json()).then(h => h.running !== null)", timeout=30_000)
+        others.append(post(2))  # another seed: it cannot join the running batch and waits
+        page.fill("#prompt", PROMPT)
+        page.fill("#n", "4")
+        page.fill("#seed", "5")
+        page.click("#draw")
+        progress("waiting in queue: 1 request(s) ahead of yours")
+        gates[0].set()
+        progress("waiting in queue: 0 request(s) ahead of yours")
+        gates[1].set()
+        progress("drawing your 4 image(s)")
+        gates[2].set()
+        page.wait_for_function("() => document.querySelectorAll('#gallery img').length === 4 && document.getElementById('progress').hidden")
+    finally:
+        for gate in gates:
+            gate.set()
+        queue._runners["generate"] = draw
+        for thread in others:
+            thread.join(timeout=60)

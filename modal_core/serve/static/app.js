@@ -21,10 +21,17 @@ async function errorText(response) {
   }
 }
 
-function addMessage(role, text) {
+function addMessage(role, text, images = []) {
   const message = document.createElement("div");
   message.className = `message ${role}`;
   message.textContent = text;
+  for (const file of images) {
+    const image = document.createElement("img");
+    image.className = "attachment";
+    image.src = URL.createObjectURL(file);
+    image.alt = file.name;
+    message.append(image);
+  }
   $("chat-log").append(message);
   $("chat-log").scrollTop = $("chat-log").scrollHeight;
   return message;
@@ -66,10 +73,12 @@ async function ask(event) {
   for (const input of $("uploads").querySelectorAll("input[type=file]")) {
     if (input.files.length) {
       form.append(input.name, input.files[0]);
-      attached.push(input.files[0].name);
+      attached.push(input.files[0]);
     }
   }
-  addMessage("user", attached.length ? `${question}  [${attached.join(", ")}]` : question);
+  const names = attached.map((file) => file.name).join(", ");
+  const images = attached.filter((file) => file.type.startsWith("image/"));
+  addMessage("user", attached.length ? `${question}  [${names}]` : question, images);
   $("question").value = "";
   const pending = addMessage("assistant", "…");
   $("ask").disabled = true;
@@ -89,24 +98,30 @@ async function ask(event) {
   }
 }
 
-// While a drawing request is in flight, poll /v1/health to say whether it waits in the
-// queue or is being drawn, and for how long.
-function startProgress() {
+// While a drawing request is in flight, ask the server where it stands (by the id it was
+// sent with) to say whether it waits behind others or is being drawn, and for how long.
+function newRequestId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));  // also where crypto.randomUUID is not (plain http)
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+function startProgress(requestId, images) {
   const started = performance.now();
+  let seen = false;
   $("progress").hidden = false;
   $("progress-text").textContent = "sending…";
   const timer = setInterval(async () => {
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    try {
-      const health = await getJSON("/v1/health");
-      const running = health.running;
-      const phase = running && running.kind === "generate"
-        ? `drawing ${running.items} image(s) for ${running.requests} request(s)`
-        : `waiting in queue (${health.queue_pending} waiting)`;
-      $("progress-text").textContent = `${phase} · ${seconds} s`;
-    } catch {
-      $("progress-text").textContent = `drawing · ${seconds} s`;
+    const response = await fetch(`/v1/requests/${requestId}`).catch(() => null);
+    let phase = seen ? "finishing" : "sending";
+    if (response && response.ok) {
+      const where = await response.json();
+      seen = true;
+      phase = where.state === "running"
+        ? `drawing your ${images ? `${images} ` : ""}image(s)`
+        : `waiting in queue: ${where.ahead} request(s) ahead of yours`;
     }
+    $("progress-text").textContent = `${phase} · ${seconds} s`;
   }, 250);
   return () => {
     clearInterval(timer);
@@ -114,33 +129,50 @@ function startProgress() {
   };
 }
 
+// An emptied number box is left out of the request so the server's default applies:
+// Number("") is 0, and cfg 0 would silently draw images that ignore the prompt.
+function setNumber(body, key, id) {
+  const value = $(id).value.trim();
+  if (value !== "") body[key] = Number(value);
+}
+
+function drawnImage(png, index, body, result) {
+  const figure = document.createElement("figure");
+  const image = document.createElement("img");
+  image.src = `data:image/png;base64,${png}`;
+  image.alt = `${body.prompt} (${index + 1})`;
+  const caption = document.createElement("figcaption");
+  const link = document.createElement("a");
+  link.href = image.src;
+  link.download = `${body.prompt.replace(/[^A-Za-z0-9]+/g, "-").slice(0, 40)}-seed${result.seed}-${index + 1}.png`;
+  link.textContent = "download";
+  caption.append(`seed ${result.seed} · ${index + 1}/${result.images.length} `, link);
+  figure.append(image, caption);
+  return figure;
+}
+
 async function draw(event) {
   event.preventDefault();
   const seed = $("seed").value.trim();
-  const body = {
-    prompt: $("prompt").value.trim(),
-    n: Number($("n").value),
-    cfg: Number($("cfg").value),
-    temperature: Number($("temperature").value),
-    seed: seed === "" ? null : Number(seed),
-  };
+  const body = { prompt: $("prompt").value.trim(), seed: seed === "" ? null : Number(seed) };
+  setNumber(body, "n", "n");
+  setNumber(body, "cfg", "cfg");
+  setNumber(body, "temperature", "temperature");
+  setNumber(body, "top_k", "top-k");
+  setNumber(body, "top_p", "top-p");
   $("draw").disabled = true;
   $("draw-error").hidden = true;
-  const stop = startProgress();
+  const requestId = newRequestId();
+  const stop = startProgress(requestId, body.n);
   try {
     const response = await fetch("/v1/generate", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-Request-Id": requestId },
       body: JSON.stringify(body),
     });
     if (!response.ok) throw new Error(await errorText(response));
     const result = await response.json();
-    $("gallery").replaceChildren(...result.images.map((png, index) => {
-      const image = document.createElement("img");
-      image.src = `data:image/png;base64,${png}`;
-      image.alt = `${body.prompt} (${index + 1})`;
-      return image;
-    }));
+    $("gallery").replaceChildren(...result.images.map((png, index) => drawnImage(png, index, body, result)));
   } catch (error) {
     $("draw-error").textContent = error.message;
     $("draw-error").hidden = false;

@@ -22,7 +22,7 @@ import importlib
 import inspect
 import sys
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +111,21 @@ def recipe_key_table() -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, hint, field in schema_keys():
         help_text = markdown_text(field.metadata.get("help", ""))
-        rows.append(f"| `{key}` | {type_name(hint)} | {default_text(field)} | {help_text} |")
+        allowed = allowed_text(field.metadata)
+        rows.append(f"| `{key}` | {type_name(hint)} | {default_text(field)} | {help_text}{f' {allowed}' if allowed else ''} |")
     return "\n".join(rows)
+
+
+def allowed_text(metadata: Mapping[str, Any]) -> str:
+    """The values the schema accepts (checked when a recipe loads), as a sentence."""
+    if metadata.get("choices"):
+        return "Allowed: " + ", ".join(f"`{choice}`" for choice in metadata["choices"]) + "."
+    bounds = [
+        f"{sign} {metadata[name]:g}"
+        for name, sign in (("minimum", ">="), ("above", ">"), ("maximum", "<="))
+        if metadata.get(name) is not None
+    ]
+    return f"Allowed: {' and '.join(bounds)}." if bounds else ""
 
 
 def recipes_page(current: str) -> str:

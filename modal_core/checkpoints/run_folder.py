@@ -45,7 +45,7 @@ def is_first_process() -> bool:
     """Whether this is the first process of a (possibly distributed) run, from the
     launchers' environment (torchrun, Lightning's own launcher, SLURM); the only one
     that claims the run directory, before the others start or look."""
-    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    return all(int(os.environ.get(name) or 0) == 0 for name in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 def claim_run_dir(run_dir: str | Path, resume: Path | None, overwrite: bool, first_process: bool = True) -> Path:

@@ -8,6 +8,7 @@ from typing import Optional
 from modal_core.errors import RecipeError
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
+from modal_core_images.modalities import UNDERSTANDING
 from modal_core_images.processing import ImageProcessor
 
 # The encoder module imports transformers' vision models (seconds): it is imported when a
@@ -97,7 +98,7 @@ def _adapter(options: ImageUnderstandingOptions, hidden: int):
 
 
 IMAGE_UNDERSTANDING = ModalitySpec(
-    name="image_understanding",
+    name=UNDERSTANDING,
     direction="input",
     options=ImageUnderstandingOptions,
     build_encoder=_encoder,

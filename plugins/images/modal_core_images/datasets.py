@@ -25,10 +25,9 @@ from modal_core.data.indexed import IndexedDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.segments import Media, Sample
 from modal_core.errors import DataError, RecipeError
+from modal_core_images.modalities import GENERATION, UNDERSTANDING
 from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
 
-UNDERSTANDING = "image_understanding"
-GENERATION = "vq_generation"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DESCRIBE = "describe the picture."
 

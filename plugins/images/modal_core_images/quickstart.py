@@ -28,9 +28,9 @@ from modal_core_images.evaluation.shapes_eval import (
     save_generation_grid,
     save_understanding_grid,
 )
+from modal_core_images.modalities import GENERATION
 from modal_core_images.shapes import render_scene, scene_for_index
 
-GENERATION = "vq_generation"
 QUICKSTART_CFG = 3.0
 """Guidance scale of the headline generation score: the tiny model draws best at 3;
 Janus's default of 5 is scored too (`generation_accuracy_cfg5`)."""

@@ -9,6 +9,7 @@ from typing import Optional
 from modal_core.checkpoints.store import load_into
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
+from modal_core_images.modalities import GENERATION
 from modal_core_images.processing import ImageProcessor, tensor_to_image
 
 # The tokenizer and adapter modules import transformers' Janus VQ-VAE (seconds): they are
@@ -87,7 +88,7 @@ def _head(options: VQGenerationOptions, hidden: int):
 
 
 VQ_GENERATION = ModalitySpec(
-    name="vq_generation",
+    name=GENERATION,
     direction="output",
     options=VQGenerationOptions,
     build_encoder=build_tokenizer,

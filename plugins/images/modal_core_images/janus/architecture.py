@@ -13,7 +13,7 @@ from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, Pretr
 
 from modal_core.data.chat import JANUS_SYSTEM_PROMPT
 from modal_core.errors import CheckpointError
-from modal_core_images.janus.keys import GENERATION, UNDERSTANDING
+from modal_core_images.modalities import GENERATION, UNDERSTANDING
 
 # Config entries that describe the file, not the architecture.
 _BOOKKEEPING = ("architectures", "transformers_version", "_name_or_path", "model_type", "dtype", "torch_dtype", "output_attentions")

@@ -31,6 +31,7 @@ from modal_core.plugins import PluginManager, get_plugin_manager
 from modal_core_images.janus.architecture import janus_config_from_recipe, recipe_from_janus_config
 from modal_core_images.janus.keys import hf_to_modal, modal_to_hf
 from modal_core_images.janus.tokenizer_files import IMAGE_TOKENS, copy_tokenizer, save_processor
+from modal_core_images.modalities import UNDERSTANDING
 
 LM_HEAD = "lm_head.weight"
 EMBED_TOKENS = "model.language_model.embed_tokens.weight"
@@ -137,7 +138,7 @@ def to_hf_janus(checkpoint: str | Path, out: str | Path, max_shard_size: str | i
     specials = special_tokens_of(recipe, plugins)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    und = recipe.modalities.get("image_understanding")
+    und = recipe.modalities.get(UNDERSTANDING)
     if und is None:
         raise CheckpointError(f"{directory}: a Janus export needs the image_understanding and vq_generation modalities")
     grid = und.image_size // und.patch_size

@@ -13,9 +13,7 @@ import re
 import torch
 
 from modal_core.errors import CheckpointError
-
-UNDERSTANDING = "image_understanding"
-GENERATION = "vq_generation"
+from modal_core_images.modalities import GENERATION, UNDERSTANDING
 
 # (modal-core prefix, transformers prefix); the first match wins, in both directions.
 PREFIXES = (

@@ -142,15 +142,7 @@ def check_finite(state: dict[str, torch.Tensor], source: Path) -> None:
 
 def save_model_state(state: dict[str, torch.Tensor], directory: Path) -> None:
     """Save a state dict as `model.safetensors` (tied weights are stored per key)."""
-    seen: set[int] = set()
-    tensors = {}
-    for key, tensor in state.items():
-        tensor = tensor.detach().cpu().contiguous()
-        if tensor.data_ptr() in seen:  # safetensors refuses shared storage: store a copy
-            tensor = tensor.clone()
-        seen.add(tensor.data_ptr())
-        tensors[key] = tensor
-    save_hashed(tensors, directory / MODEL_FILE, metadata={"format": FORMAT})
+    save_hashed(dict(state), directory / MODEL_FILE, metadata={"format": FORMAT})
 
 
 def load_model_state(directory: str | Path, verify_content: bool = True) -> dict[str, torch.Tensor]:

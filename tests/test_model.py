@@ -174,21 +174,3 @@ def test_frozen_encoders_stay_in_eval_mode(assembled):
     model.set_trainable(["backbone"])
     model.train()
     assert model.backbone.training and not model.encoders["toy_vector"].training
-
-
-def test_model_package_imports_no_layer_above_it():
-    """`modal_core/model/` takes tensors and plain modules: no recipes, batches, plugins or checkpoints."""
-    import ast
-    from pathlib import Path
-
-    import modal_core.model
-
-    above = ("data", "config", "plugins", "training", "checkpoints", "generation", "serve", "cli", "assemble")
-    crossings = []
-    for path in Path(modal_core.model.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            crossings += [f"{path.name}: {name}" for name in names if name.split(".")[:2] in [["modal_core", layer] for layer in above]]
-    assert not crossings

@@ -35,16 +35,6 @@ def test_the_image_plugin_contributes_the_image_data_sets_suites_quickstart_and_
     assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["convert", "export", "quickstart"]
 
 
-def test_the_plugin_manager_imports_no_data_or_evaluation_code():
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(plugin_module))
-    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
-    assert not [name for name in imported if name and name.startswith(("modal_core.data", "modal_core.evaluation", "modal_core.builtins"))]
-
-
 def test_unregister_removes_contributions(toy_plugins):
     toy_plugins.unregister("toy")
     assert "toy_vector" not in toy_plugins.modalities()

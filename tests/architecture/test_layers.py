@@ -49,18 +49,21 @@ def _core(*names: str) -> tuple[str, ...]:
     return tuple(f"modal_core.{name}" for name in names)
 
 
+UPPER = ("assemble", "training", "generation", "evaluation", "interop", "scale", "serve", "cli")
+"""The assembler and what stands on it (floors 3 and up of docs/architecture.md)."""
+
 RULES = {
     "the ground floor (errors, modality, hookspecs) imports no other core module": (
         [PACKAGE / "errors.py", PACKAGE / "modality.py", PACKAGE / "hookspecs.py"],
-        _core("config", "data", "model", "plugins", "training", "checkpoints", "generation", "evaluation", "serve", "cli", "interop"),
+        _core(*UPPER, "config", "data", "model", "plugins", "checkpoints"),
     ),
     "plugins.py (the manager) imports no data, evaluation or higher code": (
         [PACKAGE / "plugins.py"],
-        _core("config", "data", "model", "training", "checkpoints", "generation", "evaluation", "serve", "cli", "interop", "scale"),
+        _core(*UPPER, "config", "data", "model", "checkpoints", "builtins"),
     ),
     "model/ takes tensors and plain modules": (
         _files(PACKAGE / "model"),
-        _core("data", "config", "plugins", "training", "checkpoints", "generation", "serve", "cli", "evaluation", "interop", "scale"),
+        _core(*UPPER, "data", "config", "plugins", "checkpoints"),
     ),
     "inference, evaluation, serving and interop never import training or Lightning": (
         [p for folder in ("generation", "evaluation", "serve", "interop") for p in _files(PACKAGE / folder)],

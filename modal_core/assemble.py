@@ -168,7 +168,8 @@ def assemble(
     recipe: DictConfig, plugins: PluginManager, tokenizer: PreTrainedTokenizerFast | None = None, init_from: Path | None = None
 ) -> Assembled:
     """The recipe's model to train, with its tokenizer (prepared when None, see
-    `prepare_tokenizer`) and a collator of `data.max_length` positions.
+    `prepare_tokenizer`) and a collator of `data.max_length` positions (packing
+    samples into rows when `data.packing` is on).
 
     With `init_from` (a verified checkpoint directory) the model holds its weights,
     one copy in memory: the groups the checkpoint has are built on the meta device and
@@ -193,7 +194,14 @@ def assemble(
         fresh = assign_checkpoint(model, init_from, cast=True)
     runtimes = modality_runtimes(recipe, plugins, model)
     chat = ChatFormat(**recipe_to_dict(recipe.chat))
-    collator = Collator(tokenizer, runtimes, max_length=recipe.data.max_length, bad_samples=bad_sample_policy(recipe), chat=chat)
+    collator = Collator(
+        tokenizer,
+        runtimes,
+        max_length=recipe.data.max_length,
+        bad_samples=bad_sample_policy(recipe),
+        chat=chat,
+        packing=recipe.data.packing,
+    )
     return Assembled(model, tokenizer, collator, runtimes, tuple(fresh))
 
 

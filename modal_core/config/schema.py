@@ -110,6 +110,11 @@ class DataConfig:
     sources: list[DataSourceConfig] = _key(help="The data sets to mix.", factory=list)
     batch_size: int = _key(8, "Samples per optimizer step and device (before gradient accumulation).", minimum=1)
     max_length: int = _key(512, "Longest sequence in tokens; a longer sample is a bad sample (see `on_bad_sample`).", minimum=1)
+    packing: bool = _key(
+        False,
+        "Pack each batch's samples into as few rows of `max_length` as fit (first-fit decreasing), attention confined to "
+        "each sample and positions restarting per sample; `batch_size` still counts samples, and losses are unchanged.",
+    )
     cfg_dropout: float = _key(
         0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).", minimum=0, maximum=1
     )

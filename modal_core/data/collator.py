@@ -6,6 +6,11 @@ whether that token is a training target (`supervised`). The model predicts the t
 position t+1 from the hidden state of position t with the head that owns it, so a
 supervised code position is learned by its modality's head and a supervised text
 position by the text head, each on its own positions only.
+
+With packing (`data.packing`) several samples share a row of at most `max_length`
+positions (first-fit decreasing over the batch's samples): `sequence_ids` numbers the
+samples of each row, position ids restart at each sample, and the model keeps
+attention inside each sample, so every sample's loss is what it would be alone.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from modal_core.data.bad_samples import BadSamplePolicy
 from modal_core.data.chat import EOS, ChatFormat
+from modal_core.data.packing import first_fit_decreasing
 from modal_core.data.segments import Media, Sample, Text
 from modal_core.errors import DataError
 from modal_core.modality import ModalitySpec, Processor
@@ -46,12 +52,14 @@ class Batch:
     token_head: torch.Tensor  # (B, T)
     supervised: torch.Tensor  # (B, T) bool
     media: dict[str, MediaBatch] = field(default_factory=dict)
+    sequence_ids: torch.Tensor | None = None  # (B, T) packed rows only: which sample of its row each position holds
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor on `device`."""
         media = {name: MediaBatch(m.payload.to(device), m.mask.to(device)) for name, m in self.media.items()}
         tensors = (self.input_ids, self.attention_mask, self.position_ids, self.token_ids, self.token_head, self.supervised)
-        return Batch(*(t.to(device) for t in tensors), media=media)
+        sequence_ids = None if self.sequence_ids is None else self.sequence_ids.to(device)
+        return Batch(*(t.to(device) for t in tensors), media=media, sequence_ids=sequence_ids)
 
     def model_inputs(self) -> dict[str, Any]:
         """The batch as `UnifiedModel.forward`'s keyword arguments."""
@@ -63,12 +71,18 @@ class Batch:
             "token_head": self.token_head,
             "supervised": self.supervised,
             "media": self.media,
+            "sequence_ids": self.sequence_ids,
         }
 
     @property
     def num_tokens(self) -> int:
         """Real (non-padding) positions in the batch."""
         return int(self.attention_mask.sum())
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the batch's positions that are padding."""
+        return 1.0 - self.num_tokens / self.attention_mask.numel()
 
 
 @dataclass(frozen=True)
@@ -110,8 +124,12 @@ class Collator:
         bad_samples: BadSamplePolicy | None = None,
         chat: ChatFormat | None = None,
         limit_name: str = "data.max_length",
+        packing: bool = False,
     ) -> None:
-        """`limit_name` names `max_length` in errors (inference: the model's context)."""
+        """`limit_name` names `max_length` in errors (inference: the model's context).
+        With `packing`, `__call__` packs the samples into as few rows of `max_length` as
+        first-fit decreasing finds (`left_padded`, for decoding, never packs)."""
+        self.packing = packing
         self.tokenizer = tokenizer
         self.limit_name = limit_name
         self.chat = chat or ChatFormat()
@@ -195,14 +213,14 @@ class Collator:
             row.add([end], [end], TEXT_HEAD, False)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
-        return self._collate(samples, self.padding_side)
+        return self._collate(samples, self.padding_side, self.packing)
 
     def left_padded(self, samples: Sequence[Sample]) -> Batch:
         """Collate with padding on the left, so every row's last position is real
-        (what decoding needs)."""
-        return self._collate(samples, "left")
+        (what decoding needs). Never packed: each sample decodes in its own row."""
+        return self._collate(samples, "left", pack=False)
 
-    def _collate(self, samples: Sequence[Sample], padding_side: str) -> Batch:
+    def _collate(self, samples: Sequence[Sample], padding_side: str, pack: bool) -> Batch:
         rows = []
         for sample in samples:
             try:
@@ -211,30 +229,47 @@ class Collator:
                 self.bad_samples.handle(sample.source or "a data set", error)
         if not rows:
             raise DataError(f"every one of the {len(samples)} samples of a batch was bad; see the bad-sample log")
-        length = max(len(row.ids) for row in rows)
-        batch_size = len(rows)
-        input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
-        token_ids = torch.full((batch_size, length), UNKNOWN_TOKEN, dtype=torch.long)
-        token_head = torch.full((batch_size, length), NO_HEAD, dtype=torch.long)
-        supervised = torch.zeros((batch_size, length), dtype=torch.bool)
-        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+        if pack:
+            layout = first_fit_decreasing([len(row.ids) for row in rows], self.max_length)
+        else:
+            layout = [[index] for index in range(len(rows))]
+        length = max(sum(len(rows[i].ids) for i in group) for group in layout)
+        shape = (len(layout), length)
+        input_ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        token_ids = torch.full(shape, UNKNOWN_TOKEN, dtype=torch.long)
+        token_head = torch.full(shape, NO_HEAD, dtype=torch.long)
+        supervised = torch.zeros(shape, dtype=torch.bool)
+        attention_mask = torch.zeros(shape, dtype=torch.long)
+        # Padding counts its positions from 0 and, in a packed row, is a sequence of its own,
+        # so position ids restart at every sample and at the padding.
+        position_ids = torch.zeros(shape, dtype=torch.long)
+        sequence_ids = torch.zeros(shape, dtype=torch.long)
         payloads: dict[str, list[torch.Tensor]] = {}
         masks: dict[str, torch.Tensor] = {}
-        for b, row in enumerate(rows):
-            offset = length - len(row.ids) if padding_side == "left" else 0
-            span = slice(offset, offset + len(row.ids))
-            input_ids[b, span] = torch.tensor(row.ids)
-            token_ids[b, span] = torch.tensor(row.tokens)
-            token_head[b, span] = torch.tensor(row.heads)
-            supervised[b, span] = torch.tensor(row.supervised)
-            attention_mask[b, span] = 1
-            for name, payload, positions in row.media:
-                payloads.setdefault(name, []).append(payload)
-                mask = masks.setdefault(name, torch.zeros((batch_size, length), dtype=torch.bool))
-                mask[b, [offset + p for p in positions]] = True
+        for b, group in enumerate(layout):
+            used = sum(len(rows[i].ids) for i in group)
+            padding = slice(0, length - used) if padding_side == "left" else slice(used, length)
+            position_ids[b, padding] = torch.arange(length - used)
+            sequence_ids[b, padding] = len(group)
+            offset = length - used if padding_side == "left" else 0
+            for number, index in enumerate(group):  # in row-major order, as `MediaBatch` wants its items
+                row = rows[index]
+                span = slice(offset, offset + len(row.ids))
+                input_ids[b, span] = torch.tensor(row.ids)
+                token_ids[b, span] = torch.tensor(row.tokens)
+                token_head[b, span] = torch.tensor(row.heads)
+                supervised[b, span] = torch.tensor(row.supervised)
+                attention_mask[b, span] = 1
+                position_ids[b, span] = torch.arange(len(row.ids))
+                sequence_ids[b, span] = number
+                for name, payload, positions in row.media:
+                    payloads.setdefault(name, []).append(payload)
+                    mask = masks.setdefault(name, torch.zeros(shape, dtype=torch.bool))
+                    mask[b, [offset + p for p in positions]] = True
+                offset += len(row.ids)
         media = {name: MediaBatch(_stack(name, items), masks[name]) for name, items in payloads.items()}
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return Batch(input_ids, attention_mask, position_ids, token_ids, token_head, supervised, media)
+        tensors = (input_ids, attention_mask, position_ids, token_ids, token_head, supervised)
+        return Batch(*tensors, media=media, sequence_ids=sequence_ids if pack else None)
 
 
 def _stack(name: str, items: list[torch.Tensor]) -> torch.Tensor:

@@ -51,6 +51,31 @@ def _cache_argument(base_model: nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"  # renamed in transformers 5.x
 
 
+def packed_attention_arguments(sequence_ids: torch.Tensor) -> dict[str, Any]:
+    """Backbone keyword arguments that confine attention to each packed sample.
+
+    `sequence_ids` (B, T) numbers the samples of each row (padding is a sample of its
+    own); the position ids restart at each sample. transformers (5.x) then builds the
+    mask from the position-id resets when no 2-D `attention_mask` is given: a
+    block-diagonal causal mask for SDPA, eager and flex attention. Flash-attention
+    kernels read no mask; they get the same boundaries as the cumulative sequence
+    lengths of the flattened batch (`cu_seq_lens_*`, `max_length_*`: its varlen path),
+    which the other implementations ignore."""
+    rows, length = sequence_ids.shape
+    flat = (sequence_ids + torch.arange(rows, device=sequence_ids.device)[:, None] * (length + 1)).flatten()  # unique per row
+    starts = torch.nonzero(flat[1:] != flat[:-1]).flatten() + 1
+    edges = torch.tensor([0], device=flat.device), starts, torch.tensor([flat.numel()], device=flat.device)
+    cumulative = torch.cat(edges).to(torch.int32)
+    longest = cumulative.diff().max()
+    return {
+        "attention_mask": None,
+        "cu_seq_lens_q": cumulative,
+        "cu_seq_lens_k": cumulative,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+
+
 class UnifiedModel(nn.Module):
     """The shared autoregressive transformer with per-modality encoders, adapters and
     heads. `backbone` is a Hugging Face causal LM whose input embeddings and LM head
@@ -120,16 +145,21 @@ class UnifiedModel(nn.Module):
         position_ids: torch.Tensor,
         past_key_values=None,
         use_cache: bool = False,
+        sequence_ids: torch.Tensor | None = None,
     ):
         """Run the shared transformer: hidden states (B, T, hidden) and, with
-        `use_cache`, the KV cache to pass back in as `past_key_values`."""
+        `use_cache`, the KV cache to pass back in as `past_key_values`.
+
+        `sequence_ids` (B, T) marks packed rows (see `packed_attention_arguments`):
+        each position then attends only to earlier positions of its own sample."""
         name = self._cache_argument
         cache = {name: past_key_values} if past_key_values is not None else {}
+        attention = {"attention_mask": attention_mask} if sequence_ids is None else packed_attention_arguments(sequence_ids)
         output = self.backbone.base_model(
             inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=use_cache,
+            **attention,
             **cache,
         )
         return TransformerOutput(output.last_hidden_state, output[name] if use_cache else None)
@@ -151,17 +181,24 @@ class UnifiedModel(nn.Module):
         token_head: torch.Tensor,
         supervised: torch.Tensor,
         media: MediaInputs,
+        sequence_ids: torch.Tensor | None = None,
     ) -> LossOutput:
         """Next-token loss of a batch: each head on its own supervised positions, summed
         over heads and divided by the number of supervised positions (no task weights).
 
         All tensors are (B, T): `token_ids` holds each position's token in its head's
         vocabulary (-1 where not known yet), `token_head` the index in `head_names` of
-        the head that owns it, `supervised` whether it is a training target."""
+        the head that owns it, `supervised` whether it is a training target. Rows that
+        hold several samples come with `sequence_ids` (which sample of the row each
+        position belongs to) and `position_ids` restarting at each sample; attention
+        stays inside each sample and no sample's last position predicts the next one's
+        first token, so each sample's loss terms are those it has alone in a row."""
         embeds, token_ids = self.embed(input_ids, token_ids, media)
-        hidden = self.transformer(embeds, attention_mask, position_ids).hidden
+        hidden = self.transformer(embeds, attention_mask, position_ids, sequence_ids=sequence_ids).hidden
         hidden, targets, owners = hidden[:, :-1], token_ids[:, 1:], token_head[:, 1:]
         supervised = supervised[:, 1:] & attention_mask[:, 1:].bool()
+        if sequence_ids is not None:
+            supervised = supervised & (sequence_ids[:, 1:] == sequence_ids[:, :-1])
         sums, counts = {}, {}
         for index, name in enumerate(self.head_names):
             # Every head runs, on possibly zero positions, so all parameters take part in

@@ -39,7 +39,7 @@ class RngStateMixin:
 
 class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
     """Trains a `UnifiedModel` with AdamW and a warm-up schedule, logging loss, per-head
-    loss and learning rate."""
+    loss, learning rate and the share of padding positions in the batch."""
 
     def __init__(self, model: UnifiedModel, train: list[str], optim: dict, total_steps: int) -> None:
         """`optim` holds `configure_adamw` keyword arguments (the recipe's `optim` block)."""
@@ -58,6 +58,7 @@ class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
             if count > 0:
                 self.log(f"train/loss_{name}", total / count, batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
+        self.log("train/padding_fraction", batch.padding_fraction, batch_size=batch_size)
         return loss  # tokens/s and MFU: modal_core.scale.throughput.ThroughputMonitor
 
     def _global_token_mean(self, output: LossOutput) -> tuple[torch.Tensor, torch.Tensor]:

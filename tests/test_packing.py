@@ -112,6 +112,18 @@ def test_whole_packed_loss_equals_the_unpacked_loss(image_model):
         assert int(packed_output.head_counts[head]) == int(count)
 
 
+def test_no_sample_predicts_the_first_token_of_the_next(image_model):
+    built, _ = image_model
+    batch = built.collator(_samples())
+    before = built.model(**batch.model_inputs())
+    firsts = torch.ones_like(batch.supervised)
+    firsts[:, 1:] = batch.sequence_ids[:, 1:] != batch.sequence_ids[:, :-1]
+    batch.supervised |= firsts & batch.attention_mask.bool()  # even a supervised first token is no target of the sample before
+    after = built.model(**batch.model_inputs())
+    assert {k: int(v) for k, v in after.head_counts.items()} == {k: int(v) for k, v in before.head_counts.items()}
+    torch.testing.assert_close(after.loss, before.loss, rtol=0, atol=0)
+
+
 def test_media_masks_follow_their_samples_into_packed_rows(image_model):
     built, alone = image_model
     samples = _samples()
@@ -199,3 +211,36 @@ def test_training_with_packing_lowers_the_loss_and_logs_padding(tmp_path, plugin
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
     packed_padding, unpacked_padding = ([r["train/padding_fraction"] for r in run] for run in (packed, unpacked))
     assert sum(packed_padding) < 0.6 * sum(unpacked_padding), (packed_padding, unpacked_padding)
+
+
+def _varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """A stand-in for flash-attention's varlen kernel: causal attention inside each span
+    of `cu_seq_lens_q` over the flattened batch, reading no mask."""
+    assert attention_mask is None
+    batch, heads, length, dim = query.shape
+    flat = [t.transpose(1, 2).reshape(batch * length, heads, dim) for t in (query, key, value)]
+    edges = kwargs["cu_seq_lens_q"].tolist()
+    assert edges == kwargs["cu_seq_lens_k"].tolist() and int(kwargs["max_length_q"]) == max(b - a for a, b in zip(edges, edges[1:]))
+    spans = []
+    for start, end in zip(edges, edges[1:]):
+        q, k, v = (t[start:end].transpose(0, 1) for t in flat)  # (heads, span, dim)
+        spans.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling).transpose(0, 1))
+    return torch.cat(spans).reshape(batch, length, heads, dim), None
+
+
+def test_varlen_kernels_get_the_sample_boundaries(image_model, monkeypatch):
+    """Flash-attention cannot run on CPU; a kernel that, like its varlen path, sees only
+    the cumulative sequence lengths gives the hidden states of the masked SDPA path."""
+    from transformers import AttentionInterface
+
+    built, _ = image_model
+    model = built.model
+    batch = built.collator(_samples())
+    embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
+    with torch.no_grad():
+        masked = model.transformer(embeds, batch.attention_mask, batch.position_ids, sequence_ids=batch.sequence_ids).hidden
+        monkeypatch.setitem(AttentionInterface._global_mapping, "test_varlen", _varlen_attention)  # what `register` does, undone after
+        model.backbone.set_attn_implementation("test_varlen")
+        varlen = model.transformer(embeds, batch.attention_mask, batch.position_ids, sequence_ids=batch.sequence_ids).hidden
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(varlen[real], masked[real], **TOLERANCE)

@@ -1,10 +1,13 @@
-"""Data-pipeline benchmarks, measured through the one training loop (`modal_core.train`).
+"""Data-pipeline benchmarks.
 
-Sequence packing: padding fraction and tokens/s (real tokens, data loading included,
-as `train/tokens_per_sec` logs them) with `data.packing` off and on, on the quickstart
-stage mixes and on a long-tailed length mix (text whose lengths follow a log-normal
-law, as web text and instruction data do), with the printed ratios packed / unpacked.
-Run: `python benchmarks/data.py packing [--steps 30]`; not part of the test suite.
+Sequence packing: padding fraction and tokens/s with `data.packing` off and on, on the
+quickstart stage mixes and on a long-tailed length mix (text whose lengths follow a
+log-normal law, as web text and instruction data do), with the ratios packed / unpacked.
+Padding is averaged over `--batches` batches of the recipe's data stream; tokens/s
+(real tokens) times collation plus the forward and backward pass of the recipe's model
+on the same samples packed and unpacked, alternating step by step so that a busy
+machine slows both alike. Run: `python benchmarks/data.py packing`; not part of the
+test suite.
 """
 
 from __future__ import annotations
@@ -14,24 +17,25 @@ import json
 import random
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
+import torch
+
 from modal_core import recipes
-from modal_core.checkpoints.run_folder import read_history
+from modal_core.assemble import assemble
 from modal_core.config.loader import load_recipe
 from modal_core.data.shapes_text import text_corpus
 from modal_core.plugins import get_plugin_manager
-from modal_core.training.run import train
+from modal_core.training.run import build_mixture
 
 QUICKSTART_MIXES = ("quickstart/stage1", "quickstart/stage2", "quickstart/stage3")
 SMALL_RUN = [
-    "init_from=null",  # the stages start from the previous stage's run; a fresh model times the same
+    "init_from=null",  # the stages start from the previous stage's run; a fresh model costs the same
     "tokenizer.train.num_sentences=2000",
     "data.val_samples=0",
-    "trainer.checkpoint_every_n_steps=0",
-    "trainer.progress_bar=false",
-    "trainer.log_every_n_steps=1",
 ]
+WARM_UP_STEPS = 2
 
 
 def long_tailed_file(path: Path, count: int, max_words: int, seed: int = 0) -> Path:
@@ -47,37 +51,56 @@ def long_tailed_file(path: Path, count: int, max_words: int, seed: int = 0) -> P
     return path
 
 
-def measure(recipe_name: str, overrides: list[str], packing: bool, steps: int, work: Path) -> dict[str, float]:
-    """Mean padding fraction and tokens/s of a short training run."""
+def measure(recipe_name: str, overrides: list[str], batches: int, steps: int) -> dict[str, dict[str, float]]:
+    """Mean padding fraction and median tokens/s of one mix, packing off and on."""
     plugins = get_plugin_manager()
-    name = f"{recipe_name.replace('/', '-')}-{'packed' if packing else 'unpacked'}"
-    run = [*SMALL_RUN, *overrides, f"data.packing={str(packing).lower()}", f"trainer.max_steps={steps}", f"output_dir={work / name}"]
-    result = train(load_recipe(recipes.find(recipe_name), run, plugins), plugins)
-    history = read_history(result.history)
-    padding = [r["train/padding_fraction"] for r in history if "train/padding_fraction" in r]
-    speed = [r["train/tokens_per_sec"] for r in history if "train/tokens_per_sec" in r]
-    return {"padding": statistics.fmean(padding), "tokens_per_sec": statistics.median(speed)}
+    recipe = load_recipe(recipes.find(recipe_name), [*SMALL_RUN, *overrides], plugins)
+    built = assemble(recipe, plugins)
+    outputs = frozenset(name for name, runtime in built.modalities.items() if runtime.spec.direction == "output")
+    stream = build_mixture(recipe, plugins, outputs, "train", recipe.seed)
+    size = recipe.data.batch_size
+    samples = [[stream[step * size + i] for i in range(size)] for step in range(max(batches, steps + WARM_UP_STEPS))]
+    model, collator = built.model, built.collator
+    model.set_trainable(list(recipe.train))
+    padding, speeds = {}, {False: [], True: []}
+    for packing in (False, True):
+        collator.packing = packing
+        padding[packing] = statistics.fmean(collator(batch).padding_fraction for batch in samples[:batches])
+    for step, batch in enumerate(samples[: steps + WARM_UP_STEPS]):
+        for packing in (False, True):
+            collator.packing = packing
+            start = time.perf_counter()
+            collated = collator(batch)
+            model(**collated.model_inputs()).loss.backward()
+            model.zero_grad(set_to_none=True)
+            if step >= WARM_UP_STEPS:
+                speeds[packing].append(collated.num_tokens / (time.perf_counter() - start))
+    return {
+        "on" if packing else "off": {"padding": padding[packing], "tokens_per_sec": statistics.median(speeds[packing])}
+        for packing in (False, True)
+    }
 
 
-def packing_benchmark(steps: int) -> None:
+def packing_benchmark(batches: int, steps: int) -> None:
     """Print padding fraction and tokens/s without and with packing, and their ratios."""
+    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
         mixes = {name: ["modalities.vq_generation.tokenizer_path=null"] for name in QUICKSTART_MIXES}
-        corpus = long_tailed_file(work / "long_tailed.jsonl", 4000, max_words=100)
+        corpus = long_tailed_file(Path(folder) / "long_tailed.jsonl", 4000, max_words=100)
         mixes["quickstart/text"] = [
             f"data.sources=[{{dataset: jsonl_text, options: {{path: '{corpus}'}}}}]",
             "data.max_length=128",
-            "data.on_bad_sample=skip",  # the rare text over 128 tokens is dropped (and logged), as in a real run
+            "data.on_bad_sample=skip",  # the rare text over 128 tokens is dropped, as in a real run
         ]
-        print(f"{'mix':<32} {'padding off':>11} {'padding on':>11} {'tokens/s off':>13} {'tokens/s on':>12} {'tokens/s on/off':>16}")
+        print(f"{'mix':<30} {'padding off':>11} {'on':>6} {'on/off':>7} {'tokens/s off':>13} {'on':>6} {'on/off':>7}")
         for name, overrides in mixes.items():
-            off, on = (measure(name, overrides, packing, steps, work) for packing in (False, True))
+            result = measure(name, overrides, batches, steps)
+            off, on = result["off"], result["on"]
             label = "long-tailed text (log-normal)" if name == "quickstart/text" else name
-            ratio = on["tokens_per_sec"] / off["tokens_per_sec"]
             print(
-                f"{label:<32} {off['padding']:>11.3f} {on['padding']:>11.3f} "
-                f"{off['tokens_per_sec']:>13.0f} {on['tokens_per_sec']:>12.0f} {ratio:>15.2f}x"
+                f"{label:<30} {off['padding']:>11.3f} {on['padding']:>6.3f} {on['padding'] / off['padding']:>6.2f}x "
+                f"{off['tokens_per_sec']:>13.0f} {on['tokens_per_sec']:>6.0f} {on['tokens_per_sec'] / off['tokens_per_sec']:>6.2f}x",
+                flush=True,
             )
 
 
@@ -85,10 +108,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parts = parser.add_subparsers(dest="part", required=True)
     packing = parts.add_parser("packing", help="padding fraction and tokens/s without and with sequence packing")
-    packing.add_argument("--steps", type=int, default=30, help="training steps per measurement")
+    packing.add_argument("--batches", type=int, default=50, help="batches of each mix whose padding is averaged")
+    packing.add_argument("--steps", type=int, default=10, help="timed steps of each mix, packing off and on")
     arguments = parser.parse_args()
     if arguments.part == "packing":
-        packing_benchmark(arguments.steps)
+        packing_benchmark(arguments.batches, arguments.steps)
 
 
 if __name__ == "__main__":

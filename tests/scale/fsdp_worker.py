@@ -1,0 +1,71 @@
+"""Train several recipes in turn with every shipped plugin and, on every rank, record
+what the rank holds when each run ends: `OUT/<run>/rank<r>.json` with the bytes of its
+local shards (parameters, gradients, AdamW states) and `OUT/<run>/full.safetensors`
+(rank 0) with the weights gathered from the shards.
+
+Run as a script, `fsdp_worker.py OUT RECIPE...`: Lightning's launcher starts the other
+ranks by running this same command line again, exactly as it does for `modal-core
+train`, and every rank trains the recipes in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: conftest's plugin manager
+
+from conftest import builtin_plugin_manager  # noqa: E402
+
+from modal_core.config.loader import load_recipe  # noqa: E402
+from modal_core.training import run  # noqa: E402
+from modal_core.training.module import UnifiedTrainingModule  # noqa: E402
+
+
+def local_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of the part of `tensor` this rank stores."""
+    local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    return local.numel() * local.element_size()
+
+
+class ShardRecordingModule(UnifiedTrainingModule):
+    """The training module, plus a record of this rank's shards after the last step."""
+
+    out_dir: Path
+
+    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        # Gradients exist between the optimizer step and their zeroing: measure them here.
+        self._gradient_bytes = sum(local_bytes(p.grad) for p in self.model.parameters() if p.grad is not None)
+
+    def on_train_end(self) -> None:
+        optimizer = self.optimizers().optimizer
+        states = [value for state in optimizer.state.values() for key, value in state.items() if key != "step"]
+        record = {
+            "parameters": sum(local_bytes(p) for p in self.model.parameters()),
+            "gradients": self._gradient_bytes,
+            "optimizer": sum(local_bytes(value) for value in states),
+            "sharded": all(isinstance(p, DTensor) for p in self.model.parameters()),
+        }
+        (self.out_dir / f"rank{self.global_rank}.json").write_text(json.dumps(record))
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.global_rank == 0:
+            save_file({key: value.contiguous() for key, value in full.items()}, str(self.out_dir / "full.safetensors"))
+
+
+def main(out_dir: str, *recipes: str) -> None:
+    run.UnifiedTrainingModule = ShardRecordingModule  # the one class `train` instantiates
+    plugins = builtin_plugin_manager()
+    for recipe in recipes:
+        ShardRecordingModule.out_dir = Path(out_dir) / Path(recipe).stem
+        ShardRecordingModule.out_dir.mkdir(parents=True, exist_ok=True)
+        run.train(load_recipe(recipe, plugins=plugins), plugins)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

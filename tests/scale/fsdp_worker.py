@@ -1,7 +1,8 @@
 """Train several recipes in turn with every shipped plugin and, on every rank, record
-what the rank holds when each run ends: `OUT/<run>/rank<r>.json` with the bytes of its
-local shards (parameters, gradients, AdamW states) and `OUT/<run>/full.safetensors`
-(rank 0) with the weights gathered from the shards.
+what the rank holds: `OUT/<run>/rank<r>.json` with the bytes of its local shards
+(parameters, gradients, AdamW states) when the run ends, and (rank 0) the weights
+gathered from the shards when it starts and ends, `initial.safetensors` and
+`full.safetensors`.
 
 Run as a script, `fsdp_worker.py OUT RECIPE...`: Lightning's launcher starts the other
 ranks by running this same command line again, exactly as it does for `modal-core
@@ -39,6 +40,9 @@ class ShardRecordingModule(UnifiedTrainingModule):
 
     out_dir: Path
 
+    def on_train_start(self) -> None:
+        self._save_gathered("initial.safetensors")
+
     def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         # Gradients exist between the optimizer step and their zeroing: measure them here.
         self._gradient_bytes = sum(local_bytes(p.grad) for p in self.model.parameters() if p.grad is not None)
@@ -53,9 +57,12 @@ class ShardRecordingModule(UnifiedTrainingModule):
             "sharded": all(isinstance(p, DTensor) for p in self.model.parameters()),
         }
         (self.out_dir / f"rank{self.global_rank}.json").write_text(json.dumps(record))
+        self._save_gathered("full.safetensors")
+
+    def _save_gathered(self, name: str) -> None:
         full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.global_rank == 0:
-            save_file({key: value.contiguous() for key, value in full.items()}, str(self.out_dir / "full.safetensors"))
+            save_file({key: value.contiguous() for key, value in full.items()}, str(self.out_dir / name))
 
 
 def main(out_dir: str, *recipes: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_image_recipe, tiny_text_recipe, write_recipe
+from conftest import REPO, tiny_image_recipe, tiny_text_recipe, with_image_plugins, write_recipe
 from safetensors.torch import load_file
 from test_image_plugins import TINY_IMAGES
 
@@ -125,3 +125,24 @@ def test_sharded_resume_continues_exactly_and_exports_to_one_checkpoint(runs, tm
         logits = exported.model.backbone(input_ids=ids).logits
         exported.model.load_state_dict(expected)  # the weights the ranks held, gathered
         assert torch.equal(exported.model.backbone(input_ids=ids).logits, logits)
+
+
+def test_stage1_lora_under_fsdp_trains_only_its_groups_resumes_from_full_checkpoints_and_loads(runs, plugins):
+    initial, final = load_file(str(runs / "stage1" / "initial.safetensors")), load_file(str(runs / "stage1" / "full.safetensors"))
+    assert initial.keys() == final.keys()
+    trained = {key for key in final if key.startswith(("adapters.", "heads.")) or key.endswith((".lora_a", ".lora_b"))}
+    assert any(key.startswith("adapters.") for key in trained) and any(key.endswith(".lora_b") for key in trained)
+    assert any(key.startswith("encoders.") for key in final)
+    for key in final:
+        changed = not torch.equal(final[key], initial[key])
+        assert changed == (key in trained), (key, changed)  # frozen: bit for bit; trainable: moved
+
+    full = runs / "stage1" / "checkpoints" / "step-000002"
+    assert not is_sharded_checkpoint(full)
+    continued = load_file(str(runs / "stage1_resumed" / "full.safetensors"))
+    assert all(torch.equal(continued[key], final[key]) for key in final)
+    assert _losses(runs / "stage1_resumed" / "history.jsonl") == {2: _losses(runs / "stage1" / "history.jsonl")[2]}
+
+    loaded = load(full, plugins=with_image_plugins(plugins))
+    saved = loaded.model.state_dict()
+    assert all(torch.equal(saved[key], final[key]) for key in final)

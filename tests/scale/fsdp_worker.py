@@ -43,8 +43,8 @@ class ShardRecordingModule(UnifiedTrainingModule):
     def on_train_start(self) -> None:
         self._save_gathered("initial.safetensors")
 
-    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        # Gradients exist between the optimizer step and their zeroing: measure them here.
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # The gradients of the step, reduced to this rank's shard, just before AdamW reads them.
         self._gradient_bytes = sum(local_bytes(p.grad) for p in self.model.parameters() if p.grad is not None)
 
     def on_train_end(self) -> None:

@@ -147,7 +147,8 @@ class TrainerConfig:
     strategy: str = _key(
         "auto",
         "Lightning strategy: `auto` (one device), `ddp`, `fsdp` (FSDP2: shards weights, gradients and optimizer "
-        "states; GPUs with NCCL or CPU processes with gloo), `deepspeed_stage_2`, `deepspeed_stage_3` (need the deepspeed package). See docs/multi-gpu.md.",
+        "states; GPUs with NCCL or CPU processes with gloo), "
+        "`deepspeed_stage_2`, `deepspeed_stage_3` (need the deepspeed package). See docs/multi-gpu.md.",
         choices=("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"),
     )
     precision: str = _key(

@@ -21,6 +21,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import Checkpoi
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+from modal_core.errors import RecipeError
 from modal_core.scale.blocks import checkpoint_blocks
 from modal_core.scale.sharded import DCP_METADATA, finish_sharded_checkpoint
 
@@ -50,6 +51,13 @@ def shard_model(
     """Apply `fully_shard` to every instance of `blocks` (inner blocks first, each with
     its activation-checkpointing wrapper when asked), then to `model` as the root unit;
     returns the number of block units."""
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    if len(dtypes) > 1:
+        raise RecipeError(
+            f"trainer.strategy: fsdp needs the weights in one dtype, found {', '.join(dtypes)} (e.g. backbone.dtype "
+            "bfloat16 beside float32 adapters or LoRA factors); keep backbone.dtype float32 and set trainer.precision: "
+            "bf16-mixed, which gathers and computes in bfloat16"
+        )
     if activation_checkpointing:
         checkpoint_blocks(model, blocks)
     wrapped = {id(m._checkpoint_wrapped_module) for m in model.modules() if isinstance(m, CheckpointWrapper)}
@@ -126,4 +134,3 @@ class FullyShardedStrategy(ModelParallelStrategy):
             by_name = FullyShardedDataParallel.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_NAME, self.model)
             set_optimizer_state_dict(self.model, optimizer, by_name, options=options)
         return checkpoint
-

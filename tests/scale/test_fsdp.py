@@ -101,9 +101,8 @@ def runs(tmp_path_factory) -> Path:
     stage1["data"]["sources"] = stage1["data"]["sources"][:1]
     stage1["trainer"] = {**stage1["trainer"], "devices": 2, "strategy": "fsdp", "checkpoint_every_n_steps": 1, "keep_last": -1}
     stage1_resumed = {**stage1, "output_dir": str(root / "stage1_resumed"), "resume": str(root / "stage1" / "checkpoints" / "step-000001")}
-    recipes = [write_recipe(root / f"{name}.yaml", recipe) for name, recipe in [
-        ("fsdp", fsdp), ("resumed", resumed), ("stage1", stage1), ("stage1_resumed", stage1_resumed), ("plan", plan_recipe(root, **PLAN_SIZE))
-    ]]
+    named = {"fsdp": fsdp, "resumed": resumed, "stage1": stage1, "stage1_resumed": stage1_resumed, "plan": plan_recipe(root, **PLAN_SIZE)}
+    recipes = [write_recipe(root / f"{name}.yaml", recipe) for name, recipe in named.items()]
     seconds = launch(root, recipes)
     print(f"2-process FSDP launch: {seconds:.1f} s")
     return root

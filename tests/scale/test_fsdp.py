@@ -1,10 +1,11 @@
 """FSDP2 on CPU: 2 processes (gloo), launched by Lightning as `modal-core train`
 launches them, checked against one process reading the same global batch.
 
-One launch trains four runs in turn (starting processes is the slow part):
-`fsdp` (text, sharded checkpoints at steps 2 and 4), `resumed` (continues `fsdp` from
-step 2), `stage1` (images, only adapters, heads and LoRA factors train, full
-checkpoints) and `stage1_resumed` (continues `stage1` from its full step-1 checkpoint).
+One launch trains its runs in turn (starting processes is the slow part): `fsdp`
+(text, sharded checkpoints at steps 2 and 4), `resumed` (continues `fsdp` from step 2),
+`stage1` (images, only adapters, heads and LoRA factors train, full checkpoints),
+`stage1_resumed` (continues `stage1` from its full step-1 checkpoint), `plan` (one step
+of a larger model) and two steps each of the other `fsdp_sharding` modes.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def runs(tmp_path_factory) -> Path:
     stage1["trainer"] = {**stage1["trainer"], "devices": 2, "strategy": "fsdp", "checkpoint_every_n_steps": 1, "keep_last": -1}
     stage1_resumed = {**stage1, "output_dir": str(root / "stage1_resumed"), "resume": str(root / "stage1" / "checkpoints" / "step-000001")}
     named = {"fsdp": fsdp, "resumed": resumed, "stage1": stage1, "stage1_resumed": stage1_resumed, "plan": plan_recipe(root, **PLAN_SIZE)}
+    for sharding in ("SHARD_GRAD_OP", "NO_SHARD"):  # two steps each: the other meshes and resharding
+        named[sharding] = _text(root, sharding, tokenizer_dir, devices=2, strategy="fsdp", fsdp_sharding=sharding, max_steps=2)
     recipes = [write_recipe(root / f"{name}.yaml", recipe) for name, recipe in named.items()]
     seconds = launch(root, recipes)
     print(f"2-process FSDP launch: {seconds:.1f} s")
@@ -118,6 +121,9 @@ def test_fsdp_matches_one_process_with_the_same_global_batch(runs, tmp_path, plu
     for step in single_losses:
         assert fsdp_losses[step] == pytest.approx(single_losses[step], rel=2e-4), (step, fsdp_losses, single_losses)
     assert single_losses[STEPS] < single_losses[1]  # it trained
+    for sharding in ("SHARD_GRAD_OP", "NO_SHARD"):
+        other = _losses(runs / sharding / "history.jsonl")
+        assert other == pytest.approx({step: fsdp_losses[step] for step in (1, 2)}, rel=1e-5), sharding
     gathered, single_weights = load_file(str(runs / "fsdp" / "full.safetensors")), store.load_model_state(single.checkpoint)
     assert gathered.keys() == single_weights.keys()
     for key in gathered:

@@ -144,6 +144,14 @@ def test_strategies_this_machine_cannot_run_are_named(values, message):
         check_machine(_settings(**values))
 
 
+def test_fsdp_bf16_is_refused_on_a_gpu_without_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    with pytest.raises(RecipeError, match="bf16-mixed with strategy fsdp, but this GPU has no bfloat16 support"):
+        check_machine(_settings(strategy="fsdp", precision="bf16-mixed", accelerator="gpu"))
+    check_machine(_settings(strategy="fsdp", precision="bf16-mixed", accelerator="cpu"))  # CPUs compute in bfloat16
+
+
 def test_flops_count_matches_a_hand_count():
     model = _model(layers=2)
     flops = FlopsModel.of(model)

@@ -1,6 +1,7 @@
 """Train several recipes in turn with every shipped plugin and, on every rank, record
 what the rank holds: `OUT/<run>/rank<r>.json` with the bytes of its local shards
-(parameters, gradients, AdamW states) when the run ends, and (rank 0) the weights
+(parameters, gradients, AdamW states) when the run ends and the global gradient norm
+before and after clipping in each step, and (rank 0) the weights
 gathered from the shards when it starts and ends, `initial.safetensors` and
 `full.safetensors`.
 
@@ -41,7 +42,18 @@ class ShardRecordingModule(UnifiedTrainingModule):
     out_dir: Path
 
     def on_train_start(self) -> None:
+        self._gradient_norms: list[tuple[float, float]] = []
         self._save_gathered("initial.safetensors")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        before = self._gradient_norm()
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self._gradient_norms.append((before, self._gradient_norm()))
+
+    def _gradient_norm(self) -> float:
+        """The norm of all gradients of the model, over every rank's shards."""
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # The gradients of the step, reduced to this rank's shard, just before AdamW reads them.
@@ -54,6 +66,7 @@ class ShardRecordingModule(UnifiedTrainingModule):
             "parameters": sum(local_bytes(p) for p in self.model.parameters()),
             "gradients": self._gradient_bytes,
             "optimizer": sum(local_bytes(value) for value in states),
+            "gradient_norms": self._gradient_norms,  # (before, after) clipping, per step
             "sharded": all(isinstance(p, DTensor) for p in self.model.parameters()),
         }
         (self.out_dir / f"rank{self.global_rank}.json").write_text(json.dumps(record))

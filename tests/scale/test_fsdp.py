@@ -5,7 +5,8 @@ One launch trains its runs in turn (starting processes is the slow part): `fsdp`
 (text, sharded checkpoints at steps 2 and 4), `resumed` (continues `fsdp` from step 2),
 `stage1` (images, only adapters, heads and LoRA factors train, full checkpoints),
 `stage1_resumed` (continues `stage1` from its full step-1 checkpoint), `plan` (one step
-of a larger model) and two steps each of the other `fsdp_sharding` modes.
+of a larger model) and two steps each of the other `fsdp_sharding` modes, of activation
+checkpointing and of `bf16-mixed`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _text(root: Path, name: str, tokenizer_dir: Path, **trainer) -> dict:
         root / name,
         tokenizer={"path": str(tokenizer_dir)},
         optim={"lr": 1e-2, "warmup_steps": 0},
-        trainer={"max_steps": STEPS, "log_every_n_steps": 1, **trainer},
+        # Clipping at 0.1 acts in every step (see the norms checked in the parity test).
+        trainer={"max_steps": STEPS, "log_every_n_steps": 1, "gradient_clip_val": 0.1, **trainer},
     )
     # Samples of varied length: the ranks' halves hold different numbers of supervised tokens.
     recipe["data"] = {**recipe["data"], "batch_size": GLOBAL_BATCH // trainer.get("devices", 1), "max_length": 64}
@@ -103,8 +105,11 @@ def runs(tmp_path_factory) -> Path:
     stage1["trainer"] = {**stage1["trainer"], "devices": 2, "strategy": "fsdp", "checkpoint_every_n_steps": 1, "keep_last": -1}
     stage1_resumed = {**stage1, "output_dir": str(root / "stage1_resumed"), "resume": str(root / "stage1" / "checkpoints" / "step-000001")}
     named = {"fsdp": fsdp, "resumed": resumed, "stage1": stage1, "stage1_resumed": stage1_resumed, "plan": plan_recipe(root, **PLAN_SIZE)}
-    for sharding in ("SHARD_GRAD_OP", "NO_SHARD"):  # two steps each: the other meshes and resharding
-        named[sharding] = _text(root, sharding, tokenizer_dir, devices=2, strategy="fsdp", fsdp_sharding=sharding, max_steps=2)
+    two_steps = {"devices": 2, "strategy": "fsdp", "max_steps": 2}
+    for sharding in ("SHARD_GRAD_OP", "NO_SHARD"):  # the other meshes and resharding
+        named[sharding] = _text(root, sharding, tokenizer_dir, fsdp_sharding=sharding, **two_steps)
+    named["checkpointed"] = _text(root, "checkpointed", tokenizer_dir, activation_checkpointing=True, **two_steps)
+    named["bf16"] = _text(root, "bf16", tokenizer_dir, precision="bf16-mixed", **two_steps)
     recipes = [write_recipe(root / f"{name}.yaml", recipe) for name, recipe in named.items()]
     seconds = launch(root, recipes)
     print(f"2-process FSDP launch: {seconds:.1f} s")
@@ -114,16 +119,23 @@ def runs(tmp_path_factory) -> Path:
 def test_fsdp_matches_one_process_with_the_same_global_batch(runs, tmp_path, plugins):
     tokenizer_dir = runs / "tokenizer"
     single = train(load_recipe(write_recipe(tmp_path / "single.yaml", _text(tmp_path, "single", tokenizer_dir)), plugins=plugins), plugins)
-    assert all(json.loads((runs / "fsdp" / f"rank{r}.json").read_text())["sharded"] for r in (0, 1))
+    records = [json.loads((runs / "fsdp" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(record["sharded"] for record in records)
+    # Clipping sees the norm over both ranks' shards: afterwards it is the limit itself, on both ranks.
+    norms = records[0]["gradient_norms"]
+    assert norms == records[1]["gradient_norms"] and len(norms) == STEPS
+    assert all(before > 0.1 and after == pytest.approx(0.1, rel=1e-4) for before, after in norms), norms
 
     single_losses, fsdp_losses = _losses(single.history), _losses(runs / "fsdp" / "history.jsonl")
     assert sorted(fsdp_losses) == sorted(single_losses) == list(range(1, STEPS + 1))
     for step in single_losses:
         assert fsdp_losses[step] == pytest.approx(single_losses[step], rel=2e-4), (step, fsdp_losses, single_losses)
     assert single_losses[STEPS] < single_losses[1]  # it trained
-    for sharding in ("SHARD_GRAD_OP", "NO_SHARD"):
-        other = _losses(runs / sharding / "history.jsonl")
-        assert other == pytest.approx({step: fsdp_losses[step] for step in (1, 2)}, rel=1e-5), sharding
+    first_two = {step: fsdp_losses[step] for step in (1, 2)}
+    for variant in ("SHARD_GRAD_OP", "NO_SHARD", "checkpointed"):
+        assert _losses(runs / variant / "history.jsonl") == pytest.approx(first_two, rel=1e-5), variant
+    bf16 = _losses(runs / "bf16" / "history.jsonl")
+    assert bf16 == pytest.approx(first_two, rel=2e-2) and bf16 != pytest.approx(first_two, rel=1e-5)  # bfloat16 computed it
     gathered, single_weights = load_file(str(runs / "fsdp" / "full.safetensors")), store.load_model_state(single.checkpoint)
     assert gathered.keys() == single_weights.keys()
     for key in gathered:

@@ -47,10 +47,9 @@ def shard_model(
     mixed_precision: MixedPrecisionPolicy,
     reshard_after_forward: bool,
     activation_checkpointing: bool,
-) -> int:
+) -> None:
     """Apply `fully_shard` to every instance of `blocks` (inner blocks first, each with
-    its activation-checkpointing wrapper when asked), then to `model` as the root unit;
-    returns the number of block units."""
+    its activation-checkpointing wrapper when asked), then to `model` as the root unit."""
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
     if len(dtypes) > 1:
         raise RecipeError(
@@ -61,16 +60,11 @@ def shard_model(
     if activation_checkpointing:
         checkpoint_blocks(model, blocks)
     wrapped = {id(m._checkpoint_wrapped_module) for m in model.modules() if isinstance(m, CheckpointWrapper)}
-    units = [
-        m
-        for m in model.modules()
-        if isinstance(m, CheckpointWrapper) or (isinstance(m, blocks) and not isinstance(m, FSDPModule) and id(m) not in wrapped)
-    ]
+    units = [m for m in model.modules() if isinstance(m, CheckpointWrapper) or (isinstance(m, blocks) and id(m) not in wrapped)]
     for unit in reversed(units):  # children before parents: a parent's unit holds what its children's do not
         fully_shard(unit, mesh=mesh, mp_policy=mixed_precision, reshard_after_forward=reshard_after_forward)
     # The root's weights are needed again at once by the backward pass: kept gathered.
     fully_shard(model, mesh=mesh, mp_policy=mixed_precision, reshard_after_forward=False)
-    return len(units)
 
 
 class FullyShardedStrategy(ModelParallelStrategy):

@@ -4,8 +4,9 @@ With `trainer.fsdp_state_dict: sharded` every rank writes only its own shard of 
 weights and optimizer state (`torch.distributed.checkpoint`, through Lightning's
 `ModelParallelStrategy`, see `modal_core.scale.fsdp`), so no process ever holds the
 full model. Rank 0 then adds the recipe, the tokenizer and a manifest tagged
-`SHARDED_FORMAT`, which makes the folder a run checkpoint that `resume=` accepts. `export_sharded_checkpoint` turns one into an ordinary
-checkpoint directory (a single `model.safetensors`) for inference and `init_from`.
+`SHARDED_FORMAT`, which makes the folder a run checkpoint that `resume=` accepts.
+`export_sharded_checkpoint` turns one into an ordinary checkpoint directory (a single
+`model.safetensors`) for inference and `init_from`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Train several recipes in turn with every shipped plugin and, on every rank, record
 what the rank holds: `OUT/<run>/rank<r>.json` with the bytes of its local shards
-(parameters, gradients, AdamW states) when the run ends and the global gradient norm
-before and after clipping in each step, and (rank 0) the weights
-gathered from the shards when it starts and ends, `initial.safetensors` and
+(parameters, gradients, AdamW states) and its FSDP units when the run ends, and the
+global gradient norm before and after clipping in each step; (rank 0) the weights
+gathered from the shards when the run starts and ends, `initial.safetensors` and
 `full.safetensors`.
 
 Run as a script, `fsdp_worker.py OUT RECIPE...`: Lightning's launcher starts the other
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: conftest's plugin manager
@@ -66,6 +67,7 @@ class ShardRecordingModule(UnifiedTrainingModule):
             "parameters": sum(local_bytes(p) for p in self.model.parameters()),
             "gradients": self._gradient_bytes,
             "optimizer": sum(local_bytes(value) for value in states),
+            "units": sorted(type(m).__name__ for m in self.model.modules() if isinstance(m, FSDPModule)),
             "gradient_norms": self._gradient_norms,  # (before, after) clipping, per step
             "sharded": all(isinstance(p, DTensor) for p in self.model.parameters()),
         }

@@ -121,6 +121,7 @@ def test_fsdp_matches_one_process_with_the_same_global_batch(runs, tmp_path, plu
     single = train(load_recipe(write_recipe(tmp_path / "single.yaml", _text(tmp_path, "single", tokenizer_dir)), plugins=plugins), plugins)
     records = [json.loads((runs / "fsdp" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(record["sharded"] for record in records)
+    assert records[0]["units"] == ["FSDPLlamaDecoderLayer", "FSDPUnifiedModel"]  # one unit per block, the rest in the root
     # Clipping sees the norm over both ranks' shards: afterwards it is the limit itself, on both ranks.
     norms = records[0]["gradient_norms"]
     assert norms == records[1]["gradient_norms"] and len(norms) == STEPS
@@ -160,6 +161,8 @@ def test_sharded_resume_continues_exactly_and_exports_to_one_checkpoint(runs, tm
 
 
 def test_stage1_lora_under_fsdp_trains_only_its_groups_resumes_from_full_checkpoints_and_loads(runs, plugins):
+    units = json.loads((runs / "stage1" / "rank0.json").read_text())["units"]
+    assert units == ["FSDPLlamaDecoderLayer", "FSDPSiglipEncoderLayer", "FSDPUnifiedModel"]  # the plugin's declared block too
     initial, final = load_file(str(runs / "stage1" / "initial.safetensors")), load_file(str(runs / "stage1" / "full.safetensors"))
     assert initial.keys() == final.keys()
     trained = {key for key in final if key.startswith(("adapters.", "heads.")) or key.endswith((".lora_a", ".lora_b"))}

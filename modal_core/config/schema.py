@@ -273,6 +273,8 @@ def _check_rules(recipe: Any) -> None:
         raise RecipeError(f"trainer.keep_last: must be >= 1 or -1 (keep all), got {trainer.keep_last}")
     if trainer.strategy == "fsdp" and str(trainer.precision) == "16-mixed":
         raise RecipeError("trainer.precision: 16-mixed is not available with strategy fsdp (FSDP2 keeps no loss scaler); use bf16-mixed")
+    if trainer.strategy == "fsdp" and recipe.modality_tokenizer:
+        raise RecipeError("trainer.strategy: fsdp shards the unified model only; train a modality_tokenizer with `ddp`")
     if trainer.keep_best and not recipe.data.val_samples:
         raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
 

@@ -51,3 +51,5 @@ def test_fsdp_loads_on_cpu_but_not_with_a_loss_scaler(tmp_path):
     assert load_recipe(path, ["trainer.strategy=fsdp", "trainer.precision=bf16-mixed"]).trainer.accelerator == "cpu"
     with pytest.raises(RecipeError, match=r"trainer\.precision: 16-mixed is not available with strategy fsdp"):
         load_recipe(path, ["trainer.strategy=fsdp", "trainer.precision=16-mixed"])
+    with pytest.raises(RecipeError, match=r"trainer\.strategy: fsdp shards the unified model only"):
+        load_recipe(path, ["trainer.strategy=fsdp", "modality_tokenizer=toy_codes"])

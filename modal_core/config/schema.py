@@ -151,13 +151,15 @@ class TrainerConfig:
     num_nodes: int = _key(1, "Number of nodes.", minimum=1)
     strategy: str = _key(
         "auto",
-        "Lightning strategy: `auto` (one device), `ddp`, `fsdp` (shards weights, gradients and optimizer states; "
-        "GPUs only), `deepspeed_stage_2`, `deepspeed_stage_3` (need the deepspeed package). See docs/multi-gpu.md.",
+        "Lightning strategy: `auto` (one device), `ddp`, `fsdp` (FSDP2: shards weights, gradients and optimizer "
+        "states; GPUs with NCCL or CPU processes with gloo), "
+        "`deepspeed_stage_2`, `deepspeed_stage_3` (need the deepspeed package). See docs/multi-gpu.md.",
         choices=("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"),
     )
     precision: str = _key(
         "32-true",
-        "Lightning precision: 32-true (or 32), bf16-mixed, 16-mixed, bf16-true, 16-true.",
+        "Lightning precision: 32-true (or 32), bf16-mixed, 16-mixed, bf16-true, 16-true. With `strategy: fsdp`, "
+        "bf16-mixed keeps float32 weight shards, gathers and computes in bfloat16 and reduces gradients in float32.",
         choices=("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true"),
     )
     accumulate_grad_batches: int = _key(1, "Batches per optimizer step.", minimum=1)
@@ -274,8 +276,10 @@ def _check_rules(recipe: Any) -> None:
     trainer = recipe.trainer
     if trainer.keep_last == 0 or trainer.keep_last < -1:
         raise RecipeError(f"trainer.keep_last: must be >= 1 or -1 (keep all), got {trainer.keep_last}")
-    if trainer.strategy == "fsdp" and trainer.accelerator == "cpu":
-        raise RecipeError("trainer.strategy: fsdp needs GPUs (torch's FSDP has no CPU mode); use `ddp` on CPU")
+    if trainer.strategy == "fsdp" and str(trainer.precision) == "16-mixed":
+        raise RecipeError("trainer.precision: 16-mixed is not available with strategy fsdp (FSDP2 keeps no loss scaler); use bf16-mixed")
+    if trainer.strategy == "fsdp" and recipe.modality_tokenizer:
+        raise RecipeError("trainer.strategy: fsdp shards the unified model only; train a modality_tokenizer with `ddp`")
     if trainer.keep_best and not recipe.data.val_samples:
         raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
 

@@ -9,7 +9,7 @@ one training step on one GPU:
 - weights: every parameter at its dtype (the backbone's `dtype` when loaded from a
   path; `*-true` precisions convert everything); FSDP FULL_SHARD / DeepSpeed stage 3
   divide them by the number of shards and add two gathered blocks (one computing, one
-  prefetched);
+  prefetched; in bfloat16 under FSDP with `bf16-mixed`);
 - gradients: one per trainable weight, sharded by FSDP and DeepSpeed stages 2-3; DDP
   keeps a second copy in its communication buckets;
 - optimizer: AdamW's two moments per trainable weight, sharded like gradients;
@@ -138,7 +138,9 @@ def memory_per_gpu(model: UnifiedModel, recipe: DictConfig) -> MemoryPlan:
         parts["DDP gradient buckets"] = trainable
     if weight_shards > 1:
         blocks = block_classes(model)
-        largest = max((sum(size(p) for p in m.parameters()) for m in model.modules() if isinstance(m, blocks)), default=0)
+        # FSDP2's bf16-mixed policy gathers float32 shards as bfloat16.
+        gathered = (lambda p: 2 * p.numel()) if settings.strategy == "fsdp" and precision == "bf16-mixed" else size
+        largest = max((sum(gathered(p) for p in m.parameters()) for m in model.modules() if isinstance(m, blocks)), default=0)
         parts["gathered blocks (2)"] = 2 * largest
     parts["activations"] = _activation_bytes(model, recipe)
     parts["CUDA context, fragmentation"] = FRAMEWORK_OVERHEAD

@@ -1,11 +1,12 @@
 """Sharded FSDP checkpoints and their consolidation into a modal-core checkpoint.
 
 With `trainer.fsdp_state_dict: sharded` every rank writes only its own shard of the
-weights and optimizer state (`torch.distributed.checkpoint`, through Lightning), so no
-process ever holds the full model. Rank 0 then adds the recipe, the tokenizer and a
-manifest tagged `SHARDED_FORMAT`, which makes the folder a run checkpoint that
-`resume=` accepts. `export_sharded_checkpoint` turns one into an ordinary
-checkpoint directory (a single `model.safetensors`) for inference and `init_from`.
+weights and optimizer state (`torch.distributed.checkpoint`, through Lightning's
+`ModelParallelStrategy`, see `modal_core.scale.fsdp`), so no process ever holds the
+full model. Rank 0 then adds the recipe, the tokenizer and a manifest tagged
+`SHARDED_FORMAT`, which makes the folder a run checkpoint that `resume=` accepts.
+`export_sharded_checkpoint` turns one into an ordinary checkpoint directory (a single
+`model.safetensors`) for inference and `init_from`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
 
 from modal_core.checkpoints.lightning_io import MODEL_PREFIX
 from modal_core.checkpoints.store import (
@@ -32,25 +32,8 @@ DCP_METADATA = ".metadata"
 """The index file `torch.distributed.checkpoint` writes next to the shards."""
 LIGHTNING_METADATA = "meta.pt"
 """Lightning's loop state of a sharded checkpoint; only Lightning's resume reads it."""
-MODEL_KEY = "model"
-"""Top-level key of the weights in the sharded state (the rest are optimizer states)."""
-
-
-class ShardedCheckpointFSDP(FSDPStrategy):
-    """Lightning's FSDP strategy whose sharded checkpoints also carry the run's files
-    (recipe, tokenizer, backbone config) and a manifest, like every modal-core checkpoint."""
-
-    def __init__(self, write_extras: Callable[[Path], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._write_extras = write_extras
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
-        super().save_checkpoint(checkpoint, filepath, storage_options)
-        if self._state_dict_type == "sharded":
-            self.barrier("modal_core_sharded_checkpoint")  # every shard is on disk
-            if self.is_global_zero:
-                finish_sharded_checkpoint(Path(filepath), self._write_extras)
-            self.barrier("modal_core_sharded_manifest")
+MODEL_KEY = "state_dict"
+"""Top-level key of the weights in the sharded state (`optimizer_<i>` hold the optimizer states)."""
 
 
 def finish_sharded_checkpoint(directory: Path, write_extras: Callable[[Path], None]) -> None:
@@ -63,7 +46,7 @@ def finish_sharded_checkpoint(directory: Path, write_extras: Callable[[Path], No
 
 
 def is_sharded_checkpoint(directory: Path) -> bool:
-    """Whether `directory` is a sharded checkpoint written by `ShardedCheckpointFSDP`."""
+    """Whether `directory` is a sharded checkpoint written by `FullyShardedStrategy`."""
     manifest = Path(directory) / MANIFEST
     return manifest.is_file() and json.loads(manifest.read_text()).get("format") == SHARDED_FORMAT
 

@@ -1,7 +1,8 @@
 """Turn the recipe's `trainer` block into a Lightning strategy and precision.
 
-Only Lightning's own strategies are used (DDP, FSDP, DeepSpeed); this module picks
-one, points FSDP at the model's blocks and checks the settings with clear errors.
+Only Lightning's own strategies are used (DDP, FSDP2 through `ModelParallelStrategy`,
+DeepSpeed); this module picks one, points FSDP at the model's blocks, chooses its mixed
+precision and checks the settings with clear errors.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 import torch
 from lightning.pytorch.strategies import Strategy
 from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy
 
 from modal_core.errors import RecipeError
 from modal_core.scale.blocks import checkpoint_blocks
-from modal_core.scale.sharded import ShardedCheckpointFSDP
+from modal_core.scale.fsdp import FullyShardedStrategy
 
 
 def check_machine(settings: Any) -> None:
@@ -30,6 +32,20 @@ def check_machine(settings: Any) -> None:
             f"trainer.strategy: {settings.strategy!r} needs DeepSpeed, which is not installed "
             "(`pip install deepspeed`); or use `fsdp`, which shards the same way without it"
         )
+    if settings.strategy == "fsdp" and str(settings.precision) == "bf16-mixed" and not _bf16_supported(settings.accelerator):
+        raise RecipeError("trainer.precision: bf16-mixed with strategy fsdp, but this GPU has no bfloat16 support; use 32-true")
+
+
+def _bf16_supported(accelerator: str) -> bool:
+    uses_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return not uses_cuda or torch.cuda.is_bf16_supported()
+
+
+def lightning_precision(settings: Any) -> str:
+    """The precision Lightning is given: under FSDP, `bf16-mixed` is FSDP2's own
+    `MixedPrecisionPolicy` (see `build_strategy`), so Lightning adds no autocast."""
+    precision = str(settings.precision)
+    return "32-true" if settings.strategy == "fsdp" and precision == "bf16-mixed" else precision
 
 
 def build_strategy(
@@ -37,21 +53,24 @@ def build_strategy(
 ) -> str | Strategy:
     """The Lightning strategy for the recipe's `trainer` block.
 
-    FSDP wraps every block class in its own unit and applies activation checkpointing
-    itself (after wrapping, as it must); for the other strategies the model's blocks are
-    wrapped here, before Lightning sees the model. `write_extras(directory)` adds the
-    run's files to sharded FSDP checkpoints.
+    FSDP shards every block in its own unit and applies activation checkpointing itself
+    (before sharding, in the LightningModule's `configure_model`); with `bf16-mixed` it
+    gathers and computes in bfloat16 and reduces gradients in float32. For the other
+    strategies the model's blocks are wrapped here, before Lightning sees the model.
+    `write_extras(directory)` adds the run's files to sharded FSDP checkpoints.
     """
     check_machine(settings)
     if settings.strategy == "fsdp":
         if not blocks:
             raise RecipeError("trainer.strategy: fsdp found no block classes to wrap in this model; its blocks cannot be sharded")
-        return ShardedCheckpointFSDP(
+        half = str(settings.precision) == "bf16-mixed"
+        return FullyShardedStrategy(
             write_extras,
-            auto_wrap_policy=set(blocks),
-            activation_checkpointing_policy=set(blocks) if settings.activation_checkpointing else None,
-            sharding_strategy=settings.fsdp_sharding,
-            state_dict_type=settings.fsdp_state_dict,
+            blocks,
+            sharding=settings.fsdp_sharding,
+            state_dict=settings.fsdp_state_dict,
+            activation_checkpointing=settings.activation_checkpointing,
+            mixed_precision=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if half else None,
         )
     if settings.activation_checkpointing and not checkpoint_blocks(model, blocks):
         raise RecipeError("trainer.activation_checkpointing: the model has no block to checkpoint")

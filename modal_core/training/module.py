@@ -12,6 +12,7 @@ import torch
 from modal_core.data.collator import Batch
 from modal_core.errors import RecipeError
 from modal_core.model.unified import LossOutput, UnifiedModel
+from modal_core.scale.fsdp import FullyShardedStrategy
 from modal_core.training.schedule import configure_adamw
 
 RNG_KEY = "modal_core_rng"
@@ -25,7 +26,7 @@ class RngStateMixin:
         checkpoint[RNG_KEY] = {
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state_as_tensors(np.random.get_state()),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -34,7 +35,15 @@ class RngStateMixin:
             torch.set_rng_state(state["torch"])
             python_state = state["python"]
             random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-            np.random.set_state(tuple(state["numpy"]))
+            name, keys, *rest = state["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+def _numpy_state_as_tensors(state: tuple) -> tuple:
+    """NumPy's generator state with its key array as a tensor: sharded checkpoints keep
+    this state in a file read with `torch.load(weights_only=True)`, which refuses arrays."""
+    name, keys, *rest = state
+    return (name, torch.from_numpy(keys.astype(np.int64)), *rest)
 
 
 class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
@@ -47,6 +56,11 @@ class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
         self.model = model
         self.model.set_trainable(train)
         self.optim, self.total_steps = dict(optim), total_steps
+
+    def configure_model(self) -> None:
+        """Lightning's hook to parallelise the model once processes exist: FSDP2 shards it here."""
+        if isinstance(self.trainer.strategy, FullyShardedStrategy):
+            self.trainer.strategy.shard(self.model)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output = self.model(**batch.model_inputs())

@@ -23,7 +23,7 @@ from modal_core.model.backbone import BACKBONE_CONFIG_DIR
 from modal_core.model.lora import train_lora
 from modal_core.plugins import PluginManager
 from modal_core.scale.blocks import block_classes
-from modal_core.scale.strategy import build_strategy
+from modal_core.scale.strategy import build_strategy, lightning_precision
 from modal_core.scale.throughput import FlopsModel, ThroughputMonitor
 from modal_core.training.callbacks import MetricsHistory, Retention, StepCheckpoint
 from modal_core.training.console import StepProgressBar, quiet_lightning
@@ -155,7 +155,7 @@ def _trainer(
         devices=settings.devices,
         num_nodes=settings.num_nodes,
         strategy=build_strategy(settings, module.model, blocks, checkpoint_io.write_extras),
-        precision=str(settings.precision),
+        precision=lightning_precision(settings),
         accumulate_grad_batches=settings.accumulate_grad_batches,
         gradient_clip_val=settings.gradient_clip_val,
         log_every_n_steps=settings.log_every_n_steps,

@@ -30,7 +30,6 @@ from modal_core.errors import RecipeError
         ("trainer.gradient_clip_val=0", r"trainer\.gradient_clip_val: must be > 0, got 0"),
         ("trainer.accumulate_grad_batches=0", r"trainer\.accumulate_grad_batches: must be >= 1, got 0"),
         ("trainer.keep_last=0", r"trainer\.keep_last: must be >= 1 or -1"),
-        ("trainer.strategy=fsdp", r"trainer\.strategy: fsdp needs GPUs"),
         ("trainer.keep_best=-1", r"trainer\.keep_best: must be >= 0, got -1"),
         ("tokenizer.train.vocab_size=0", r"tokenizer\.train\.vocab_size: must be >= 1, got 0"),
     ],
@@ -45,3 +44,12 @@ def test_values_in_range_and_null_optionals_load(tmp_path):
     path = write_recipe(tmp_path / "recipe.yaml", tiny_text_recipe(tmp_path / "run"))
     recipe = load_recipe(path, ["optim.schedule=cosine", "trainer.gradient_clip_val=null", "trainer.keep_last=-1", "data.cfg_dropout=1"])
     assert (recipe.optim.schedule, recipe.trainer.gradient_clip_val, recipe.trainer.keep_last) == ("cosine", None, -1)
+
+
+def test_fsdp_loads_on_cpu_but_not_with_a_loss_scaler(tmp_path):
+    path = write_recipe(tmp_path / "recipe.yaml", tiny_text_recipe(tmp_path / "run"))
+    assert load_recipe(path, ["trainer.strategy=fsdp", "trainer.precision=bf16-mixed"]).trainer.accelerator == "cpu"
+    with pytest.raises(RecipeError, match=r"trainer\.precision: 16-mixed is not available with strategy fsdp"):
+        load_recipe(path, ["trainer.strategy=fsdp", "trainer.precision=16-mixed"])
+    with pytest.raises(RecipeError, match=r"trainer\.strategy: fsdp shards the unified model only"):
+        load_recipe(path, ["trainer.strategy=fsdp", "modality_tokenizer=toy_codes"])

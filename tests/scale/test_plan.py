@@ -70,6 +70,10 @@ def test_sharding_precision_and_checkpointing_change_the_estimate(tmp_path, toy_
     ).memory.parts
     assert fsdp["weights"] == -(-base["weights"] // 8) and fsdp["optimizer (AdamW)"] == -(-base["optimizer (AdamW)"] // 8)
     assert fsdp["gathered blocks (2)"] == 2 * 4 * LAYER  # two Llama layers in fp32
+    fsdp_bf16 = plan(
+        load_recipe(_recipe(tmp_path), [*settings, "trainer.strategy=fsdp", "trainer.precision=bf16-mixed"], toy_plugins), toy_plugins
+    ).memory.parts
+    assert fsdp_bf16["gathered blocks (2)"] == 2 * 2 * LAYER and fsdp_bf16["weights"] == fsdp["weights"]  # fp32 shards, bf16 gathers
     grad_op = plan(
         load_recipe(
             _recipe(tmp_path),

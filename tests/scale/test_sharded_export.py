@@ -1,9 +1,10 @@
 """Sharded FSDP checkpoints: the folder FSDP's ranks write, made a run checkpoint, and
 consolidated into one safetensors checkpoint.
 
-FSDP itself needs GPUs; the shards here are written by `torch.distributed.checkpoint`,
-the writer Lightning's FSDP strategy calls, with the same layout (`model` +
-`optimizer_0` at the top, LightningModule keys below).
+The shards here are written in one process by `torch.distributed.checkpoint`, the
+writer Lightning's `ModelParallelStrategy` calls, with the same layout (`state_dict` +
+`optimizer_0` at the top, LightningModule keys below); tests/scale/test_fsdp.py
+exports the shards of a real 2-process run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from modal_core.cli import main
 from modal_core.errors import CheckpointError
 from modal_core.model.backbone import build_backbone
 from modal_core.model.unified import UnifiedModel
-from modal_core.scale.sharded import export_sharded_checkpoint, finish_sharded_checkpoint, is_sharded_checkpoint
+from modal_core.scale.sharded import MODEL_KEY, export_sharded_checkpoint, finish_sharded_checkpoint, is_sharded_checkpoint
 
 
 def _write_extras(directory):
@@ -33,7 +34,7 @@ def sharded(tmp_path):
     model = UnifiedModel(build_backbone(None, "llama", TINY_BACKBONE["config"], vocab_size=40), {}, {}, {})
     directory = tmp_path / "step-000010"
     optimizer_state = {"state": {"model.backbone.lm_head.weight": {"exp_avg": torch.ones(40, 32)}}}
-    state = {"model": {f"model.{key}": value for key, value in model.state_dict().items()}, "optimizer_0": optimizer_state}
+    state = {MODEL_KEY: {f"model.{key}": value for key, value in model.state_dict().items()}, "optimizer_0": optimizer_state}
     dcp.save(state, checkpoint_id=str(directory), no_dist=True)
     finish_sharded_checkpoint(directory, _write_extras)
     return model, directory

@@ -18,8 +18,8 @@ from modal_core.config.schema import TrainerConfig
 from modal_core.errors import RecipeError
 from modal_core.model.unified import UnifiedModel
 from modal_core.scale.blocks import block_classes, checkpoint_blocks
-from modal_core.scale.sharded import ShardedCheckpointFSDP
-from modal_core.scale.strategy import build_strategy, check_machine
+from modal_core.scale.fsdp import FullyShardedStrategy, shard_model
+from modal_core.scale.strategy import build_strategy, check_machine, lightning_precision
 from modal_core.scale.throughput import FlopsModel, peak_flops
 
 
@@ -102,20 +102,30 @@ def test_activation_checkpointing_recomputes_blocks_without_changing_the_maths()
         torch.testing.assert_close(clean[name], grad, rtol=1e-5, atol=1e-7)
 
 
-def test_build_strategy_per_recipe_key(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the FSDP settings are built, not run
+def test_build_strategy_per_recipe_key():
     model, blocks = _model(), (LlamaDecoderLayer, ToyBlock)
     assert build_strategy(_settings(strategy="ddp"), model, blocks, print) == "ddp"
-    fsdp = build_strategy(
-        _settings(strategy="fsdp", accelerator="gpu", activation_checkpointing=True, fsdp_state_dict="sharded"), model, blocks, print
+    settings = _settings(
+        strategy="fsdp", accelerator="cpu", activation_checkpointing=True, fsdp_state_dict="sharded", precision="bf16-mixed"
     )
-    assert isinstance(fsdp, ShardedCheckpointFSDP)
-    assert fsdp.kwargs["auto_wrap_policy"]._module_classes == set(blocks)
-    assert fsdp._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == set(blocks)
-    assert fsdp._state_dict_type == "sharded"
-    assert not any("CheckpointWrapper" in type(m).__name__ for m in model.modules())  # FSDP applies it after wrapping
+    fsdp = build_strategy(settings, model, blocks, print)
+    assert isinstance(fsdp, FullyShardedStrategy)
+    assert fsdp.blocks == blocks and fsdp.activation_checkpointing and fsdp.state_dict_type == "sharded"
+    assert (fsdp.mixed_precision.param_dtype, fsdp.mixed_precision.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert lightning_precision(settings) == "32-true"  # FSDP2's policy casts; Lightning adds no autocast on top
+    assert lightning_precision(_settings(precision="bf16-mixed")) == "bf16-mixed"
+    full = build_strategy(_settings(strategy="fsdp", accelerator="cpu"), model, blocks, print)
+    assert full.state_dict_type == "full" and full.mixed_precision.param_dtype is None
+    assert not any("CheckpointWrapper" in type(m).__name__ for m in model.modules())  # FSDP applies it when it shards
     auto = build_strategy(_settings(activation_checkpointing=True), model, blocks, print)
     assert auto == "auto" and sum("CheckpointWrapper" in type(m).__name__ for m in model.modules()) == 5
+
+
+def test_fsdp_refuses_weights_of_mixed_dtypes_before_sharding():
+    model = _model()
+    model.backbone.to(torch.bfloat16)  # the adapter stays float32
+    with pytest.raises(RecipeError, match="fsdp needs the weights in one dtype, found bfloat16, float32"):
+        shard_model(model, (LlamaDecoderLayer,), None, None, reshard_after_forward=True, activation_checkpointing=False)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +142,14 @@ def test_strategies_this_machine_cannot_run_are_named(values, message):
         pytest.skip("this machine has a GPU")
     with pytest.raises(RecipeError, match=message):
         check_machine(_settings(**values))
+
+
+def test_fsdp_bf16_is_refused_on_a_gpu_without_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    with pytest.raises(RecipeError, match="bf16-mixed with strategy fsdp, but this GPU has no bfloat16 support"):
+        check_machine(_settings(strategy="fsdp", precision="bf16-mixed", accelerator="gpu"))
+    check_machine(_settings(strategy="fsdp", precision="bf16-mixed", accelerator="cpu"))  # CPUs compute in bfloat16
 
 
 def test_flops_count_matches_a_hand_count():

@@ -160,7 +160,7 @@ def modality_runtimes(recipe: DictConfig, plugins: PluginManager, model: Unified
     for name in recipe.modalities:
         spec, options = plugins.modality(name), modality_options(recipe, plugins, name)
         head = model.head_index(name) if name in model.heads else NO_HEAD
-        runtimes[name] = ModalityRuntime(spec, spec.build_processor(options), spec.num_positions(options), head)
+        runtimes[name] = ModalityRuntime.of(spec, options, head)
     return runtimes
 
 
@@ -201,6 +201,7 @@ def assemble(
         bad_samples=bad_sample_policy(recipe),
         chat=chat,
         packing=recipe.data.packing,
+        every_modality=True,
     )
     return Assembled(model, tokenizer, collator, runtimes, tuple(fresh))
 

@@ -43,6 +43,7 @@ def modal_core_modalities():
             build_adapter=lambda options, hidden: nn.Linear(options.size, hidden),
             build_processor=build_processor,
             num_positions=lambda options: 1,
+            payload_shape=lambda options: (1, options.size),
             begin_token="<begin_of_vector>",
             end_token="<end_of_vector>",
             placeholder_token="<vector_placeholder>",

@@ -11,6 +11,10 @@ With packing (`data.packing`) several samples share a row of at most `max_length
 positions (first-fit decreasing over the batch's samples): `sequence_ids` numbers the
 samples of each row, position ids restart at each sample, and the model keeps
 attention inside each sample, so every sample's loss is what it would be alone.
+
+Training batches (`every_modality`) hold every enabled modality in `media`, those
+without items as a zero-item payload: under FSDP and DDP every process must run the
+same modules in every step, or their collectives stop matching.
 """
 
 from __future__ import annotations
@@ -92,7 +96,17 @@ class ModalityRuntime:
     spec: ModalitySpec
     processor: Processor
     num_positions: int
+    payload_shape: tuple[int, ...]  # of one item, what the processor returns
     head_index: int  # NO_HEAD for input modalities
+
+    @classmethod
+    def of(cls, spec: ModalitySpec, options: Any, head_index: int) -> ModalityRuntime:
+        """The runtime of `spec` configured with `options` (its recipe options)."""
+        return cls(spec, spec.build_processor(options), spec.num_positions(options), tuple(spec.payload_shape(options)), head_index)
+
+    def empty_payload(self) -> torch.Tensor:
+        """A payload of no items, `(0, *payload_shape)`: what an absent modality's encoder runs on."""
+        return torch.empty((0, *self.payload_shape), dtype=self.spec.payload_dtype)
 
 
 @dataclass
@@ -125,11 +139,15 @@ class Collator:
         chat: ChatFormat | None = None,
         limit_name: str = "data.max_length",
         packing: bool = False,
+        every_modality: bool = False,
     ) -> None:
         """`limit_name` names `max_length` in errors (inference: the model's context).
         With `packing`, `__call__` packs the samples into as few rows of `max_length` as
-        first-fit decreasing finds (`left_padded`, for decoding, never packs)."""
+        first-fit decreasing finds (`left_padded`, for decoding, never packs). With
+        `every_modality` (training), `__call__` gives every modality absent from the
+        batch a zero-item `MediaBatch`."""
         self.packing = packing
+        self.every_modality = every_modality
         self.tokenizer = tokenizer
         self.limit_name = limit_name
         self.chat = chat or ChatFormat()
@@ -213,7 +231,13 @@ class Collator:
             row.add([end], [end], TEXT_HEAD, False)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
-        return self._collate(samples, self.padding_side, self.packing)
+        batch = self._collate(samples, self.padding_side, self.packing)
+        if self.every_modality:
+            for name, runtime in self.modalities.items():
+                if name not in batch.media:
+                    absent = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
+                    batch.media[name] = MediaBatch(runtime.empty_payload(), absent)
+        return batch
 
     def left_padded(self, samples: Sequence[Sample]) -> Batch:
         """Collate with padding on the left, so every row's last position is real
@@ -267,13 +291,22 @@ class Collator:
                     mask = masks.setdefault(name, torch.zeros(shape, dtype=torch.bool))
                     mask[b, [offset + p for p in positions]] = True
                 offset += len(row.ids)
-        media = {name: MediaBatch(_stack(name, items), masks[name]) for name, items in payloads.items()}
+        media = {name: MediaBatch(self._stack(name, items), masks[name]) for name, items in payloads.items()}
         tensors = (input_ids, attention_mask, position_ids, token_ids, token_head, supervised)
         return Batch(*tensors, media=media, sequence_ids=sequence_ids if pack else None)
 
-
-def _stack(name: str, items: list[torch.Tensor]) -> torch.Tensor:
-    shapes = {tuple(item.shape) for item in items}
-    if len(shapes) > 1:
-        raise DataError(f"modality {name!r}: items in one batch have different shapes {sorted(shapes)}; the processor must fix the size")
-    return torch.stack(items)
+    def _stack(self, name: str, items: list[torch.Tensor]) -> torch.Tensor:
+        """The items of one modality as one payload, checked against its declared shape and dtype."""
+        shapes = {tuple(item.shape) for item in items}
+        if len(shapes) > 1:
+            raise DataError(
+                f"modality {name!r}: items in one batch have different shapes {sorted(shapes)}; the processor must fix the size"
+            )
+        declared, spec = self.modalities[name].payload_shape, self.modalities[name].spec
+        dtypes = {item.dtype for item in items}
+        if shapes != {declared} or dtypes != {spec.payload_dtype}:
+            raise DataError(
+                f"modality {name!r}: the processor returned {items[0].dtype} items of shape {tuple(items[0].shape)}, but its "
+                f"ModalitySpec declares payload_shape {declared} and payload_dtype {spec.payload_dtype}; fix the plugin"
+            )
+        return torch.stack(items)

@@ -107,12 +107,23 @@ class UnifiedModel(nn.Module):
 
     # -- embeddings -----------------------------------------------------------------
     def encode(self, modality: str, payload: torch.Tensor) -> torch.Tensor:
-        """Encoder output of a payload batch: features (n, N, D) or codes (n, N)."""
+        """Encoder output of a payload batch: features (n, N, D) or codes (n, N).
+
+        A payload of zero items runs the encoder on one all-zero stand-in item and keeps
+        none of its output, so the encoder's parameters still take part in the step
+        (with exactly zero gradient)."""
+        # A stand-in rather than the empty batch itself: most encoders (Hugging Face
+        # attention, patch grouping) reshape with -1, which zero items leave ambiguous.
+        stand_in = payload.shape[0] == 0
+        if stand_in:
+            payload = payload.new_zeros((1, *payload.shape[1:]))
         encoder = self.encoders[modality]
         if any(p.requires_grad for p in encoder.parameters()):
-            return encoder.encode(payload)
-        with torch.no_grad():  # frozen encoders need no activations kept
-            return encoder.encode(payload)
+            encoded = encoder.encode(payload)
+        else:
+            with torch.no_grad():  # frozen encoders need no activations kept
+                encoded = encoder.encode(payload)
+        return encoded[:0] if stand_in else encoded
 
     def embed_codes(self, modality: str, codes: torch.Tensor) -> torch.Tensor:
         """Input embeddings (…, hidden) of an output modality's codes."""
@@ -121,9 +132,14 @@ class UnifiedModel(nn.Module):
     def embed(self, input_ids: torch.Tensor, token_ids: torch.Tensor, media: MediaInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings (B, T, hidden) of token ids (B, T) with each modality's items
         written at its placeholder positions, and `token_ids` (B, T) with each output
-        modality's codes filled in (the targets of their heads)."""
+        modality's codes filled in (the targets of their heads).
+
+        A modality may come with zero items (a `(0, ...)` payload, see `encode`): it
+        adds nothing to the embeddings, but its encoder and adapter run, so every
+        process of a sharded run takes part in the same collectives. Modalities run in
+        name order, the same order on every process."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        for modality, (payload, mask) in media.items():
+        for modality, (payload, mask) in sorted(media.items()):
             encoded = self.encode(modality, payload)
             item_embeds = self.adapters[modality](encoded)  # (n, N, hidden)
             expected = int(mask.sum())

@@ -122,7 +122,7 @@ def _tokenizer_task(recipe: DictConfig, plugins: PluginManager, optim: dict, tot
     tokenizer = spec.build_encoder(options)
     if start is not None and not recipe.resume:
         store.load_into(tokenizer, start)
-    runtime = ModalityRuntime(spec, spec.build_processor(options), spec.num_positions(options), NO_HEAD)
+    runtime = ModalityRuntime.of(spec, options, NO_HEAD)
     module = ModalityTokenizerModule(tokenizer, optim, total_steps)
     return module, _data_module(recipe, plugins, {name: runtime}, PayloadCollator(name, runtime, bad_sample_policy(recipe))), None
 

@@ -140,6 +140,7 @@ TIME_SERIES = ModalitySpec(
     build_adapter=build_adapter,
     build_processor=build_processor,
     num_positions=num_patches,
+    payload_shape=lambda options: (options.length, options.channels),
     begin_token="<begin_of_time_series>",
     end_token="<end_of_time_series>",
     placeholder_token="<time_series_placeholder>",

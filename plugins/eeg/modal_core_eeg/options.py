@@ -7,6 +7,9 @@ from typing import Optional
 
 from modal_core.errors import RecipeError
 
+HEADER = 4
+"""Leading columns of a payload row: valid flag and x, y, z."""
+
 FLAT_POLICIES = ("drop", "interpolate", "raise")
 UNKNOWN_CHANNEL_POLICIES = ("drop", "raise")
 
@@ -60,6 +63,11 @@ class EEGOptions:
     def window_samples(self) -> int:
         """Samples in one window at `sfreq`."""
         return round(self.sfreq * self.window_seconds)
+
+    @property
+    def payload_shape(self) -> tuple[int, int]:
+        """One recording's payload: a row per channel slot, the header then the window's samples."""
+        return (self.max_channels, HEADER + self.window_samples)
 
     @property
     def num_patches(self) -> int:

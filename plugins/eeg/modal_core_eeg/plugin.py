@@ -43,6 +43,7 @@ EEG = ModalitySpec(
     build_adapter=_adapter,
     build_processor=_processor,
     num_positions=lambda options: validate_options(options).num_patches * options.queries_per_patch,
+    payload_shape=lambda options: validate_options(options).payload_shape,
     begin_token=BEGIN_OF_EEG,
     end_token=END_OF_EEG,
     placeholder_token=EEG_PLACEHOLDER,

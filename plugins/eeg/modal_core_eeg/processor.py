@@ -21,13 +21,11 @@ import torch
 
 from modal_core.errors import DataError
 from modal_core_eeg.io import read_recording
-from modal_core_eeg.options import EEGOptions, validate_options
+from modal_core_eeg.options import HEADER, EEGOptions, validate_options
 from modal_core_eeg.preprocess import Recording, cut_window, prepare_recording
 
 HEAD_RADIUS_M = 0.095
 """Radius of mne's standard head sphere; positions are divided by it (unit scale)."""
-HEADER = 4
-"""Leading columns of a payload row: valid flag and x, y, z."""
 
 
 def to_payload(window: np.ndarray, positions: np.ndarray, options: EEGOptions, source: str = "") -> torch.Tensor:

@@ -110,6 +110,7 @@ IMAGE_UNDERSTANDING = ModalitySpec(
         resize_first=options.resize_before_pad,
     ),
     num_positions=lambda options: (options.image_size // options.patch_size) ** 2,
+    payload_shape=lambda options: (3, options.image_size, options.image_size),
     begin_token=BEGIN_OF_IMAGE,
     end_token=END_OF_IMAGE,
     placeholder_token=IMAGE_PLACEHOLDER,

@@ -105,6 +105,7 @@ POINT_CLOUD = ModalitySpec(
     build_adapter=lambda options, hidden: build_adapter(options.width, hidden, options.adapter_depth),
     build_processor=_processor,
     num_positions=lambda options: options.num_patches,
+    payload_shape=lambda options: (options.num_points, channels(options)),
     begin_token=BEGIN_OF_POINTS,
     end_token=END_OF_POINTS,
     placeholder_token=POINTS_PLACEHOLDER,

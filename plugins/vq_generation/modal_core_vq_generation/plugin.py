@@ -96,6 +96,7 @@ VQ_GENERATION = ModalitySpec(
     build_head=_head,
     build_processor=lambda o: ImageProcessor(size=o.image_size, pad_square=False),
     num_positions=_num_positions,
+    payload_shape=lambda options: (3, options.image_size, options.image_size),
     begin_token=BEGIN_OF_IMAGE,
     end_token=END_OF_IMAGE,
     placeholder_token=IMAGE_PLACEHOLDER,

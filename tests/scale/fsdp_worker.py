@@ -1,7 +1,8 @@
 """Train several recipes in turn with every shipped plugin and, on every rank, record
 what the rank holds: `OUT/<run>/rank<r>.json` with the bytes of its local shards
-(parameters, gradients, AdamW states) and its FSDP units when the run ends, and the
-global gradient norm before and after clipping in each step; (rank 0) the weights
+(parameters, gradients, AdamW states) and its FSDP units when the run ends, the
+global gradient norm before and after clipping in each step and the modalities that
+had items in the rank's batch of each step; (rank 0) the weights
 gathered from the shards when the run starts and ends, `initial.safetensors` and
 `full.safetensors`.
 
@@ -44,7 +45,12 @@ class ShardRecordingModule(UnifiedTrainingModule):
 
     def on_train_start(self) -> None:
         self._gradient_norms: list[tuple[float, float]] = []
+        self._modalities: list[list[str]] = []
         self._save_gathered("initial.safetensors")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Modalities without items come too, as zero-item payloads: only those with items count.
+        self._modalities.append(sorted(name for name, media in batch.media.items() if len(media.payload)))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         before = self._gradient_norm()
@@ -69,6 +75,7 @@ class ShardRecordingModule(UnifiedTrainingModule):
             "optimizer": sum(local_bytes(value) for value in states),
             "units": sorted(type(m).__name__ for m in self.model.modules() if isinstance(m, FSDPModule)),
             "gradient_norms": self._gradient_norms,  # (before, after) clipping, per step
+            "modalities": self._modalities,  # per step
             "sharded": all(isinstance(p, DTensor) for p in self.model.parameters()),
         }
         (self.out_dir / f"rank{self.global_rank}.json").write_text(json.dumps(record))

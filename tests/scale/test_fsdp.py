@@ -4,9 +4,10 @@ launches them, checked against one process reading the same global batch.
 One launch trains its runs in turn (starting processes is the slow part): `fsdp`
 (text, sharded checkpoints at steps 2 and 4), `resumed` (continues `fsdp` from step 2),
 `stage1` (images, only adapters, heads and LoRA factors train, full checkpoints),
-`stage1_resumed` (continues `stage1` from its full step-1 checkpoint), `plan` (one step
-of a larger model) and two steps each of the other `fsdp_sharding` modes, of activation
-checkpointing and of `bf16-mixed`.
+`stage1_resumed` (continues `stage1` from its full step-1 checkpoint), `stage2` (an
+understanding, generation and text mix: the ranks' batches hold different modalities),
+`plan` (one step of a larger model) and two steps each of the other `fsdp_sharding`
+modes, of activation checkpointing and of `bf16-mixed`.
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ def plan_recipe(root: Path, hidden: int, layers: int, ffn: int) -> dict:
     return recipe
 
 
+def stage2_recipe(root: Path, name: str, **trainer) -> dict:
+    """Janus stage 2 in small: understanding, generation and text sources in one mixture;
+    the backbone, adapters, heads and the understanding encoder train."""
+    recipe = tiny_image_recipe(root / name)
+    recipe["data"]["sources"].append({"dataset": "shapes_text", "options": {"num_sentences": 200}})
+    recipe["data"]["batch_size"] = STAGE2_BATCH // trainer.get("devices", 1)
+    recipe["train"] = ["backbone", "adapters", "heads", "encoders.image_understanding"]
+    recipe["optim"] = {"lr": 1e-2, "warmup_steps": 0}
+    recipe["trainer"] = {**recipe["trainer"], "max_steps": STAGE2_STEPS, **trainer}
+    return recipe
+
+
+STAGE2_BATCH, STAGE2_STEPS = 4, 3
+"""With seed 0 the ranks' halves of these global batches hold different modalities (checked by the test)."""
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fsdp")
@@ -105,6 +122,7 @@ def runs(tmp_path_factory) -> Path:
     stage1["trainer"] = {**stage1["trainer"], "devices": 2, "strategy": "fsdp", "checkpoint_every_n_steps": 1, "keep_last": -1}
     stage1_resumed = {**stage1, "output_dir": str(root / "stage1_resumed"), "resume": str(root / "stage1" / "checkpoints" / "step-000001")}
     named = {"fsdp": fsdp, "resumed": resumed, "stage1": stage1, "stage1_resumed": stage1_resumed, "plan": plan_recipe(root, **PLAN_SIZE)}
+    named["stage2"] = stage2_recipe(root, "stage2", devices=2, strategy="fsdp")
     two_steps = {"devices": 2, "strategy": "fsdp", "max_steps": 2}
     for sharding in ("SHARD_GRAD_OP", "NO_SHARD"):  # the other meshes and resharding
         named[sharding] = _text(root, sharding, tokenizer_dir, fsdp_sharding=sharding, **two_steps)
@@ -181,6 +199,28 @@ def test_stage1_lora_under_fsdp_trains_only_its_groups_resumes_from_full_checkpo
     loaded = load(full, plugins=with_image_plugins(plugins))
     saved = loaded.model.state_dict()
     assert all(torch.equal(saved[key], final[key]) for key in final)
+
+
+def test_ranks_whose_batches_hold_different_modalities_match_one_process(runs, tmp_path, plugins):
+    records = [json.loads((runs / "stage2" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    steps = list(zip(records[0]["modalities"], records[1]["modalities"]))
+    assert len(steps) == STAGE2_STEPS and any(mine != theirs for mine, theirs in steps), steps  # e.g. images on one rank only
+    image_plugins = with_image_plugins(plugins)
+    single = train(
+        load_recipe(write_recipe(tmp_path / "single.yaml", stage2_recipe(tmp_path, "single")), plugins=image_plugins), image_plugins
+    )
+
+    single_losses, fsdp_losses = _losses(single.history), _losses(runs / "stage2" / "history.jsonl")
+    assert sorted(fsdp_losses) == sorted(single_losses) == list(range(1, STAGE2_STEPS + 1))
+    for step in single_losses:
+        assert fsdp_losses[step] == pytest.approx(single_losses[step], rel=2e-4), (step, fsdp_losses, single_losses)
+    gathered, single_weights = load_file(str(runs / "stage2" / "full.safetensors")), store.load_model_state(single.checkpoint)
+    initial = load_file(str(runs / "stage2" / "initial.safetensors"))
+    assert gathered.keys() == single_weights.keys()
+    for key in gathered:
+        torch.testing.assert_close(gathered[key], single_weights[key], rtol=0, atol=2e-4)
+    moved = {key.split(".")[0] + "." + key.split(".")[1] for key in gathered if not torch.equal(gathered[key], initial[key])}
+    assert {"encoders.image_understanding", "adapters.image_understanding", "adapters.vq_generation", "heads.vq_generation"} <= moved
 
 
 def test_planned_bytes_per_rank_match_the_local_shards(runs, plugins):

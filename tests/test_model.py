@@ -109,6 +109,41 @@ def test_loss_equals_per_head_cross_entropy_on_own_positions(assembled):
     assert int(output.head_counts["text"]) == count - 4
 
 
+def test_modalities_absent_from_a_training_batch_come_with_no_items_and_change_nothing(assembled):
+    built, _, plain = assembled
+    samples = [Sample((Text("a red circle" + EOS, supervised=True),)), Sample((Text("draw it", supervised=True),))]
+    training, without = built.collator(samples), plain(samples)
+    assert without.media == {}
+    assert {name: (media.payload.shape, media.payload.dtype) for name, media in training.media.items()} == {
+        "toy_vector": ((0, 3, 5), torch.float32),
+        "toy_codes": ((0, 4), torch.long),
+    }
+    assert not any(media.mask.any() for media in training.media.values())
+
+    def loss_and_gradients(batch):
+        built.model.zero_grad(set_to_none=True)
+        loss = built.model(**batch.model_inputs()).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad for name, p in built.model.named_parameters()}
+
+    (loss, gradients), (reference, reference_gradients) = loss_and_gradients(training), loss_and_gradients(without)
+    assert torch.equal(loss, reference)
+    for name, gradient in gradients.items():
+        if name.startswith(("encoders.", "adapters.toy_vector", "adapters.toy_codes")):
+            # They ran (on a stand-in item, kept by nothing): a gradient, exactly zero, where there was none.
+            assert reference_gradients[name] is None and torch.equal(gradient, torch.zeros_like(gradient)), name
+        else:
+            assert torch.equal(gradient, reference_gradients[name]), name
+
+
+def test_payloads_off_their_declared_shape_are_refused(assembled):
+    _, _, collator = assembled
+    with pytest.raises(
+        DataError, match=r"'toy_vector': the processor returned torch.float32 items of shape \(2, 5\), but its ModalitySpec"
+    ):
+        collator([Sample((Media("toy_vector", torch.zeros(2, 5)),))])
+
+
 def test_condition_dropout_pads_prompt_but_keeps_markers(assembled):
     _, tokenizer, collator = assembled
     sample = _sample()

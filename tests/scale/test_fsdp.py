@@ -5,7 +5,8 @@ One launch trains its runs in turn (starting processes is the slow part): `fsdp`
 (text, sharded checkpoints at steps 2 and 4), `resumed` (continues `fsdp` from step 2),
 `stage1` (images, only adapters, heads and LoRA factors train, full checkpoints),
 `stage1_resumed` (continues `stage1` from its full step-1 checkpoint), `stage2` (an
-understanding, generation and text mix: the ranks' batches hold different modalities),
+understanding, generation and text mix: the ranks' batches hold different modalities;
+`stage2_ddp` the same under DDP),
 `plan` (one step of a larger model) and two steps each of the other `fsdp_sharding`
 modes, of activation checkpointing and of `bf16-mixed`.
 """
@@ -123,6 +124,7 @@ def runs(tmp_path_factory) -> Path:
     stage1_resumed = {**stage1, "output_dir": str(root / "stage1_resumed"), "resume": str(root / "stage1" / "checkpoints" / "step-000001")}
     named = {"fsdp": fsdp, "resumed": resumed, "stage1": stage1, "stage1_resumed": stage1_resumed, "plan": plan_recipe(root, **PLAN_SIZE)}
     named["stage2"] = stage2_recipe(root, "stage2", devices=2, strategy="fsdp")
+    named["stage2_ddp"] = stage2_recipe(root, "stage2_ddp", devices=2, strategy="ddp")  # static DDP needs every parameter used too
     two_steps = {"devices": 2, "strategy": "fsdp", "max_steps": 2}
     for sharding in ("SHARD_GRAD_OP", "NO_SHARD"):  # the other meshes and resharding
         named[sharding] = _text(root, sharding, tokenizer_dir, fsdp_sharding=sharding, **two_steps)
@@ -214,6 +216,7 @@ def test_ranks_whose_batches_hold_different_modalities_match_one_process(runs, t
     assert sorted(fsdp_losses) == sorted(single_losses) == list(range(1, STAGE2_STEPS + 1))
     for step in single_losses:
         assert fsdp_losses[step] == pytest.approx(single_losses[step], rel=2e-4), (step, fsdp_losses, single_losses)
+    assert _losses(runs / "stage2_ddp" / "history.jsonl") == pytest.approx(single_losses, rel=2e-4)
     gathered, single_weights = load_file(str(runs / "stage2" / "full.safetensors")), store.load_model_state(single.checkpoint)
     initial = load_file(str(runs / "stage2" / "initial.safetensors"))
     assert gathered.keys() == single_weights.keys()

@@ -232,6 +232,9 @@ class Collator:
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         batch = self._collate(samples, self.padding_side, self.packing)
+        # Zero-item payloads rather than FSDP2's own controls: it reduce-scatters only the
+        # parameters that got a gradient (the root unit holding the encoders does not help),
+        # and `unshard`/`reshard` by hand would match the gathers but not that (docs/multi-gpu.md).
         if self.every_modality:
             for name, runtime in self.modalities.items():
                 if name not in batch.media:

@@ -47,9 +47,10 @@ def test_training_on_prepared_codes_and_features_matches_training_on_the_images(
     raw = train(write_recipe(tmp_path / "raw.yaml", _recipe(tmp_path, "raw")), plugins=image_plugins)
     output = tmp_path / "prepared"
     assert _prepare(tmp_path, image_plugins, _recipe(tmp_path, "unused"), output, "--modalities", UNDERSTANDING, GENERATION) == 0
-    sources = OmegaConf.load(output / "sources.yaml").data.sources
+    sources = OmegaConf.load(output / "recipe.yaml").data.sources
     assert [source.dataset for source in sources] == ["prepared", "prepared"]
-    assert "data.sources[1] shapes: 64 samples" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "data.sources[1] shapes: 64 samples" in printed and f"modal-core train {output / 'recipe.yaml'}" in printed
 
     # What is cached is what the encoders of the training run compute.
     vqa, generate = (PreparedDataset(source.options.path) for source in sources)
@@ -59,8 +60,7 @@ def test_training_on_prepared_codes_and_features_matches_training_on_the_images(
     features = next(s for s in vqa[5].segments if isinstance(s, Media)).payload
     assert isinstance(features, Encoded) and features.value.shape == (16, 32) and features.value.dtype == torch.float32
 
-    cached_recipe = _recipe(tmp_path, "cached", sources=OmegaConf.to_container(sources))
-    cached = train(write_recipe(tmp_path / "cached.yaml", cached_recipe), plugins=image_plugins)
+    cached = train(output / "recipe.yaml", [f"output_dir={tmp_path / 'cached'}"], plugins=image_plugins)
     raw_losses, cached_losses = _losses(raw.run_dir), _losses(cached.run_dir)
     assert len(raw_losses) == 3
     assert cached_losses == pytest.approx(raw_losses, rel=1e-5, abs=1e-6)
@@ -82,7 +82,7 @@ def test_prepared_samples_record_their_inputs_checksums_and_leave_other_sources_
     text = {"dataset": "shapes_text", "options": {"num_sentences": 50}}
     output = tmp_path / "prepared"
     assert _prepare(tmp_path, image_plugins, _recipe(tmp_path, "unused", sources=[source, text]), output) == 0
-    sources = OmegaConf.to_container(OmegaConf.load(output / "sources.yaml").data.sources)
+    sources = OmegaConf.to_container(OmegaConf.load(output / "recipe.yaml").data.sources)
     assert sources[1] == {**text, "weight": 1.0}  # nothing to encode: the source as it was
     folder = Path(sources[0]["options"]["path"])
     with tarfile.open(folder / shard_name(0)) as tar:

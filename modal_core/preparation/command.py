@@ -9,11 +9,9 @@ from modal_core.plugins import PluginManager
 
 
 def _prepare(args: argparse.Namespace, plugins: PluginManager) -> int:
-    from omegaconf import OmegaConf
-
     from modal_core import recipes
-    from modal_core.config.loader import load_recipe
-    from modal_core.preparation.run import prepare, prepared_sources_yaml
+    from modal_core.config.loader import load_recipe, to_yaml
+    from modal_core.preparation.run import PREPARED_RECIPE, prepare, prepared_recipe
 
     recipe = load_recipe(recipes.find(args.recipe), args.overrides, plugins)
     results = prepare(
@@ -28,14 +26,14 @@ def _prepare(args: argparse.Namespace, plugins: PluginManager) -> int:
         features_dtype=args.features_dtype,
         overwrite=args.overwrite,
     )
-    sources = prepared_sources_yaml(recipe, results)
-    listing = args.output / "sources.yaml"
-    listing.write_text(OmegaConf.to_yaml(OmegaConf.create({"data": {"sources": sources}})))
+    prepared = prepared_recipe(recipe, results)
+    target = args.output / PREPARED_RECIPE
+    target.write_text(to_yaml(prepared))
     for result in results:
         where = result.folder if result.folder is not None else "nothing to encode; left as it is"
         bad = f", {result.bad_samples} bad" if result.bad_samples else ""
         print(f"data.sources[{result.index}] {result.dataset}: {result.samples} samples{bad} -> {where}")
-    print(f"train from the prepared data with the sources in {listing}")
+    print(f"train on the prepared data: modal-core train {target}")
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from modal_core.assemble import Assembled, assemble, data_source, prepare_tokenizer
@@ -48,6 +48,9 @@ from modal_core.plugins import PluginManager
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 PREPARED_DATASET = "prepared"
 """The registered data set that reads a prepared folder back."""
+PREPARED_RECIPE = "recipe.yaml"
+"""The recipe `modal-core prepare` writes next to the folders: the input recipe, every
+prepared source replaced by its folder."""
 
 
 @dataclass(frozen=True)
@@ -116,15 +119,15 @@ def prepare(
     return results
 
 
-def prepared_sources_yaml(recipe: DictConfig, results: list[PreparedSource]) -> list[dict[str, Any]]:
-    """The recipe's `data.sources` with each prepared source read from its folder."""
+def prepared_recipe(recipe: DictConfig, results: list[PreparedSource]) -> DictConfig:
+    """The recipe with each prepared source read from its folder (same weights)."""
     sources = []
     for result in results:
         source = recipe_to_dict(recipe.data.sources[result.index])
         if result.folder is not None:
-            source = {"dataset": PREPARED_DATASET, "weight": source["weight"], "options": {"path": str(result.folder)}}
+            source = {"dataset": PREPARED_DATASET, "weight": source["weight"], "options": {"path": str(result.folder.resolve())}}
         sources.append(source)
-    return sources
+    return OmegaConf.merge(recipe, {"data": {"sources": sources}})
 
 
 def _encoders(recipe: DictConfig, plugins: PluginManager) -> Assembled:

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from modal_core.data.chat import plain_text
 from modal_core.data.indexed import IndexedDataset, TextDataset
 from modal_core.data.jsonl import read_jsonl
+from modal_core.data.prepared import PreparedDataset
 from modal_core.data.shapes_text import text_corpus
 from modal_core.errors import DataError
 from modal_core.hookspecs import hookimpl
@@ -34,6 +35,14 @@ def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
     return IndexedDataset(len(records), lambda index: plain_text(str(records[index]["text"])), str(path))
 
 
+def prepared(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """A folder written by `modal-core prepare` (cached codes / features). Options: `path`."""
+    path = options.get("path")
+    if not path:
+        raise DataError("data source prepared needs options.path: a folder written by `modal-core prepare`")
+    return PreparedDataset(path)
+
+
 @hookimpl
 def modal_core_datasets() -> dict[str, Any]:
-    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text}
+    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text, "prepared": prepared}

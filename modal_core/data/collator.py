@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from modal_core.data.bad_samples import BadSamplePolicy
 from modal_core.data.chat import EOS, ChatFormat
 from modal_core.data.packing import first_fit_decreasing
-from modal_core.data.segments import Media, Sample, Text
+from modal_core.data.segments import Encoded, Media, Sample, Text
 from modal_core.errors import DataError
 from modal_core.modality import ModalitySpec, Processor
 
@@ -35,10 +35,11 @@ UNKNOWN_TOKEN = -1
 
 
 class MediaBatch(NamedTuple):
-    """All items of one modality in a batch (a pair, as `UnifiedModel` takes it)."""
+    """All items of one modality in a batch, as `UnifiedModel` takes them."""
 
-    payload: torch.Tensor  # (n, ...) stacked processor outputs
+    payload: torch.Tensor  # (n, ...) stacked processor outputs, or encoder outputs when `encoded`
     mask: torch.Tensor  # (B, T) bool: where the n * N embeddings go, in row-major order
+    encoded: bool = False  # the items are `Encoded` (cached codes or features): the encoder is skipped
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor on `device`."""
-        media = {name: MediaBatch(m.payload.to(device), m.mask.to(device)) for name, m in self.media.items()}
+        media = {name: MediaBatch(m.payload.to(device), m.mask.to(device), m.encoded) for name, m in self.media.items()}
         tensors = (self.input_ids, self.attention_mask, self.position_ids, self.token_ids, self.token_head, self.supervised)
         sequence_ids = None if self.sequence_ids is None else self.sequence_ids.to(device)
         return Batch(*(t.to(device) for t in tensors), media=media, sequence_ids=sequence_ids)
@@ -101,7 +102,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     heads: list[int] = field(default_factory=list)
     supervised: list[bool] = field(default_factory=list)
-    media: list[tuple[str, Any, list[int]]] = field(default_factory=list)
+    media: list[tuple[str, Any, list[int], bool]] = field(default_factory=list)  # (modality, payload, positions, encoded)
 
     def add(self, ids: Sequence[int], tokens: Sequence[int], head: int, supervised: bool) -> list[int]:
         start = len(self.ids)
@@ -206,11 +207,29 @@ class Collator:
         count = runtime.num_positions
         supervised = segment.supervised and spec.direction == "output"
         positions = row.add([placeholder] * count, [UNKNOWN_TOKEN] * count, runtime.head_index, supervised)
-        payload = segment.payload if isinstance(segment.payload, torch.Tensor) else runtime.processor(segment.payload)
-        row.media.append((segment.modality, payload, positions))
+        encoded = isinstance(segment.payload, Encoded)
+        if encoded:
+            payload = self._encoded_value(segment.payload, runtime, segment.modality)
+        else:
+            payload = segment.payload if isinstance(segment.payload, torch.Tensor) else runtime.processor(segment.payload)
+        row.media.append((segment.modality, payload, positions, encoded))
         if spec.end_token:
             end = self.token_id(spec.end_token)
             row.add([end], [end], TEXT_HEAD, False)
+
+    @staticmethod
+    def _encoded_value(item: Encoded, runtime: ModalityRuntime, modality: str) -> torch.Tensor:
+        """A cached item's tensor, checked against the modality's size and kind."""
+        value = item.value
+        codes = runtime.spec.direction == "output"
+        expected = f"codes ({runtime.num_positions},)" if codes else f"features ({runtime.num_positions}, D)"
+        well_formed = value.ndim == 1 if codes else value.ndim == 2
+        if not well_formed or value.shape[0] != runtime.num_positions or value.is_floating_point() == codes:
+            raise DataError(
+                f"modality {modality!r}: a cached item is {value.dtype} {tuple(value.shape)}, expected {expected}; "
+                "it was prepared for another model (run `modal-core prepare` again with this recipe)"
+            )
+        return value.long() if codes else value
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         return self._collate(samples, self.padding_side, self.packing)
@@ -246,6 +265,7 @@ class Collator:
         sequence_ids = torch.zeros(shape, dtype=torch.long)
         payloads: dict[str, list[torch.Tensor]] = {}
         masks: dict[str, torch.Tensor] = {}
+        encoded: dict[str, set[bool]] = {}
         for b, group in enumerate(layout):
             used = sum(len(rows[i].ids) for i in group)
             padding = slice(0, length - used) if padding_side == "left" else slice(used, length)
@@ -262,12 +282,19 @@ class Collator:
                 attention_mask[b, span] = 1
                 position_ids[b, span] = torch.arange(len(row.ids))
                 sequence_ids[b, span] = number
-                for name, payload, positions in row.media:
+                for name, payload, positions, is_encoded in row.media:
                     payloads.setdefault(name, []).append(payload)
+                    encoded.setdefault(name, set()).add(is_encoded)
                     mask = masks.setdefault(name, torch.zeros(shape, dtype=torch.bool))
                     mask[b, [offset + p for p in positions]] = True
                 offset += len(row.ids)
-        media = {name: MediaBatch(_stack(name, items), masks[name]) for name, items in payloads.items()}
+        for name, kinds in encoded.items():
+            if len(kinds) > 1:
+                raise DataError(
+                    f"modality {name!r}: one batch mixes cached (`modal-core prepare`) and raw items; "
+                    "prepare every data source that feeds this modality, or none"
+                )
+        media = {name: MediaBatch(_stack(name, items), masks[name], True in encoded[name]) for name, items in payloads.items()}
         tensors = (input_ids, attention_mask, position_ids, token_ids, token_head, supervised)
         return Batch(*tensors, media=media, sequence_ids=sequence_ids if pack else None)
 

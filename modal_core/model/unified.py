@@ -23,9 +23,10 @@ from modal_core.errors import ModelInputError, RecipeError
 
 PARAMETER_GROUPS = ("backbone", "encoders", "adapters", "heads")
 
-MediaInputs = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+MediaInputs = Mapping[str, tuple[torch.Tensor, torch.Tensor, bool]]
 """Modality name -> (payload (n, ...) of its n items, mask (B, T) bool of the positions
-their n * N embeddings fill, in row-major order)."""
+their n * N embeddings fill, in row-major order, and whether the payload is already the
+encoder's output: codes (n, N) or features (n, N, D), as cached by `modal-core prepare`)."""
 
 
 @dataclass
@@ -123,8 +124,8 @@ class UnifiedModel(nn.Module):
         written at its placeholder positions, and `token_ids` (B, T) with each output
         modality's codes filled in (the targets of their heads)."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        for modality, (payload, mask) in media.items():
-            encoded = self.encode(modality, payload)
+        for modality, (payload, mask, already_encoded) in media.items():
+            encoded = payload if already_encoded else self.encode(modality, payload)
             item_embeds = self.adapters[modality](encoded)  # (n, N, hidden)
             expected = int(mask.sum())
             if item_embeds.shape[0] * item_embeds.shape[1] != expected:

@@ -11,6 +11,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from modal_core.data.chat import plain_text
+from modal_core.data.conversation_files import conversation_file
 from modal_core.data.indexed import IndexedDataset, TextDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.shapes_text import text_corpus
@@ -34,6 +35,14 @@ def jsonl_text(options: dict[str, Any], seed: int, split: str) -> Dataset:
     return IndexedDataset(len(records), lambda index: plain_text(str(records[index]["text"])), str(path))
 
 
+def conversations(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Conversations from a LLaVA / ShareGPT JSON or JSONL file, or an OpenAI-style
+    messages JSONL file (see `modal_core.data.conversation_files`). Options: `path`,
+    `placeholders` (placeholder -> input modality, e.g. `{"<image>": my_encoder}`),
+    `generate` (placeholder -> output modality of assistant turns), `media_root`."""
+    return conversation_file(options)
+
+
 @hookimpl
 def modal_core_datasets() -> dict[str, Any]:
-    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text}
+    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text, "conversations": conversations}

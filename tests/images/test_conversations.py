@@ -289,3 +289,32 @@ def test_conversation_whose_first_turn_does_not_fit_is_a_bad_sample(built, image
     batch = _collator(built, max_length=20, chat=ChatFormat(), bad_samples=BadSamplePolicy("skip", log))([sample, fine])
     assert batch.input_ids.shape[0] == 1
     assert read_bad_samples(log)[0]["source"] == f"{path}:1"
+
+
+def test_training_on_a_llava_file_lowers_the_loss(tmp_path):
+    from conftest import tiny_image_recipe, with_image_plugins, write_recipe
+
+    from modal_core.checkpoints.run_folder import read_history
+    from modal_core.config.loader import load_recipe
+    from modal_core.plugins import PluginManager
+    from modal_core.training.run import train
+    from modal_core_images.shapes import questions, render_scene, scene_for_index
+
+    records = []
+    for index in range(4):
+        scene = scene_for_index(index, 0, "train", image_size=32, num_objects=1)
+        render_scene(scene).save(tmp_path / f"{index}.png")
+        (first_question, first_answer), (second_question, second_answer) = questions(scene)[:2]
+        turns = [("human", f"<image>\n{first_question}"), ("gpt", first_answer), ("human", second_question), ("gpt", second_answer)]
+        records.append(_llava(*turns, image=f"{index}.png"))
+    data = _write(tmp_path / "llava.json", records, as_list=True)
+    recipe = tiny_image_recipe(tmp_path / "run")
+    recipe["data"] = {**recipe["data"], "sources": [{"dataset": "image_conversations", "options": {"path": str(data)}}], "max_length": 96}
+    recipe["trainer"] = {**recipe["trainer"], "max_steps": 10}
+    recipe["optim"] = {**recipe["optim"], "lr": 1e-2}
+    plugins = with_image_plugins(PluginManager(load_entry_points=False))
+    result = train(load_recipe(write_recipe(tmp_path / "recipe.yaml", recipe), plugins=plugins), plugins)
+    losses = [r["train/loss"] for r in read_history(result.history) if "train/loss" in r]
+    assert len(losses) == 10
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, (first, last, losses)

@@ -131,7 +131,7 @@ class ConversationFile(Dataset):
     def _file(self, relative: Any, where: str) -> Path:
         if not isinstance(relative, str) or not relative:
             raise DataError(f"{where}: a media path must be a non-empty string, got {json.dumps(relative)}")
-        path = (self.media.root / relative).expanduser() if self.media.root else (self.records.path.parent / relative).expanduser()
+        path = ((self.media.root or self.records.path.parent) / relative).expanduser()
         if not path.is_file():
             raise DataError(f"{where}: media file not found: {path}")
         return path

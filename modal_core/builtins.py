@@ -11,6 +11,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from modal_core.data.chat import plain_text
+from modal_core.data.conversation_files import conversation_file
 from modal_core.data.indexed import IndexedDataset, TextDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.prepared import PreparedDataset
@@ -43,6 +44,14 @@ def prepared(options: dict[str, Any], seed: int, split: str) -> Dataset:
     return PreparedDataset(path)
 
 
+def conversations(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Conversations from a LLaVA / ShareGPT JSON or JSONL file, or an OpenAI-style
+    messages JSONL file (see `modal_core.data.conversation_files`). Options: `path`,
+    `placeholders` (placeholder -> input modality, e.g. `{"<image>": my_encoder}`),
+    `generate` (placeholder -> output modality of assistant turns), `media_root`."""
+    return conversation_file(options)
+
+
 @hookimpl
 def modal_core_datasets() -> dict[str, Any]:
-    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text, "prepared": prepared}
+    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text, "conversations": conversations, "prepared": prepared}

@@ -72,8 +72,11 @@ class BackboneConfig:
 class ChatConfig:
     """Chat-format text the collator adds (training and inference alike)."""
 
-    system_prompt: str = _key("", "Text before chats that open with the user's turn and draw nothing (Janus: its system prompt).")
-    media_separator: str = _key("", "Text after every input-modality item, e.g. an image (official Janus: a newline).")
+    system_prompt: str = _key("", "Text before chats that draw nothing and bring no system prompt of their own (Janus: its system prompt).")
+    media_separator: str = _key(
+        "",
+        "Text after every input-modality item, e.g. an image, unless the text after it starts with whitespace (official Janus: a newline).",
+    )
 
 
 @dataclass

@@ -112,6 +112,11 @@ class _Row:
         self.supervised += [supervised] * len(ids)
         return list(range(start, len(self.ids)))
 
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` positions (a segment boundary) and the items within."""
+        del self.ids[length:], self.tokens[length:], self.heads[length:], self.supervised[length:]
+        self.media = [item for item in self.media if item[2][-1] < length]
+
 
 class Collator:
     """Callable turning a list of `Sample` into a `Batch`."""
@@ -149,32 +154,53 @@ class Collator:
         return token_id
 
     def encode_sample(self, sample: Sample) -> _Row:
-        """Lay out one sample's positions (no padding)."""
+        """Lay out one sample's positions (no padding); a sample over `max_length` is cut
+        at its last `turn_ends` point that fits, or is a `DataError`."""
         row = _Row()
         row.add([self.bos_id], [self.bos_id], TEXT_HEAD, False)
         # Chat-format text joins the text that follows it before tokenizing, so the
         # tokens equal those of the whole prompt string tokenized at once.
-        prefix = self.chat.system_prompt if self._is_understanding_chat(sample) else ""
+        prefix = self._system_prompt(sample)
+        separator = ""
+        lengths = []  # positions after each segment: where the sample may be cut
         for segment in sample.segments:
             if isinstance(segment, Text):
+                if not segment.text[:1].isspace():
+                    prefix += separator
                 if prefix and segment.supervised:
                     self._add_text(row, prefix, sample.drop_condition, False)
                     prefix = ""
                 self._add_text(row, prefix + segment.text, sample.drop_condition, segment.supervised)
-                prefix = ""
+                prefix = separator = ""
             elif isinstance(segment, Media):
-                if prefix:
-                    self._add_text(row, prefix, sample.drop_condition, False)
+                if prefix + separator:
+                    self._add_text(row, prefix + separator, sample.drop_condition, False)
                 self._add_media(row, segment)
-                prefix = self.chat.media_separator if self._is_input(segment) and segment.payload is not None else ""
+                prefix = ""
+                separator = self.chat.media_separator if self._is_input(segment) and segment.payload is not None else ""
             else:
                 raise DataError(f"sample from {sample.source or 'a data set'} has a segment of type {type(segment).__name__}")
-        if prefix:
-            self._add_text(row, prefix, sample.drop_condition, False)
+            lengths.append(len(row.ids))
+        if prefix + separator:
+            self._add_text(row, prefix + separator, sample.drop_condition, False)
         if len(row.ids) > self.max_length:
-            where = f"sample from {sample.source}" if sample.source else "the input"
-            raise DataError(f"{where} is {len(row.ids)} tokens long, over {self.limit_name}={self.max_length}")
+            self._cut_to_fit(row, sample, lengths)
         return row
+
+    def _system_prompt(self, sample: Sample) -> str:
+        if sample.system_prompt is not None:
+            return sample.system_prompt
+        return self.chat.system_prompt if self._is_understanding_chat(sample) else ""
+
+    def _cut_to_fit(self, row: _Row, sample: Sample, lengths: list[int]) -> None:
+        """Drop whole turns from the end until the sample fits; at least one assistant
+        turn stays, and no item is ever cut in half (cuts fall between segments)."""
+        where = f"sample from {sample.source}" if sample.source else "the input"
+        fitting = [lengths[end - 1] for end in sample.turn_ends if lengths[end - 1] <= self.max_length]
+        if not fitting:
+            first_turn = f"; its first assistant turn alone ends at token {lengths[sample.turn_ends[0] - 1]}" if sample.turn_ends else ""
+            raise DataError(f"{where} is {len(row.ids)} tokens long, over {self.limit_name}={self.max_length}{first_turn}")
+        row.truncate(fitting[-1])
 
     def _add_text(self, row: _Row, text: str, drop_condition: bool, supervised: bool) -> None:
         if self.tokenizer.eos_token and self.tokenizer.eos_token != EOS:

@@ -50,9 +50,17 @@ class Sample:
     the task mixer sets it with probability `data.cfg_dropout`. `chat` marks a sample in
     the chat format (the builders of `modal_core.data.chat` set it), to which the
     collator adds the recipe's chat text (system prompt, media separator).
+
+    `system_prompt` is a chat's own system text, put before its first turn in place of
+    the recipe's `chat.system_prompt` (None: the recipe's applies). `turn_ends` lists
+    the segment counts at which an assistant turn ends: a sample over `data.max_length`
+    is cut at the last of them that fits (whole turns dropped from the end); a sample
+    without them is never cut.
     """
 
     segments: tuple[Segment, ...]
     drop_condition: bool = False
     chat: bool = False
+    system_prompt: str | None = None
+    turn_ends: tuple[int, ...] = ()
     source: str = field(default="", compare=False)

@@ -10,6 +10,10 @@ Local formats (paths inside a JSONL file are relative to the file's folder):
   `task: generate` (text-to-image) or `task: caption` (image-to-text).
 - `vqa_jsonl`: `{"image": "...", "question": "...", "answer": "..."}` per line.
 - `image_folder`: every image file under `path` (for tokenizer training).
+- `image_conversations`: LLaVA / ShareGPT or OpenAI-style `messages` conversations
+  (`modal_core.data.conversation_files`); `<image>` in a user turn is an image to
+  understand, in an assistant turn an image to generate; paths are relative to the
+  `image_root` option, or else to the file's folder.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from modal_core.data.chat import caption_to_image, question_answer
+from modal_core.data.conversation_files import conversation_file
 from modal_core.data.indexed import IndexedDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.segments import Media, Sample
@@ -118,9 +123,20 @@ def image_folder(options: dict[str, Any], seed: int, split: str) -> Dataset:
     return IndexedDataset(len(files), lambda i: Sample((Media(generation, files[i]),)), str(root))
 
 
+def image_conversations(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Conversations about and with images from a LLaVA / ShareGPT JSON or JSONL file
+    or an OpenAI-style messages JSONL file. Options: `path`, `image_root`, and
+    `placeholders` / `generate` to map `<image>` to other modalities than the
+    `understanding` / `generation` ones."""
+    understanding = _option(options, "understanding", UNDERSTANDING)
+    generation = _option(options, "generation", GENERATION)
+    return conversation_file(options, root_option="image_root", placeholders={"<image>": understanding}, generate={"<image>": generation})
+
+
 IMAGE_DATASETS = {
     "shapes": shapes,
     "image_text_jsonl": image_text_jsonl,
     "vqa_jsonl": vqa_jsonl,
     "image_folder": image_folder,
+    "image_conversations": image_conversations,
 }

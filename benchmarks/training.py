@@ -13,7 +13,7 @@ times, and the medians are printed: tokens/s of both, their ratio, and MFU from
 dense float32 matrix-product rate measured in the same run. Both loops run on the CPU
 (the quickstart recipes' `trainer.accelerator: cpu`).
 
-    python benchmarks/training.py [--models text stage2] [--steps 40] [--warmup 5] [--repeats 3] [--threads 1]
+    python benchmarks/training.py [--models text stage2] [--steps 40] [--warmup 5] [--repeats 3] [--threads 1 --clock cpu]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,13 +66,18 @@ class Measurement:
         return self.tokens / self.seconds
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+"""`cpu`: this process's CPU seconds, which other programs on a shared machine barely
+move; a fair clock with `--threads 1` and `data.num_workers=0`, where nothing waits."""
+
+
 class WindowClock(L.Callback):
     """Counts the tokens and FLOPs of the optimizer steps after `warmup` and times them,
     from the end of step `warmup` to the end of the last step (added last, so every
     other callback's per-step work is inside the window)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
+    def __init__(self, warmup: int, clock: Callable[[], float]) -> None:
+        self.warmup, self.clock = warmup, clock
         self.tokens, self.model_flops = 0, 0.0
         self.start = self.end = 0.0
 
@@ -82,19 +88,19 @@ class WindowClock(L.Callback):
         if trainer.global_step > self.warmup:
             self.tokens += batch.num_tokens
             self.model_flops += self.flops.batch_flops(batch.num_tokens, batch.input_ids.shape[1])
-        self.end = time.perf_counter()
+        self.end = self.clock()
         if trainer.global_step == self.warmup:
             self.start = self.end
 
 
-def measure_modal_core_train(recipe: DictConfig, plugins: PluginManager, warmup: int) -> Measurement:
+def measure_modal_core_train(recipe: DictConfig, plugins: PluginManager, warmup: int, clock: Callable[[], float]) -> Measurement:
     """`modal_core.train` as `modal-core train` calls it, with a `WindowClock` added to its trainer."""
-    clock = WindowClock(warmup)
+    window = WindowClock(warmup, clock)
     build_trainer = run._trainer
 
     def trainer_with_clock(*args, **kwargs) -> L.Trainer:
         trainer = build_trainer(*args, **kwargs)
-        trainer.callbacks.append(clock)
+        trainer.callbacks.append(window)
         return trainer
 
     run._trainer = trainer_with_clock
@@ -104,10 +110,10 @@ def measure_modal_core_train(recipe: DictConfig, plugins: PluginManager, warmup:
     finally:
         run._trainer = build_trainer
     losses = {record["step"]: record["train/loss"] for record in read_history(result.history) if "train/loss" in record}
-    return Measurement(clock.tokens, clock.model_flops, clock.end - clock.start, losses)
+    return Measurement(window.tokens, window.model_flops, window.end - window.start, losses)
 
 
-def measure_plain_loop(recipe: DictConfig, plugins: PluginManager, warmup: int) -> Measurement:
+def measure_plain_loop(recipe: DictConfig, plugins: PluginManager, warmup: int, clock: Callable[[], float]) -> Measurement:
     """The same model, batches and AdamW in a minimal loop: forward, backward, gradient
     clipping, step, schedule step, zero_grad."""
     if str(recipe.trainer.precision) not in ("32", "32-true") or recipe.trainer.accumulate_grad_batches != 1:
@@ -140,22 +146,22 @@ def measure_plain_loop(recipe: DictConfig, plugins: PluginManager, warmup: int) 
             tokens += batch.num_tokens
             model_flops += flops_model.batch_flops(batch.num_tokens, batch.input_ids.shape[1])
         if step == warmup:
-            start = time.perf_counter()
-    return Measurement(tokens, model_flops, time.perf_counter() - start, losses)
+            start = clock()
+    return Measurement(tokens, model_flops, clock() - start, losses)
 
 
-def matmul_flops_per_sec(seconds: float = 1.0, size: int = 1024) -> float:
+def matmul_flops_per_sec(clock: Callable[[], float], seconds: float = 1.0, size: int = 1024) -> float:
     """Dense float32 matrix products per second on this CPU, measured now: the peak MFU is taken against here."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    count, start = 0, clock()
+    while clock() - start < seconds:
         a @ b
         count += 1
-    return 2 * size**3 * count / (time.perf_counter() - start)
+    return 2 * size**3 * count / (clock() - start)
 
 
-def benchmark(name: str, steps: int, warmup: int, repeats: int, peak: float | None, extra: list[str]) -> None:
+def benchmark(name: str, steps: int, warmup: int, repeats: int, peak: float | None, clock: str, extra: list[str]) -> None:
     plugins = get_plugin_manager()
     recipe_name, overrides = MODELS[name]
     with tempfile.TemporaryDirectory() as root:
@@ -169,11 +175,11 @@ def benchmark(name: str, steps: int, warmup: int, repeats: int, peak: float | No
         for repeat in range(repeats):  # A B B A A B ...: neither always runs first
             order = [measure_modal_core_train, measure_plain_loop][:: 1 if repeat % 2 == 0 else -1]
             for measure in order:
-                (ours if measure is measure_modal_core_train else plain).append(measure(recipe, plugins, warmup))
+                (ours if measure is measure_modal_core_train else plain).append(measure(recipe, plugins, warmup, CLOCKS[clock]))
     logged = set(ours[0].losses) & set(plain[0].losses)
     loss_gap = max(abs(ours[0].losses[step] - plain[0].losses[step]) for step in logged) if logged else float("nan")
     ratios = [a.tokens_per_sec / b.tokens_per_sec for a, b in zip(ours, plain)]
-    print(f"{name} ({recipe_name}): {steps} steps after {warmup} warm-up steps, {repeats} repeats, medians")
+    print(f"{name} ({recipe_name}): {steps} steps after {warmup} warm-up steps, {repeats} repeats, {clock} clock, medians")
     for label, runs in (("modal-core train", ours), ("plain PyTorch loop", plain)):
         tokens_per_sec = statistics.median(r.tokens_per_sec for r in runs)
         mfu = statistics.median(r.flops / r.seconds / peak for r in runs) if peak else None
@@ -190,6 +196,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="what a second is (cpu: this process's CPU time)")
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice); 1 is steadier on a shared machine")
     parser.add_argument("overrides", nargs="*", help="recipe key=value overrides for both loops (e.g. data.batch_size=16)")
     args = parser.parse_args()
@@ -197,12 +204,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
     if peak is None:
-        peak = matmul_flops_per_sec()
+        peak = matmul_flops_per_sec(CLOCKS[args.clock])
         print(
             f"peak for MFU: {peak / 1e9:.1f} GFLOP/s, this CPU's float32 matrix products measured now ({torch.get_num_threads()} threads)"
         )
     for name in args.models:
-        benchmark(name, args.steps, args.warmup, args.repeats, peak, args.overrides)
+        benchmark(name, args.steps, args.warmup, args.repeats, peak, args.clock, args.overrides)
 
 
 if __name__ == "__main__":

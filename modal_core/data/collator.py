@@ -171,8 +171,7 @@ class Collator:
 
     def _is_understanding_chat(self, sample: Sample) -> bool:
         """A chat sample (see `Sample.chat`) that draws no output-modality item."""
-        draws = any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
-        return sample.chat and not draws
+        return sample.chat and not any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
 
     def _add_media(self, row: _Row, segment: Media) -> None:
         runtime = self.modalities.get(segment.modality)
@@ -213,21 +212,21 @@ class Collator:
             raise DataError(f"every one of the {len(samples)} samples of a batch was bad; see the bad-sample log")
         length = max(len(row.ids) for row in rows)
         batch_size = len(rows)
-        input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
-        token_ids = torch.full((batch_size, length), UNKNOWN_TOKEN, dtype=torch.long)
-        token_head = torch.full((batch_size, length), NO_HEAD, dtype=torch.long)
-        supervised = torch.zeros((batch_size, length), dtype=torch.bool)
-        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+
+        def padded(values: list[list], fill: int | bool) -> torch.Tensor:
+            # One tensor from padded lists: a tensor per row costs more than the list copies.
+            pads = [[fill] * (length - len(row)) for row in values]
+            return torch.tensor([pad + row if padding_side == "left" else row + pad for row, pad in zip(values, pads)])
+
+        input_ids = padded([row.ids for row in rows], self.pad_id)
+        token_ids = padded([row.tokens for row in rows], UNKNOWN_TOKEN)
+        token_head = padded([row.heads for row in rows], NO_HEAD)
+        supervised = padded([row.supervised for row in rows], False)
+        attention_mask = padded([[1] * len(row.ids) for row in rows], 0)
         payloads: dict[str, list[torch.Tensor]] = {}
         masks: dict[str, torch.Tensor] = {}
         for b, row in enumerate(rows):
             offset = length - len(row.ids) if padding_side == "left" else 0
-            span = slice(offset, offset + len(row.ids))
-            input_ids[b, span] = torch.tensor(row.ids)
-            token_ids[b, span] = torch.tensor(row.tokens)
-            token_head[b, span] = torch.tensor(row.heads)
-            supervised[b, span] = torch.tensor(row.supervised)
-            attention_mask[b, span] = 1
             for name, payload, positions in row.media:
                 payloads.setdefault(name, []).append(payload)
                 mask = masks.setdefault(name, torch.zeros((batch_size, length), dtype=torch.bool))

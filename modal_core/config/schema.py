@@ -190,7 +190,12 @@ class TrainerConfig:
         "in Lightning's table of accelerators (A100, H100, H200, L4, ...); no MFU is logged for unknown devices.",
         above=0,
     )
-    log_every_n_steps: int = _key(10, "Log metrics every N steps.", minimum=1)
+    log_every_n_steps: int = _key(
+        10,
+        "Log metrics every N steps: losses, learning rate, and tokens/s and MFU over the steps since the last log, to "
+        "`history.jsonl` and the progress bar (only those steps compute them).",
+        minimum=1,
+    )
     val_every_n_steps: int = _key(0, "Validate every N steps (0: only when training ends, if `data.val_samples` > 0).", minimum=0)
     checkpoint_every_n_steps: int = _key(0, "Save a checkpoint every N steps (0: only at the end).", minimum=0)
     keep_last: int = _key(2, "How many step checkpoints to keep (-1: all).")

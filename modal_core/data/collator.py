@@ -216,8 +216,7 @@ class Collator:
 
     def _is_understanding_chat(self, sample: Sample) -> bool:
         """A chat sample (see `Sample.chat`) that draws no output-modality item."""
-        draws = any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
-        return sample.chat and not draws
+        return sample.chat and not any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
 
     def _add_media(self, row: _Row, segment: Media) -> None:
         runtime = self.modalities.get(segment.modality)
@@ -280,40 +279,45 @@ class Collator:
             layout = [[index] for index in range(len(rows))]
         length = max(sum(len(rows[i].ids) for i in group) for group in layout)
         shape = (len(layout), length)
-        input_ids = torch.full(shape, self.pad_id, dtype=torch.long)
-        token_ids = torch.full(shape, UNKNOWN_TOKEN, dtype=torch.long)
-        token_head = torch.full(shape, NO_HEAD, dtype=torch.long)
-        supervised = torch.zeros(shape, dtype=torch.bool)
-        attention_mask = torch.zeros(shape, dtype=torch.long)
-        # Padding counts its positions from 0 and, in a packed row, is a sequence of its own,
-        # so position ids restart at every sample and at the padding.
-        position_ids = torch.zeros(shape, dtype=torch.long)
-        sequence_ids = torch.zeros(shape, dtype=torch.long)
+        # Each field is built as padded lists, then one tensor: a tensor per row costs more.
+        names = ("ids", "tokens", "heads", "supervised", "attention", "positions", "sequences")
+        fields: dict[str, list[list]] = {name: [] for name in names}
         payloads: dict[str, list[torch.Tensor]] = {}
         masks: dict[str, torch.Tensor] = {}
         encoded: dict[str, set[bool]] = {}
         for b, group in enumerate(layout):
-            used = sum(len(rows[i].ids) for i in group)
-            padding = slice(0, length - used) if padding_side == "left" else slice(used, length)
-            position_ids[b, padding] = torch.arange(length - used)
-            sequence_ids[b, padding] = len(group)
-            offset = length - used if padding_side == "left" else 0
+            pad = length - sum(len(rows[i].ids) for i in group)
+            offset = pad if padding_side == "left" else 0
+            line: dict[str, list] = {name: [] for name in fields}
             for number, index in enumerate(group):  # in row-major order, as `MediaBatch` wants its items
                 row = rows[index]
-                span = slice(offset, offset + len(row.ids))
-                input_ids[b, span] = torch.tensor(row.ids)
-                token_ids[b, span] = torch.tensor(row.tokens)
-                token_head[b, span] = torch.tensor(row.heads)
-                supervised[b, span] = torch.tensor(row.supervised)
-                attention_mask[b, span] = 1
-                position_ids[b, span] = torch.arange(len(row.ids))
-                sequence_ids[b, span] = number
+                size = len(row.ids)
+                line["ids"] += row.ids
+                line["tokens"] += row.tokens
+                line["heads"] += row.heads
+                line["supervised"] += row.supervised
+                line["attention"] += [1] * size
+                line["positions"] += range(size)
+                line["sequences"] += [number] * size
                 for name, payload, positions, is_encoded in row.media:
                     payloads.setdefault(name, []).append(payload)
                     encoded.setdefault(name, set()).add(is_encoded)
                     mask = masks.setdefault(name, torch.zeros(shape, dtype=torch.bool))
                     mask[b, [offset + p for p in positions]] = True
-                offset += len(row.ids)
+                offset += size
+            # Padding counts its positions from 0 and, in a packed row, is a sequence of its own,
+            # so position ids restart at every sample and at the padding.
+            padding = {
+                "ids": [self.pad_id] * pad,
+                "tokens": [UNKNOWN_TOKEN] * pad,
+                "heads": [NO_HEAD] * pad,
+                "supervised": [False] * pad,
+                "attention": [0] * pad,
+                "positions": list(range(pad)),
+                "sequences": [len(group)] * pad,
+            }
+            for name, values in line.items():
+                fields[name].append(padding[name] + values if padding_side == "left" else values + padding[name])
         for name, kinds in encoded.items():
             if len(kinds) > 1:
                 raise DataError(
@@ -321,6 +325,7 @@ class Collator:
                     "prepare every data source that feeds this modality, or none"
                 )
         media = {name: MediaBatch(_stack(name, items), masks[name], True in encoded[name]) for name, items in payloads.items()}
+        input_ids, token_ids, token_head, supervised, attention_mask, position_ids, sequence_ids = (torch.tensor(fields[n]) for n in names)
         tensors = (input_ids, attention_mask, position_ids, token_ids, token_head, supervised)
         return Batch(*tensors, media=media, sequence_ids=sequence_ids if pack else None)
 

@@ -1,4 +1,6 @@
-"""The Lightning data module: the task mix as an endless stream, resumable by step."""
+"""The Lightning data module: the task mix as an endless stream, resumable by step
+(map-style mixes by stream position, mixes with streaming sources by reader, see
+`modal_core.data.streaming`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from modal_core.data.collator import Collator
 from modal_core.data.mixture import MixtureDataset, StreamSampler
+from modal_core.data.streaming import ReaderStream, StreamingMixture
 
 
 class FirstItems(Dataset):
@@ -27,17 +30,19 @@ class FirstItems(Dataset):
 class MixtureDataModule(L.LightningDataModule):
     """Serves the training mix from the position the trainer has reached.
 
-    Each optimizer step consumes `batch_size * accumulate * world_size` stream items;
-    rank r reads positions base + i * world_size + r, so ranks never repeat an item.
+    Each optimizer step consumes `batch_size * accumulate * world_size` stream items.
+    A map-style mix: rank r reads positions base + i * world_size + r, so ranks never
+    repeat an item. A mix with streaming sources: each worker of each rank reads its own
+    reader's stream from the sample it had reached (`ReaderStream`).
     """
 
     def __init__(
         self,
-        train: MixtureDataset,
+        train: MixtureDataset | StreamingMixture,
         collator: Collator,
         batch_size: int,
         num_workers: int = 0,
-        validation: MixtureDataset | None = None,
+        validation: MixtureDataset | StreamingMixture | None = None,
         val_samples: int = 0,
     ) -> None:
         super().__init__()
@@ -51,6 +56,15 @@ class MixtureDataModule(L.LightningDataModule):
         rank = trainer.global_rank if trainer else 0
         step = trainer.global_step if trainer else 0
         accumulate = trainer.accumulate_grad_batches if trainer else 1
+        if isinstance(self.train_set, StreamingMixture):
+            stream = ReaderStream(self.train_set, rank, world, self.num_workers, self.batch_size, batches_done=step * accumulate)
+            return DataLoader(
+                stream,
+                batch_size=self.batch_size,
+                collate_fn=self.collator,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
         base = step * self.batch_size * accumulate * world
         sampler = StreamSampler(start=base, stride=world, offset=rank)
         return DataLoader(
@@ -65,8 +79,12 @@ class MixtureDataModule(L.LightningDataModule):
     def val_dataloader(self) -> Sequence[DataLoader]:
         if self.validation is None or self.val_samples <= 0:
             return []
+        if isinstance(self.validation, StreamingMixture):
+            items = self.validation.first(self.val_samples)
+        else:
+            items = FirstItems(self.validation, self.val_samples)
         return DataLoader(
-            FirstItems(self.validation, self.val_samples),
+            items,
             batch_size=self.batch_size,
             collate_fn=self.collator,
             num_workers=self.num_workers,

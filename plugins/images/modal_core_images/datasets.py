@@ -10,6 +10,9 @@ Local formats (paths inside a JSONL file are relative to the file's folder):
   `task: generate` (text-to-image) or `task: caption` (image-to-text).
 - `vqa_jsonl`: `{"image": "...", "question": "...", "answer": "..."}` per line.
 - `image_folder`: every image file under `path` (for tokenizer training).
+- `webdataset_image_text`: image-caption pairs streamed from WebDataset tar shards
+  (`{key}.jpg|jpeg|png|webp` with `{key}.txt`, or `{key}.json` holding `"caption"`, as
+  `img2dataset` writes them); `path` is a shard, a brace pattern, an fsspec URL or a list.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.indexed import IndexedDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.segments import Media, Sample
+from modal_core.data.shards import ShardRecord
+from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError, RecipeError
 from modal_core_images.modalities import GENERATION, UNDERSTANDING
 from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 DESCRIBE = "describe the picture."
 
 
@@ -79,17 +85,53 @@ def image_text_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
     path = Path(_option(options, "path", None) or "")
     task = _option(options, "task", "generate", ("generate", "caption"))
     records = read_jsonl(path, required={"image": str, "caption": str})
-    understanding = _option(options, "understanding", UNDERSTANDING)
-    generation = _option(options, "generation", GENERATION)
 
     def make(index: int) -> Sample:
         record = records[index]
         image = _resolve(path.parent, record["image"], records.where(index))
-        if task == "generate":
-            return caption_to_image(record["caption"], Media(generation, image, supervised=True), generation)
-        return question_answer(DESCRIBE, record["caption"], [Media(understanding, image)])
+        return _image_caption_sample(image, record["caption"], task, options)
 
     return IndexedDataset(len(records), make, str(path))
+
+
+def _image_caption_sample(image: Any, text: str, task: str, options: dict[str, Any]) -> Sample:
+    if task == "generate":
+        generation = _option(options, "generation", GENERATION)
+        return caption_to_image(text, Media(generation, image, supervised=True), generation)
+    return question_answer(DESCRIBE, text, [Media(_option(options, "understanding", UNDERSTANDING), image)])
+
+
+def webdataset_image_text(options: dict[str, Any], seed: int, split: str) -> ShardSource:
+    """Image-caption pairs streamed from WebDataset tar shards. Options: `path` (a shard,
+    a brace pattern such as `data/shards-{00000..00099}.tar`, an fsspec URL, or a list of
+    these), `task` (generate | caption). A sample needs one image member
+    (`.jpg`/`.jpeg`/`.png`/`.webp`, kept encoded until the collator decodes it) and its
+    caption (`.txt`, else the `"caption"` string of `.json`)."""
+    urls = _option(options, "path", None)
+    if not urls:
+        raise RecipeError("data set option path: name the shards (a .tar path, a brace pattern or an fsspec URL)")
+    task = _option(options, "task", "generate", ("generate", "caption"))
+
+    def make(record: ShardRecord) -> Sample:
+        image = next((record.members[ext] for ext in SHARD_IMAGE_EXTENSIONS if ext in record.members), None)
+        if image is None:
+            expected = ", .".join(SHARD_IMAGE_EXTENSIONS)
+            raise DataError(f"{record.where}: no image member (.{expected}); the sample has {sorted(record.members)}")
+        return _image_caption_sample(image, _shard_caption(record), task, options)
+
+    return ShardSource(urls, make, f"webdataset_image_text {urls}")
+
+
+def _shard_caption(record: ShardRecord) -> str:
+    if "txt" in record.members:
+        return record.value("txt")
+    if "json" in record.members:
+        caption = record.value("json")
+        caption = caption.get("caption") if isinstance(caption, dict) else None
+        if isinstance(caption, str):
+            return caption
+        raise DataError(f'{record.where}.json: expected an object with a "caption" string')
+    raise DataError(f'{record.where}: no caption (a .txt member, or .json with "caption"); the sample has {sorted(record.members)}')
 
 
 def vqa_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
@@ -123,4 +165,5 @@ IMAGE_DATASETS = {
     "image_text_jsonl": image_text_jsonl,
     "vqa_jsonl": vqa_jsonl,
     "image_folder": image_folder,
+    "webdataset_image_text": webdataset_image_text,
 }

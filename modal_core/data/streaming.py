@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -118,7 +119,8 @@ class StreamingMixture:
                 try:
                     if isinstance(record, BadShard):
                         raise record.error
-                    return name, dataset.make(record)
+                    sample = dataset.make(record)
+                    return name, replace(sample, source=sample.source or record.where)
                 except DataError as error:
                     self.bad_samples.handle(record.where, error)
                 continue
@@ -140,8 +142,9 @@ def batches_delivered(batches: int, worker: int, workers: int) -> int:
 
 
 class ReaderStream(IterableDataset):
-    """One rank's view of a `StreamingMixture` for a `DataLoader`: each worker reads its
-    own reader's stream, from the sample it reached after `batches_done` batches."""
+    """One rank's view of a `StreamingMixture` for a `DataLoader`: each worker reads one
+    reader's stream, from the sample that reader reached in the rank's first
+    `batches_done` batches."""
 
     def __init__(self, mixture: StreamingMixture, rank: int, world: int, num_workers: int, batch_size: int, batches_done: int) -> None:
         self.mixture, self.rank, self.world = mixture, rank, world
@@ -149,7 +152,9 @@ class ReaderStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
-        worker = info.id if info is not None else 0
+        # A fresh loader takes its first batch from worker 0; the run's next batch is due
+        # from reader `batches_done mod workers`: worker w plays reader (w + batches_done) mod workers.
+        worker = ((info.id if info is not None else 0) + self.batches_done) % self.workers
         done = batches_delivered(self.batches_done, worker, self.workers) * self.batch_size
         stream = self.mixture.stream(self.rank * self.workers + worker, self.world * self.workers)
         return itertools.islice(stream, done, None)  # replays the samples already trained on

@@ -31,6 +31,7 @@ from modal_core.data.shards import ShardRecord
 from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError, RecipeError
 from modal_core_images.modalities import GENERATION, UNDERSTANDING
+from modal_core_images.processing import EncodedImage
 from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -113,10 +114,11 @@ def webdataset_image_text(options: dict[str, Any], seed: int, split: str) -> Sha
     task = _option(options, "task", "generate", ("generate", "caption"))
 
     def make(record: ShardRecord) -> Sample:
-        image = next((record.members[ext] for ext in SHARD_IMAGE_EXTENSIONS if ext in record.members), None)
-        if image is None:
+        extension = next((ext for ext in SHARD_IMAGE_EXTENSIONS if ext in record.members), None)
+        if extension is None:
             expected = ", .".join(SHARD_IMAGE_EXTENSIONS)
             raise DataError(f"{record.where}: no image member (.{expected}); the sample has {sorted(record.members)}")
+        image = EncodedImage(record.members[extension], f"{record.where}.{extension}")
         return _image_caption_sample(image, _shard_caption(record), task, options)
 
     return ShardSource(urls, make, f"webdataset_image_text {urls}")

@@ -112,7 +112,7 @@ def _recipe(tmp_path, pattern: str, policy: str):
         data={
             "sources": [{"dataset": "webdataset_image_text", "options": {"path": pattern, "task": task}} for task in ("generate", "caption")],
             "batch_size": 4,
-            "max_length": 64,
+            "max_length": 128,
             "num_workers": 2,
             "on_bad_sample": policy,
         },

@@ -105,12 +105,13 @@ def _bad_shards(tmp_path) -> str:
 
 
 def _recipe(tmp_path, pattern: str, policy: str):
+    sources = [{"dataset": "webdataset_image_text", "options": {"path": pattern, "task": task}} for task in ("generate", "caption")]
     recipe = tiny_text_recipe(
         tmp_path / policy,
         modalities=TINY_IMAGES,
         train=["backbone", "adapters", "heads"],
         data={
-            "sources": [{"dataset": "webdataset_image_text", "options": {"path": pattern, "task": task}} for task in ("generate", "caption")],
+            "sources": sources,
             "batch_size": 4,
             "max_length": 128,
             "num_workers": 2,

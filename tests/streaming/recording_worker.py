@@ -1,5 +1,5 @@
 """`modal-core train RECIPE [key=value ...]` that also appends each training batch's token
-rows and its step to OUT as JSON lines: what the run read, in order.
+rows its rank and its step to OUT as JSON lines: what the run read, in order.
 
 Run as a script (`python recording_worker.py RECIPE OUT [key=value ...]`), so that a test
 can stop it with a signal as a user stops `modal-core train` (exit code 143).
@@ -24,7 +24,7 @@ class RecordingModule(UnifiedTrainingModule):
     def training_step(self, batch, batch_idx):
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch.input_ids, batch.attention_mask)]
         with self.out.open("a") as handle:
-            handle.write(json.dumps({"step": self.global_step, "rows": rows}) + "\n")
+            handle.write(json.dumps({"rank": self.global_rank, "step": self.global_step, "rows": rows}) + "\n")
         return super().training_step(batch, batch_idx)
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from modal_core.data.collator import Collator
 from modal_core.data.mixture import MixtureDataset, StreamSampler
 from modal_core.data.streaming import ReaderStream, StreamingMixture
+from modal_core.errors import RecipeError
 
 
 class FirstItems(Dataset):
@@ -75,6 +76,24 @@ class MixtureDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """For a streaming mix, how many readers split its shards: a resumed run replays
+        each reader's stream, which only holds for the same split."""
+        return {"readers": self._readers()} if isinstance(self.train_set, StreamingMixture) else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Refuse to resume a streaming mix over another number of readers."""
+        saved = state_dict.get("readers")
+        if saved is not None and saved != self._readers():
+            raise RecipeError(
+                f"resume: the run read its shards with {saved} readers (devices x nodes x max(1, data.num_workers)), "
+                f"this run would use {self._readers()}; resume with the run's trainer.devices, trainer.num_nodes and data.num_workers"
+            )
+
+    def _readers(self) -> int:
+        world = self.trainer.world_size if self.trainer else 1
+        return world * max(1, self.num_workers)
 
     def val_dataloader(self) -> Sequence[DataLoader]:
         if self.validation is None or self.val_samples <= 0:

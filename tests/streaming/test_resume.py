@@ -11,10 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import REPO, tiny_text_recipe, write_recipe
 from shard_files import text_shards
 
 from modal_core.checkpoints import store
+from modal_core.checkpoints.run_folder import read_history
+from modal_core.config.loader import load_recipe
+from modal_core.errors import RecipeError
+from modal_core.training.run import train
 
 STEPS = 12
 BATCH = 4
@@ -79,3 +84,24 @@ def test_a_killed_and_resumed_run_reads_exactly_the_samples_of_an_uninterrupted_
     assert len(reference) == STEPS * BATCH
     assert len({tuple(row) for row in reference}) == len(reference)  # every sample of the run is another one
     assert _read(tmp_path / "killed.jsonl", before=saved) + _read(tmp_path / "resumed.jsonl") == reference
+
+
+def test_resuming_over_another_number_of_readers_is_refused(tmp_path, plugins):
+    text_shards(tmp_path / "shards", shards=4, per_shard=4)
+    source = {"dataset": "webdataset_text", "options": {"path": str(tmp_path / "shards" / "shard-{00000..00003}.tar")}}
+    recipe = tiny_text_recipe(
+        tmp_path / "run", data={"sources": [source], "batch_size": 2, "max_length": 48, "num_workers": 2}, trainer={"max_steps": 2}
+    )
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    train(load_recipe(path, plugins=plugins), plugins)
+    resumed = load_recipe(path, [f"resume={tmp_path / 'run'}", "trainer.max_steps=4", "data.num_workers=1"], plugins=plugins)
+    with pytest.raises(RecipeError, match=r"resume: the run read its shards with 2 readers .* this run would use 1"):
+        train(resumed, plugins)
+
+
+def test_validation_scores_the_first_samples_of_the_held_out_stream(tmp_path, plugins):
+    text_shards(tmp_path / "shards", shards=2, per_shard=4)
+    source = {"dataset": "webdataset_text", "options": {"path": str(tmp_path / "shards" / "shard-{00000..00001}.tar")}}
+    data = {"sources": [source], "batch_size": 2, "max_length": 48, "val_samples": 3}
+    result = train(load_recipe(write_recipe(tmp_path / "r.yaml", tiny_text_recipe(tmp_path / "run", data=data)), plugins=plugins), plugins)
+    assert any("val/loss" in record for record in read_history(result.history))

@@ -53,8 +53,8 @@ class ShardSource:
         self.shards = list_shards(urls, name)
 
     def records(self, reader: int, readers: int, seed: int) -> Iterator[ShardRecord | BadShard]:
-        """Reader `reader`'s records of every epoch, endlessly; a bad shard or member is
-        one `DataError` in the stream.
+        """Reader `reader`'s records of every epoch, endlessly; a bad shard, or the rest
+        of one from a bad member on, is one `BadShard` in the stream.
 
         Raises:
             RecipeError: fewer shards than readers (some reader would have none).

@@ -6,6 +6,7 @@ import io
 import json
 import random
 
+import fsspec
 import numpy as np
 import pytest
 from shard_files import text_shards, write_shards
@@ -175,3 +176,19 @@ def test_under_skip_bad_shards_are_logged_and_every_good_sample_is_read(tmp_path
     logged = {entry["source"]: entry["reason"] for entry in read_bad_samples(log)}
     assert set(logged) == {shards[1], f"{shards[2]}:t0.txt"}
     assert logged[shards[1]].startswith(f"{shards[1]}: not a tar file")
+
+
+def test_fsspec_urls_are_read_through_fsspec(tmp_path):
+    paths = text_shards(tmp_path, shards=2, per_shard=3)
+    memory = fsspec.filesystem("memory")
+    for path in paths:
+        memory.pipe(f"/remote/{path.name}", path.read_bytes())
+    try:
+        source = webdataset_text({"path": "memory://remote/shard-{00000..00001}.tar"}, 0, "train")
+        assert source.shards == ["memory://remote/shard-00000.tar", "memory://remote/shard-00001.tar"]
+        keys = sorted(_key(s) for _, s in zip(range(6), _mix(source).stream(0, 1)))
+        assert keys == sorted(f"s{s}k{i}" for s in range(2) for i in range(3))
+        (missing,) = read_shard("memory://remote/shard-00009.tar")
+        assert str(missing.error).startswith("memory://remote/shard-00009.tar: could not read the shard")
+    finally:
+        memory.rm("/remote", recursive=True)

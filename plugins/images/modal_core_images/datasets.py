@@ -86,20 +86,20 @@ def image_text_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
     path = Path(_option(options, "path", None) or "")
     task = _option(options, "task", "generate", ("generate", "caption"))
     records = read_jsonl(path, required={"image": str, "caption": str})
+    modalities = _option(options, "understanding", UNDERSTANDING), _option(options, "generation", GENERATION)
 
     def make(index: int) -> Sample:
         record = records[index]
         image = _resolve(path.parent, record["image"], records.where(index))
-        return _image_caption_sample(image, record["caption"], task, options)
+        return _image_caption_sample(image, record["caption"], task, *modalities)
 
     return IndexedDataset(len(records), make, str(path))
 
 
-def _image_caption_sample(image: Any, text: str, task: str, options: dict[str, Any]) -> Sample:
+def _image_caption_sample(image: Any, text: str, task: str, understanding: str, generation: str) -> Sample:
     if task == "generate":
-        generation = _option(options, "generation", GENERATION)
         return caption_to_image(text, Media(generation, image, supervised=True), generation)
-    return question_answer(DESCRIBE, text, [Media(_option(options, "understanding", UNDERSTANDING), image)])
+    return question_answer(DESCRIBE, text, [Media(understanding, image)])
 
 
 def webdataset_image_text(options: dict[str, Any], seed: int, split: str) -> ShardSource:
@@ -112,6 +112,7 @@ def webdataset_image_text(options: dict[str, Any], seed: int, split: str) -> Sha
     if not urls:
         raise RecipeError("data set option path: name the shards (a .tar path, a brace pattern or an fsspec URL)")
     task = _option(options, "task", "generate", ("generate", "caption"))
+    modalities = _option(options, "understanding", UNDERSTANDING), _option(options, "generation", GENERATION)
 
     def make(record: ShardRecord) -> Sample:
         extension = next((ext for ext in SHARD_IMAGE_EXTENSIONS if ext in record.members), None)
@@ -119,7 +120,7 @@ def webdataset_image_text(options: dict[str, Any], seed: int, split: str) -> Sha
             expected = ", .".join(SHARD_IMAGE_EXTENSIONS)
             raise DataError(f"{record.where}: no image member (.{expected}); the sample has {sorted(record.members)}")
         image = EncodedImage(record.members[extension], f"{record.where}.{extension}")
-        return _image_caption_sample(image, _shard_caption(record), task, options)
+        return _image_caption_sample(image, _shard_caption(record), task, *modalities)
 
     return ShardSource(urls, make, f"webdataset_image_text {urls}")
 
@@ -128,10 +129,10 @@ def _shard_caption(record: ShardRecord) -> str:
     if "txt" in record.members:
         return record.value("txt")
     if "json" in record.members:
-        caption = record.value("json")
-        caption = caption.get("caption") if isinstance(caption, dict) else None
-        if isinstance(caption, str):
-            return caption
+        metadata = record.value("json")
+        text = metadata.get("caption") if isinstance(metadata, dict) else None
+        if isinstance(text, str):
+            return text
         raise DataError(f'{record.where}.json: expected an object with a "caption" string')
     raise DataError(f'{record.where}: no caption (a .txt member, or .json with "caption"); the sample has {sorted(record.members)}')
 

@@ -16,6 +16,7 @@ from modal_core.data.indexed import IndexedDataset, TextDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.prepared import PreparedDataset
 from modal_core.data.shapes_text import text_corpus
+from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError
 from modal_core.hookspecs import hookimpl
 
@@ -52,6 +53,21 @@ def conversations(options: dict[str, Any], seed: int, split: str) -> Dataset:
     return conversation_file(options)
 
 
+def webdataset_text(options: dict[str, Any], seed: int, split: str) -> ShardSource:
+    """Text streamed from WebDataset tar shards, one `{key}.txt` member per sample.
+    Options: `path` (a shard, a brace pattern, an fsspec URL, or a list of these)."""
+    path = options.get("path")
+    if not path:
+        raise DataError("data source webdataset_text needs options.path: .tar shards (a path, a brace pattern or an fsspec URL)")
+    return ShardSource(path, lambda record: plain_text(record.value("txt")), f"webdataset_text {path}")
+
+
 @hookimpl
 def modal_core_datasets() -> dict[str, Any]:
-    return {"shapes_text": shapes_text, "jsonl_text": jsonl_text, "conversations": conversations, "prepared": prepared}
+    return {
+        "shapes_text": shapes_text,
+        "jsonl_text": jsonl_text,
+        "conversations": conversations,
+        "prepared": prepared,
+        "webdataset_text": webdataset_text,
+    }

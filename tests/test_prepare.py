@@ -17,7 +17,7 @@ from modal_core.checkpoints.run_folder import read_history
 from modal_core.cli import main
 from modal_core.config.loader import load_recipe
 from modal_core.data.prepared import INDEX_FILE, PreparedDataset, shard_name
-from modal_core.data.segments import Encoded, Media
+from modal_core.data.segments import Encoded, Media, Text
 from modal_core.errors import DataError
 from modal_core.training.api import train
 from modal_core_images.shapes import render_scene, scene_for_index
@@ -192,3 +192,29 @@ def test_a_bad_sample_is_kept_as_its_error_under_skip_and_stops_the_preparation_
     assert isinstance(next(s for s in prepared[5].segments if isinstance(s, Media)).payload, Encoded)
     with pytest.raises(DataError, match=r"sample 000000004 was bad when prepared: .*captions.jsonl:5: image file not found"):
         prepared[4]
+
+
+def test_a_webdataset_shard_source_is_prepared_record_by_record_like_the_same_images_from_a_folder(tmp_path, image_plugins):
+    from shard_files import write_shards
+
+    source = _jsonl_source(tmp_path, count=7)
+    records = [json.loads(line) for line in Path(source["options"]["path"]).read_text().splitlines()]
+    pictures = tmp_path / "pictures"
+    shards = [[], []]
+    for number, record in enumerate(records):
+        shards[number // 4].append({"__key__": f"{number:03d}", "png": (pictures / record["image"]).read_bytes(), "txt": record["caption"]})
+    write_shards(tmp_path / "shards", shards)
+    streamed = {"dataset": "webdataset_image_text", "options": {"path": str(tmp_path / "shards" / "shard-{00000..00001}.tar")}}
+    output = tmp_path / "prepared"
+    assert _prepare(tmp_path, image_plugins, _recipe(tmp_path, "unused", sources=[source, streamed]), output, "--batch-size", "3") == 0
+
+    from_folder = PreparedDataset(output / "00-image_text_jsonl")
+    from_shards = PreparedDataset(output / "01-webdataset_image_text")
+    assert len(from_shards) == 7 and [shard["samples"] for shard in from_shards.shards] == [7]
+    for number in range(7):
+        folder_sample, shard_sample = from_folder[number], from_shards[number]
+        assert [s for s in shard_sample.segments if isinstance(s, Text)] == [s for s in folder_sample.segments if isinstance(s, Text)]
+        folder_codes, shard_codes = (
+            [s for s in sample.segments if isinstance(s, Media)][0].payload.value for sample in (folder_sample, shard_sample)
+        )
+        assert torch.equal(folder_codes, shard_codes)

@@ -121,7 +121,9 @@ class DataConfig:
     cfg_dropout: float = _key(
         0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).", minimum=0, maximum=1
     )
-    num_workers: int = _key(0, "DataLoader worker processes.", minimum=0)
+    num_workers: int = _key(
+        0, "DataLoader worker processes; with WebDataset shards each worker of each device reads shards of its own.", minimum=0
+    )
     val_samples: int = _key(0, "Held-out samples scored at each validation (0 disables validation).", minimum=0)
     on_bad_sample: str = _key(
         "raise",

@@ -32,7 +32,8 @@ def _prepare(args: argparse.Namespace, plugins: PluginManager) -> int:
     for result in results:
         where = result.folder if result.folder is not None else "nothing to encode; left as it is"
         bad = f", {result.bad_samples} bad" if result.bad_samples else ""
-        print(f"data.sources[{result.index}] {result.dataset}: {result.samples} samples{bad} -> {where}")
+        samples = "streamed" if result.samples is None else f"{result.samples} samples"
+        print(f"data.sources[{result.index}] {result.dataset}: {samples}{bad} -> {where}")
     print(f"train on the prepared data: modal-core train {target}")
     return 0
 

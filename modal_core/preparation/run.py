@@ -11,16 +11,19 @@ item every epoch. The encoders are those training would build: the recipe's
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from modal_core.assemble import Assembled, assemble, data_source, prepare_tokenizer
@@ -42,6 +45,8 @@ from modal_core.data.prepared import (
     write_shard,
 )
 from modal_core.data.segments import Media, Sample
+from modal_core.data.shards import BadShard, ShardRecord, read_shard
+from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError, RecipeError
 from modal_core.plugins import PluginManager
 
@@ -61,7 +66,7 @@ class PreparedSource:
     index: int
     dataset: str
     folder: Path | None
-    samples: int
+    samples: int | None  # None: a streaming source left as it was (its length is not known)
     bad_samples: int = 0
 
 
@@ -99,7 +104,7 @@ def prepare(
     for index, source in enumerate(recipe.data.sources):
         dataset = data_source(recipe, plugins, index, split)
         if not _holds_any(dataset, chosen):
-            results.append(PreparedSource(index, source.dataset, None, len(dataset)))
+            results.append(PreparedSource(index, source.dataset, None, None if isinstance(dataset, ShardSource) else len(dataset)))
             continue
         spec = {
             "format": FORMAT,
@@ -114,8 +119,8 @@ def prepare(
         folder = output / f"{index:02d}-{source.dataset}"
         index_data = _open_folder(folder, spec, overwrite)
         writer = _SourceWriter(assembled, chosen, FEATURE_DTYPES[features_dtype], device, recipe.data.on_bad_sample == "skip")
-        bad = writer.write(dataset, folder, index_data, batch_size, f"data.sources[{index}] {source.dataset}")
-        results.append(PreparedSource(index, source.dataset, folder, len(dataset), bad))
+        samples, bad = writer.write(dataset, folder, index_data, batch_size, f"data.sources[{index}] {source.dataset}")
+        results.append(PreparedSource(index, source.dataset, folder, samples, bad))
     return results
 
 
@@ -158,9 +163,27 @@ def _chosen_modalities(recipe: DictConfig, assembled: Assembled, names: Sequence
     return chosen
 
 
-def _holds_any(dataset, modalities: list[str]) -> bool:
+def _loaders(dataset: Dataset | ShardSource) -> Iterator[Callable[[], Sample]]:
+    """The source's samples in order, each as a function that builds it (or raises the
+    `DataError` of a bad one): map-style items by index, shards record by record."""
+    if isinstance(dataset, ShardSource):
+        for shard in dataset.shards:
+            for record in read_shard(shard):
+                yield partial(_shard_sample, dataset, record)
+    else:
+        for item in range(len(dataset)):
+            yield partial(dataset.__getitem__, item)
+
+
+def _shard_sample(source: ShardSource, record: ShardRecord | BadShard) -> Sample:
+    if isinstance(record, BadShard):
+        raise record.error
+    return replace(source.make(record), source=record.where)
+
+
+def _holds_any(dataset: Dataset | ShardSource, modalities: list[str]) -> bool:
     """Whether the source's first sample has an item of a chosen modality to encode."""
-    first = dataset[0]
+    first = next(_loaders(dataset))()
     return any(isinstance(s, Media) and s.modality in modalities and s.payload is not None for s in first.segments)
 
 
@@ -192,36 +215,46 @@ class _SourceWriter:
         self.modalities, self.features_dtype = set(modalities), features_dtype
         self.device, self.skip_bad = device, skip_bad
 
-    def write(self, dataset, folder: Path, index: dict[str, Any], batch_size: int, label: str) -> int:
+    def write(self, dataset: Dataset | ShardSource, folder: Path, index: dict[str, Any], batch_size: int, label: str) -> tuple[int, int]:
         """Write the missing shards of `dataset` into `folder`; returns the number of
-        samples recorded as bad (their record names the reason; reading one raises it)."""
-        total, shard_size = len(dataset), index["shard_size"]
-        done = len(index["shards"])
-        bad = 0
-        with tqdm(total=total, initial=min(total, done * shard_size), desc=f"prepare {label}", unit="sample") as progress:
-            for number in range(done, -(-total // shard_size)):
-                indices = range(number * shard_size, min(total, (number + 1) * shard_size))
-                samples: list[dict[str, bytes]] = []
-                for start in range(0, len(indices), batch_size):
-                    chunk = indices[start : start + batch_size]
-                    encoded, failures = self._encode_chunk(dataset, chunk)
-                    bad += failures
-                    samples += encoded
+        samples and of those recorded as bad (their record names the reason; reading one
+        raises it). Samples before the first missing shard are skipped unread (map-style)
+        or read but not built (shards)."""
+        shard_size = index["shard_size"]
+        count = len(index["shards"]) * shard_size
+        total = None if isinstance(dataset, ShardSource) else len(dataset)
+        bad, chunk, pending = 0, [], []
+        with tqdm(total=total, initial=count, desc=f"prepare {label}", unit="sample") as progress:
+            for load in itertools.islice(_loaders(dataset), count, None):
+                chunk.append((count, load))
+                count += 1
+                if len(chunk) == batch_size or count % shard_size == 0:
+                    encoded, failures = self._encode_chunk(chunk)
+                    pending, bad = pending + encoded, bad + failures
                     progress.update(len(chunk))
-                index["shards"].append(write_shard(folder / shard_name(number), samples))
-                write_index(folder, index)
-        index["samples"] = total
+                    chunk = []
+                if count % shard_size == 0:
+                    index["shards"].append(write_shard(folder / shard_name(count // shard_size - 1), pending))
+                    write_index(folder, index)
+                    pending = []
+            if chunk:
+                encoded, failures = self._encode_chunk(chunk)
+                pending, bad = pending + encoded, bad + failures
+                progress.update(len(chunk))
+            if pending:
+                index["shards"].append(write_shard(folder / shard_name(len(index["shards"])), pending))
+        index["samples"] = count
         write_index(folder, index)
-        return bad
+        return count, bad
 
-    def _encode_chunk(self, dataset, indices: range) -> tuple[list[dict[str, bytes]], int]:
+    def _encode_chunk(self, chunk: list[tuple[int, Callable[[], Sample]]]) -> tuple[list[dict[str, bytes]], int]:
         """Tar members of the samples at `indices`; a bad sample (unreadable, or an item
         its processor refuses) is kept as a record of its error when skipping."""
         loaded: list[tuple[int, Sample, dict[int, PreparedItem], dict[int, torch.Tensor]]] = []
         members, failures = {}, 0
-        for item in indices:
+        for item, load in chunk:
             try:
-                sample = dataset[item]
+                sample = load()
                 items, payloads = self._items(sample)
                 loaded.append((item, sample, items, payloads))
             except DataError as error:
@@ -244,7 +277,7 @@ class _SourceWriter:
             for position in payloads:
                 items[position].tensor = outputs[(item, position)]
             members[item] = sample_members(sample_key(item), sample, items)
-        return [members[item] for item in indices], failures
+        return [members[item] for item, _ in chunk], failures
 
     def _items(self, sample: Sample) -> tuple[dict[int, PreparedItem], dict[int, torch.Tensor]]:
         """How each media item of a sample is stored, and the processed payloads of those

@@ -17,6 +17,7 @@ from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
 from modal_core.data.collator import NO_HEAD, ModalityRuntime
 from modal_core.data.datamodule import MixtureDataModule
 from modal_core.data.mixture import MixtureDataset
+from modal_core.data.streaming import ShardSource, StreamingMixture
 from modal_core.data.text_tokenizer import save_tokenizer
 from modal_core.errors import CheckpointError, RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
@@ -43,16 +44,18 @@ class TrainResult:
     history: Path
 
 
-def build_mixture(recipe: DictConfig, plugins: PluginManager, output_modalities: frozenset[str], split: str, seed: int) -> MixtureDataset:
-    """The weighted mix of the recipe's data sources for one split."""
+def build_mixture(
+    recipe: DictConfig, plugins: PluginManager, output_modalities: frozenset[str], split: str, seed: int
+) -> MixtureDataset | StreamingMixture:
+    """The weighted mix of the recipe's data sources for one split; a streaming mix when
+    any source reads shards."""
     sources = [
         (source.dataset, data_source(recipe, plugins, index, split), float(source.weight))
         for index, source in enumerate(recipe.data.sources)
     ]
     dropout = recipe.data.cfg_dropout if split == "train" else 0.0
-    return MixtureDataset(
-        sources, seed=seed, cfg_dropout=dropout, output_modalities=output_modalities, bad_samples=bad_sample_policy(recipe)
-    )
+    mixture = StreamingMixture if any(isinstance(dataset, ShardSource) for _, dataset, _ in sources) else MixtureDataset
+    return mixture(sources, seed=seed, cfg_dropout=dropout, output_modalities=output_modalities, bad_samples=bad_sample_policy(recipe))
 
 
 def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:

@@ -29,7 +29,17 @@ IN_MEMORY_NAME = "<in-memory image>"
 JANUS_GREY = (127, 127, 127)
 JANUS_MIN_SIDE = 14
 
-ImageSource = str | os.PathLike | bytes | Image.Image
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """The encoded bytes of an image file with a name for errors (e.g. `shard.tar:key.jpg`,
+    a member of a WebDataset shard), so a corrupt one is reported by where it came from."""
+
+    data: bytes
+    name: str
+
+
+ImageSource = str | os.PathLike | bytes | EncodedImage | Image.Image
 
 # Pillow reports corrupt input through many exception types depending on the format plugin.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
@@ -44,7 +54,8 @@ class ImageInputError(DataError, ValueError):
 def load_image(source: ImageSource, max_pixels: int = 64_000_000) -> Image.Image:
     """Open, verify and fully decode an image, returning it as an RGB image.
 
-    `source` may be a path, the encoded bytes of an image file, or a PIL image.
+    `source` may be a path, the encoded bytes of an image file (plain, or named as an
+    `EncodedImage`), or a PIL image.
     Transparent images are composited on white; grayscale, palette, CMYK and 16-bit
     images are converted to 8-bit RGB; EXIF orientation is applied.
 
@@ -52,7 +63,7 @@ def load_image(source: ImageSource, max_pixels: int = 64_000_000) -> Image.Image
         ImageInputError: the path is missing or empty, the data is not a decodable
             image, or the image has more than `max_pixels` pixels (or trips Pillow's
             own decompression-bomb guard). The message names the file, or
-            "<in-memory image>" for bytes and PIL images.
+            "<in-memory image>" for plain bytes and PIL images.
     """
     if isinstance(source, Image.Image):
         _check_pixel_count(source.size, max_pixels, IN_MEMORY_NAME)
@@ -62,11 +73,10 @@ def load_image(source: ImageSource, max_pixels: int = 64_000_000) -> Image.Image
         except _DECODE_ERRORS as err:
             raise ImageInputError(f"{IN_MEMORY_NAME}: could not decode the image ({err})") from err
 
-    if isinstance(source, bytes):
-        name = IN_MEMORY_NAME
-        if not source:
+    if isinstance(source, bytes | EncodedImage):
+        name, data = (source.name, source.data) if isinstance(source, EncodedImage) else (IN_MEMORY_NAME, source)
+        if not data:
             raise ImageInputError(f"{name}: the data is empty, expected an encoded image")
-        data = source
 
         def opener() -> BinaryIO:
             return io.BytesIO(data)

@@ -1,4 +1,5 @@
-"""A modal-core checkpoint as an lmms-eval model (the optional extra `modal-core[eval]`):
+"""A modal-core checkpoint as an lmms-eval model (lmms-eval installed separately; see
+docs/evaluation.md for why it is not a dependency):
 
     lmms-eval --model modal_core --model_args checkpoint=PATH,device=cpu --tasks TASK
 

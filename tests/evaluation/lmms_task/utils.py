@@ -11,10 +11,6 @@ def _data() -> Path:
     return Path(os.environ["MODAL_CORE_LMMS_DATA"])
 
 
-def data_file(*args):
-    return str(_data())
-
-
 def doc_to_visual(doc):
     return [Image.open(_data().parent / doc["image"]).convert("RGB")]
 

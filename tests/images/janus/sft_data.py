@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from shard_files import write_shards
 
 from modal_core.data.chat import question_answer

@@ -1,18 +1,26 @@
-"""Data-pipeline benchmarks.
+"""Data-pipeline benchmarks; run on demand (`python benchmarks/data.py PART`, or `make
+bench` for both), not part of the test suite.
 
-Sequence packing: padding fraction and tokens/s with `data.packing` off and on, on the
+`streaming`: the streaming WebDataset reader against the folder + JSONL loader. Both read
+the same JPEGs and captions (`webdataset_image_text` from tar shards, `image_text_jsonl`
+from image files named in a JSONL file), through the training data path (the task mix,
+a `DataLoader` with 1 and 2 workers), and decode and preprocess every image as the
+collator does. Prints samples/s for each and the ratio streaming / folder, for 32 px and
+384 px images.
+
+`packing`: padding fraction and tokens/s with `data.packing` off and on, on the
 quickstart stage mixes and on a long-tailed length mix (text whose lengths follow a
 log-normal law, as web text and instruction data do), with the ratios packed / unpacked.
-Padding is averaged over `--batches` batches of the recipe's data stream; tokens/s
-(real tokens) times collation plus the forward and backward pass of the recipe's model
-on the same samples packed and unpacked, alternating step by step so that a busy
-machine slows both alike. Run: `python benchmarks/data.py packing`; not part of the
-test suite.
+Padding is averaged over `--batches` batches of the recipe's data stream; tokens/s (real
+tokens) times collation plus the forward and backward pass of the recipe's model on the
+same samples packed and unpacked, alternating step by step so that a busy machine slows
+both alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import statistics
@@ -21,13 +29,21 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
+from webdataset import TarWriter
 
 from modal_core import recipes
 from modal_core.assemble import assemble
 from modal_core.config.loader import load_recipe
+from modal_core.data.mixture import MixtureDataset, StreamSampler
+from modal_core.data.segments import Media
 from modal_core.data.shapes_text import text_corpus
+from modal_core.data.streaming import ReaderStream, StreamingMixture
 from modal_core.plugins import get_plugin_manager
 from modal_core.training.run import build_mixture
+from modal_core_images.datasets import image_text_jsonl, webdataset_image_text
+from modal_core_images.processing import ImageProcessor
+from modal_core_images.shapes import caption, render_scene, scene_for_index
 
 QUICKSTART_MIXES = ("quickstart/stage1", "quickstart/stage2", "quickstart/stage3")
 SMALL_RUN = [
@@ -104,15 +120,83 @@ def packing_benchmark(batches: int, steps: int) -> None:
             )
 
 
+SHARDS = 8
+BATCH = 16
+
+
+def write_data(root: Path, size: int, count: int) -> tuple[Path, str]:
+    """`count` JPEG-caption pairs of `size` px as a folder + JSONL file and as shards."""
+    (root / "folder").mkdir(parents=True)
+    (root / "shards").mkdir()
+    lines, writers = [], [TarWriter(str(root / "shards" / f"shard-{s:05d}.tar")) for s in range(SHARDS)]
+    for index in range(count):
+        scene = scene_for_index(index, 0, "train", image_size=size)
+        buffer = io.BytesIO()
+        render_scene(scene).save(buffer, format="JPEG", quality=90)
+        (root / "folder" / f"{index:06d}.jpg").write_bytes(buffer.getvalue())
+        lines.append(json.dumps({"image": f"{index:06d}.jpg", "caption": caption(scene)}))
+        writers[index % SHARDS].write({"__key__": f"{index:06d}", "jpg": buffer.getvalue(), "txt": caption(scene)})
+    for writer in writers:
+        writer.close()
+    (root / "folder" / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "folder" / "pairs.jsonl", str(root / "shards" / f"shard-{{00000..{SHARDS - 1:05d}}}.tar")
+
+
+class DecodeImages:
+    """The collator's image work: decode and preprocess every image of the batch."""
+
+    def __init__(self, size: int) -> None:
+        self.processor = ImageProcessor(size=size)
+
+    def __call__(self, samples) -> torch.Tensor:
+        return torch.stack([self.processor(s.payload) for sample in samples for s in sample.segments if isinstance(s, Media)])
+
+
+def samples_per_second(loader: DataLoader, samples: int) -> float:
+    """Samples/s over `samples` samples, after one batch per worker of warm-up."""
+    batches = iter(loader)
+    for _ in range(max(1, loader.num_workers)):
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(samples // BATCH):
+        next(batches)
+    return samples // BATCH * BATCH / (time.perf_counter() - start)
+
+
+def streaming_measure(size: int, count: int, workers: int, root: Path) -> tuple[float, float]:
+    """(folder + JSONL, shards) samples/s for `count` images of `size` px with `workers` workers."""
+    jsonl, pattern = write_data(root / f"{size}-{workers}", size, count)
+    collate = DecodeImages(size)
+    folder = MixtureDataset([("image_text_jsonl", image_text_jsonl({"path": str(jsonl)}, 0, "train"), 1.0)], seed=0)
+    folder_loader = DataLoader(folder, batch_size=BATCH, sampler=StreamSampler(), collate_fn=collate, num_workers=workers)
+    shards = StreamingMixture([("webdataset_image_text", webdataset_image_text({"path": pattern}, 0, "train"), 1.0)], seed=0)
+    shard_loader = DataLoader(ReaderStream(shards, 0, 1, workers, BATCH, 0), batch_size=BATCH, collate_fn=collate, num_workers=workers)
+    return samples_per_second(folder_loader, count), samples_per_second(shard_loader, count)
+
+
+def streaming_benchmark(count: int) -> None:
+    torch.set_num_threads(1)  # the workers are the parallelism measured
+    print(f"{'image':>6} {'workers':>7} {'folder samples/s':>17} {'shards samples/s':>17} {'shards / folder':>16}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, images in ((32, count), (384, count // 4)):
+            for workers in (1, 2):
+                folder, shards = streaming_measure(size, images, workers, Path(tmp))
+                print(f"{size:>4}px {workers:>7} {folder:>17.1f} {shards:>17.1f} {shards / folder:>15.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parts = parser.add_subparsers(dest="part", required=True)
+    parts = parser.add_subparsers(dest="part")
+    streaming = parts.add_parser("streaming", help="samples/s of the shard reader against the folder loader")
+    streaming.add_argument("--count", type=int, default=512, help="images per configuration (default 512)")
     packing = parts.add_parser("packing", help="padding fraction and tokens/s without and with sequence packing")
     packing.add_argument("--batches", type=int, default=50, help="batches of each mix whose padding is averaged")
     packing.add_argument("--steps", type=int, default=10, help="timed steps of each mix, packing off and on")
     arguments = parser.parse_args()
-    if arguments.part == "packing":
-        packing_benchmark(arguments.batches, arguments.steps)
+    if arguments.part in (None, "streaming"):
+        streaming_benchmark(getattr(arguments, "count", 512))
+    if arguments.part in (None, "packing"):
+        packing_benchmark(getattr(arguments, "batches", 50), getattr(arguments, "steps", 10))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import runpy
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["decoding.py", "generation.py"]
+BENCHMARKS = ["decoding.py", "generation.py", "training.py", "data.py"]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

@@ -26,6 +26,14 @@ def port(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An integer above 0."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be an integer above 0")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A number above 0."""
     try:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerFast
 
 from modal_core.checkpoints import store
@@ -74,6 +75,18 @@ def prepare_tokenizer(recipe: DictConfig, plugins: PluginManager, checkpoint: Pa
     corpus = factory({"num_sentences": settings.num_sentences, **settings.options}, recipe.seed, "train")
     texts = (segment.text for index in range(len(corpus)) for segment in corpus[index].segments if isinstance(segment, Text))
     return train_tokenizer(texts, settings.vocab_size, specials)
+
+
+def data_source(recipe: DictConfig, plugins: PluginManager, index: int, split: str) -> Dataset:
+    """The data set of the recipe's `data.sources[index]` for one split, built by its
+    registered factory."""
+    source, factories = recipe.data.sources[index], plugins.datasets()
+    if source.dataset not in factories:
+        raise RecipeError(f"data.sources[{index}].dataset: unknown data set {source.dataset!r}; installed: {sorted(factories)}")
+    try:
+        return factories[source.dataset](dict(source.options), recipe.seed, split)
+    except (TypeError, ValueError) as error:  # an option of the wrong type or form
+        raise RecipeError(f"data.sources[{index}].options ({source.dataset}): {error}") from error
 
 
 def bad_sample_policy(recipe: DictConfig) -> BadSamplePolicy:

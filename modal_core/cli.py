@@ -14,6 +14,7 @@ from modal_core.errors import ModalCoreError, ModelInputError
 from modal_core.evaluation.command import add_eval_command
 from modal_core.generation.cli_options import add_compile_argument
 from modal_core.plugins import PluginManager, get_plugin_manager
+from modal_core.preparation.command import add_prepare_command
 from modal_core.scaffold import add_new_plugin_command
 from modal_core.scale.commands import add_scale_commands
 from modal_core.serve.command import add_serve_command
@@ -152,6 +153,7 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
 
     _add_inference_commands(commands, plugins)
     add_scale_commands(commands)
+    add_prepare_command(commands)
     add_serve_command(commands)
     add_new_plugin_command(commands)
     add_eval_command(commands)

@@ -38,7 +38,10 @@ def modal_core_datasets() -> dict[str, Any]:
 
     Called once when the dataset registry is built. Return a dict mapping a unique
     dataset name to a factory `factory(options: dict, seed: int, split: str) ->
-    torch.utils.data.Dataset` whose items are `modal_core.Sample` objects.
+    torch.utils.data.Dataset` whose items are `modal_core.Sample` objects, or, for
+    data streamed from WebDataset tar shards, a
+    `modal_core.data.streaming.ShardSource(path, make, name)` (`make` turns one shard
+    record into a `Sample`).
 
     Example::
 

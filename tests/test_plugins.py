@@ -21,7 +21,7 @@ def test_in_process_registration_contributes_modalities(toy_plugins):
     assert specs["toy_vector"].special_tokens == ("<toy>", "</toy>", "<toy_slot>")
     info = {i.name: i for i in toy_plugins.describe()}
     assert info["toy"].modalities == ["toy_codes", "toy_vector"]
-    assert info["modal_core.builtins"].datasets == ["jsonl_text", "shapes_text"]
+    assert info["modal_core.builtins"].datasets == ["conversations", "jsonl_text", "prepared", "shapes_text", "webdataset_text"]
     assert info["modal_core.builtins"].evaluators == []
 
 
@@ -29,7 +29,14 @@ def test_the_image_plugin_contributes_the_image_data_sets_suites_quickstart_and_
     import argparse
 
     info = {i.name: i for i in image_plugins.describe()}
-    assert info["images"].datasets == ["image_folder", "image_text_jsonl", "shapes", "vqa_jsonl"]
+    assert info["images"].datasets == [
+        "image_conversations",
+        "image_folder",
+        "image_text_jsonl",
+        "shapes",
+        "vqa_jsonl",
+        "webdataset_image_text",
+    ]
     assert info["images"].evaluators == ["fid", "geneval", "multiple_choice", "pope", "shapes_geneval", "vqa"]
     image_plugins.add_commands(argparse.ArgumentParser().add_subparsers())
     assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["convert", "export", "quickstart"]
@@ -138,7 +145,7 @@ def test_plugins_command_lists_installed_plugins():
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
     assert "modal_core.builtins" in result.stdout
-    assert "datasets: jsonl_text, shapes_text" in result.stdout
-    assert "datasets: image_folder, image_text_jsonl, shapes, vqa_jsonl" in result.stdout
+    assert "datasets: conversations, jsonl_text, prepared, shapes_text, webdataset_text" in result.stdout
+    assert "datasets: image_conversations, image_folder, image_text_jsonl, shapes, vqa_jsonl, webdataset_image_text" in result.stdout
     for name in ("images", "image_understanding", "vq_generation"):
         assert name in result.stdout

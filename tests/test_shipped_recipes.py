@@ -140,6 +140,13 @@ class TinyData:
         }
         if dataset in shapes:
             return self._shapes_files() / shapes[dataset]
+        if dataset == "image_conversations":
+            text_only = str(options.path).endswith(".jsonl")
+            return self._shapes_files() / ("sft_text_conversations.jsonl" if text_only else "sft_conversations.json")
+        from images.janus.sft_data import SHARD_PATTERNS
+
+        if dataset in SHARD_PATTERNS:
+            return self._shapes_files() / SHARD_PATTERNS[dataset]
         if dataset == "pointcloud_folder":
             assert options.get("layout", "modelnet") == "modelnet", "add a tiny ShapeNet folder for layout: shapenet"
             return self._once("modelnet", self._modelnet)
@@ -234,7 +241,10 @@ class TinyRuns:
         for index, source in enumerate(recipe.data.sources):
             prefix = f"data.sources.{index}.options"
             if "path" in source.options:
-                items.append(f"{prefix}.path={self.data.path_for(source.dataset, source.options)}")
+                path = self.data.path_for(source.dataset, source.options)
+                items.append(f"{prefix}.path={path}")
+                if "image_root" in source.options:  # the tiny files name their images relative to their folder
+                    items.append(f"{prefix}.image_root={path.parent}")
             items += [f"{prefix}.{key}={value}" for key, value in SMALL_DATA.items() if key in source.options]
         return items
 

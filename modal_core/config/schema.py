@@ -72,8 +72,11 @@ class BackboneConfig:
 class ChatConfig:
     """Chat-format text the collator adds (training and inference alike)."""
 
-    system_prompt: str = _key("", "Text before chats that open with the user's turn and draw nothing (Janus: its system prompt).")
-    media_separator: str = _key("", "Text after every input-modality item, e.g. an image (official Janus: a newline).")
+    system_prompt: str = _key("", "Text before chats that draw nothing and bring no system prompt of their own (Janus: its system prompt).")
+    media_separator: str = _key(
+        "",
+        "Text after every input-modality item, e.g. an image, unless the text after it starts with whitespace (official Janus: a newline).",
+    )
 
 
 @dataclass
@@ -118,7 +121,9 @@ class DataConfig:
     cfg_dropout: float = _key(
         0.1, "Probability of replacing a generation sample's text condition by padding (for CFG).", minimum=0, maximum=1
     )
-    num_workers: int = _key(0, "DataLoader worker processes.", minimum=0)
+    num_workers: int = _key(
+        0, "DataLoader worker processes; with WebDataset shards each worker of each device reads shards of its own.", minimum=0
+    )
     val_samples: int = _key(0, "Held-out samples scored at each validation (0 disables validation).", minimum=0)
     on_bad_sample: str = _key(
         "raise",
@@ -187,7 +192,12 @@ class TrainerConfig:
         "in Lightning's table of accelerators (A100, H100, H200, L4, ...); no MFU is logged for unknown devices.",
         above=0,
     )
-    log_every_n_steps: int = _key(10, "Log metrics every N steps.", minimum=1)
+    log_every_n_steps: int = _key(
+        10,
+        "Log metrics every N steps: losses, learning rate, and tokens/s and MFU over the steps since the last log, to "
+        "`history.jsonl` and the progress bar (only those steps compute them).",
+        minimum=1,
+    )
     val_every_n_steps: int = _key(0, "Validate every N steps (0: only when training ends, if `data.val_samples` > 0).", minimum=0)
     checkpoint_every_n_steps: int = _key(0, "Save a checkpoint every N steps (0: only at the end).", minimum=0)
     keep_last: int = _key(2, "How many step checkpoints to keep (-1: all).")

@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from modal_core.data.bad_samples import BadSamplePolicy
 from modal_core.data.chat import EOS, ChatFormat
 from modal_core.data.packing import first_fit_decreasing
-from modal_core.data.segments import Media, Sample, Text
+from modal_core.data.segments import Encoded, Media, Sample, Text
 from modal_core.errors import DataError
 from modal_core.modality import ModalitySpec, Processor
 
@@ -39,10 +39,11 @@ UNKNOWN_TOKEN = -1
 
 
 class MediaBatch(NamedTuple):
-    """All items of one modality in a batch (a pair, as `UnifiedModel` takes it)."""
+    """All items of one modality in a batch, as `UnifiedModel` takes them."""
 
-    payload: torch.Tensor  # (n, ...) stacked processor outputs
+    payload: torch.Tensor  # (n, ...) stacked processor outputs, or encoder outputs when `encoded`
     mask: torch.Tensor  # (B, T) bool: where the n * N embeddings go, in row-major order
+    encoded: bool = False  # the items are `Encoded` (cached codes or features): the encoder is skipped
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor on `device`."""
-        media = {name: MediaBatch(m.payload.to(device), m.mask.to(device)) for name, m in self.media.items()}
+        media = {name: MediaBatch(m.payload.to(device), m.mask.to(device), m.encoded) for name, m in self.media.items()}
         tensors = (self.input_ids, self.attention_mask, self.position_ids, self.token_ids, self.token_head, self.supervised)
         sequence_ids = None if self.sequence_ids is None else self.sequence_ids.to(device)
         return Batch(*(t.to(device) for t in tensors), media=media, sequence_ids=sequence_ids)
@@ -115,7 +116,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     heads: list[int] = field(default_factory=list)
     supervised: list[bool] = field(default_factory=list)
-    media: list[tuple[str, Any, list[int]]] = field(default_factory=list)
+    media: list[tuple[str, Any, list[int], bool]] = field(default_factory=list)  # (modality, payload, positions, encoded)
 
     def add(self, ids: Sequence[int], tokens: Sequence[int], head: int, supervised: bool) -> list[int]:
         start = len(self.ids)
@@ -124,6 +125,11 @@ class _Row:
         self.heads += [head] * len(ids)
         self.supervised += [supervised] * len(ids)
         return list(range(start, len(self.ids)))
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` positions (a segment boundary) and the items within."""
+        del self.ids[length:], self.tokens[length:], self.heads[length:], self.supervised[length:]
+        self.media = [item for item in self.media if item[2][-1] < length]
 
 
 class Collator:
@@ -166,32 +172,53 @@ class Collator:
         return token_id
 
     def encode_sample(self, sample: Sample) -> _Row:
-        """Lay out one sample's positions (no padding)."""
+        """Lay out one sample's positions (no padding); a sample over `max_length` is cut
+        at its last `turn_ends` point that fits, or is a `DataError`."""
         row = _Row()
         row.add([self.bos_id], [self.bos_id], TEXT_HEAD, False)
         # Chat-format text joins the text that follows it before tokenizing, so the
         # tokens equal those of the whole prompt string tokenized at once.
-        prefix = self.chat.system_prompt if self._is_understanding_chat(sample) else ""
+        prefix = self._system_prompt(sample)
+        separator = ""
+        lengths = []  # positions after each segment: where the sample may be cut
         for segment in sample.segments:
             if isinstance(segment, Text):
+                if not segment.text[:1].isspace():
+                    prefix += separator
                 if prefix and segment.supervised:
                     self._add_text(row, prefix, sample.drop_condition, False)
                     prefix = ""
                 self._add_text(row, prefix + segment.text, sample.drop_condition, segment.supervised)
-                prefix = ""
+                prefix = separator = ""
             elif isinstance(segment, Media):
-                if prefix:
-                    self._add_text(row, prefix, sample.drop_condition, False)
+                if prefix + separator:
+                    self._add_text(row, prefix + separator, sample.drop_condition, False)
                 self._add_media(row, segment)
-                prefix = self.chat.media_separator if self._is_input(segment) and segment.payload is not None else ""
+                prefix = ""
+                separator = self.chat.media_separator if self._is_input(segment) and segment.payload is not None else ""
             else:
                 raise DataError(f"sample from {sample.source or 'a data set'} has a segment of type {type(segment).__name__}")
-        if prefix:
-            self._add_text(row, prefix, sample.drop_condition, False)
+            lengths.append(len(row.ids))
+        if prefix + separator:
+            self._add_text(row, prefix + separator, sample.drop_condition, False)
         if len(row.ids) > self.max_length:
-            where = f"sample from {sample.source}" if sample.source else "the input"
-            raise DataError(f"{where} is {len(row.ids)} tokens long, over {self.limit_name}={self.max_length}")
+            self._cut_to_fit(row, sample, lengths)
         return row
+
+    def _system_prompt(self, sample: Sample) -> str:
+        if sample.system_prompt is not None:
+            return sample.system_prompt
+        return self.chat.system_prompt if self._is_understanding_chat(sample) else ""
+
+    def _cut_to_fit(self, row: _Row, sample: Sample, lengths: list[int]) -> None:
+        """Drop whole turns from the end until the sample fits; at least one assistant
+        turn stays, and no item is ever cut in half (cuts fall between segments)."""
+        where = f"sample from {sample.source}" if sample.source else "the input"
+        fitting = [lengths[end - 1] for end in sample.turn_ends if lengths[end - 1] <= self.max_length]
+        if not fitting:
+            first_turn = f"; its first assistant turn alone ends at token {lengths[sample.turn_ends[0] - 1]}" if sample.turn_ends else ""
+            raise DataError(f"{where} is {len(row.ids)} tokens long, over {self.limit_name}={self.max_length}{first_turn}")
+        row.truncate(fitting[-1])
 
     def _add_text(self, row: _Row, text: str, drop_condition: bool, supervised: bool) -> None:
         if self.tokenizer.eos_token and self.tokenizer.eos_token != EOS:
@@ -207,8 +234,7 @@ class Collator:
 
     def _is_understanding_chat(self, sample: Sample) -> bool:
         """A chat sample (see `Sample.chat`) that draws no output-modality item."""
-        draws = any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
-        return sample.chat and not draws
+        return sample.chat and not any(isinstance(s, Media) and not self._is_input(s) for s in sample.segments)
 
     def _add_media(self, row: _Row, segment: Media) -> None:
         runtime = self.modalities.get(segment.modality)
@@ -224,11 +250,29 @@ class Collator:
         count = runtime.num_positions
         supervised = segment.supervised and spec.direction == "output"
         positions = row.add([placeholder] * count, [UNKNOWN_TOKEN] * count, runtime.head_index, supervised)
-        payload = segment.payload if isinstance(segment.payload, torch.Tensor) else runtime.processor(segment.payload)
-        row.media.append((segment.modality, payload, positions))
+        encoded = isinstance(segment.payload, Encoded)
+        if encoded:
+            payload = self._encoded_value(segment.payload, runtime, segment.modality)
+        else:
+            payload = segment.payload if isinstance(segment.payload, torch.Tensor) else runtime.processor(segment.payload)
+        row.media.append((segment.modality, payload, positions, encoded))
         if spec.end_token:
             end = self.token_id(spec.end_token)
             row.add([end], [end], TEXT_HEAD, False)
+
+    @staticmethod
+    def _encoded_value(item: Encoded, runtime: ModalityRuntime, modality: str) -> torch.Tensor:
+        """A cached item's tensor, checked against the modality's size and kind."""
+        value = item.value
+        codes = runtime.spec.direction == "output"
+        expected = f"codes ({runtime.num_positions},)" if codes else f"features ({runtime.num_positions}, D)"
+        well_formed = value.ndim == 1 if codes else value.ndim == 2
+        if not well_formed or value.shape[0] != runtime.num_positions or value.is_floating_point() == codes:
+            raise DataError(
+                f"modality {modality!r}: a cached item is {value.dtype} {tuple(value.shape)}, expected {expected}; "
+                "it was prepared for another model (run `modal-core prepare` again with this recipe)"
+            )
+        return value.long() if codes else value
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         batch = self._collate(samples, self.padding_side, self.packing)
@@ -262,44 +306,60 @@ class Collator:
             layout = [[index] for index in range(len(rows))]
         length = max(sum(len(rows[i].ids) for i in group) for group in layout)
         shape = (len(layout), length)
-        input_ids = torch.full(shape, self.pad_id, dtype=torch.long)
-        token_ids = torch.full(shape, UNKNOWN_TOKEN, dtype=torch.long)
-        token_head = torch.full(shape, NO_HEAD, dtype=torch.long)
-        supervised = torch.zeros(shape, dtype=torch.bool)
-        attention_mask = torch.zeros(shape, dtype=torch.long)
-        # Padding counts its positions from 0 and, in a packed row, is a sequence of its own,
-        # so position ids restart at every sample and at the padding.
-        position_ids = torch.zeros(shape, dtype=torch.long)
-        sequence_ids = torch.zeros(shape, dtype=torch.long)
+        # Each field is built as padded lists, then one tensor: a tensor per row costs more.
+        names = ("ids", "tokens", "heads", "supervised", "attention", "positions", "sequences")
+        fields: dict[str, list[list]] = {name: [] for name in names}
         payloads: dict[str, list[torch.Tensor]] = {}
         masks: dict[str, torch.Tensor] = {}
+        encoded: dict[str, set[bool]] = {}
         for b, group in enumerate(layout):
-            used = sum(len(rows[i].ids) for i in group)
-            padding = slice(0, length - used) if padding_side == "left" else slice(used, length)
-            position_ids[b, padding] = torch.arange(length - used)
-            sequence_ids[b, padding] = len(group)
-            offset = length - used if padding_side == "left" else 0
+            pad = length - sum(len(rows[i].ids) for i in group)
+            offset = pad if padding_side == "left" else 0
+            line: dict[str, list] = {name: [] for name in fields}
             for number, index in enumerate(group):  # in row-major order, as `MediaBatch` wants its items
                 row = rows[index]
-                span = slice(offset, offset + len(row.ids))
-                input_ids[b, span] = torch.tensor(row.ids)
-                token_ids[b, span] = torch.tensor(row.tokens)
-                token_head[b, span] = torch.tensor(row.heads)
-                supervised[b, span] = torch.tensor(row.supervised)
-                attention_mask[b, span] = 1
-                position_ids[b, span] = torch.arange(len(row.ids))
-                sequence_ids[b, span] = number
-                for name, payload, positions in row.media:
+                size = len(row.ids)
+                line["ids"] += row.ids
+                line["tokens"] += row.tokens
+                line["heads"] += row.heads
+                line["supervised"] += row.supervised
+                line["attention"] += [1] * size
+                line["positions"] += range(size)
+                line["sequences"] += [number] * size
+                for name, payload, positions, is_encoded in row.media:
                     payloads.setdefault(name, []).append(payload)
+                    encoded.setdefault(name, set()).add(is_encoded)
                     mask = masks.setdefault(name, torch.zeros(shape, dtype=torch.bool))
                     mask[b, [offset + p for p in positions]] = True
-                offset += len(row.ids)
-        media = {name: MediaBatch(self._stack(name, items), masks[name]) for name, items in payloads.items()}
+                offset += size
+            # Padding counts its positions from 0 and, in a packed row, is a sequence of its own,
+            # so position ids restart at every sample and at the padding.
+            padding = {
+                "ids": [self.pad_id] * pad,
+                "tokens": [UNKNOWN_TOKEN] * pad,
+                "heads": [NO_HEAD] * pad,
+                "supervised": [False] * pad,
+                "attention": [0] * pad,
+                "positions": list(range(pad)),
+                "sequences": [len(group)] * pad,
+            }
+            for name, values in line.items():
+                fields[name].append(padding[name] + values if padding_side == "left" else values + padding[name])
+        for name, kinds in encoded.items():
+            if len(kinds) > 1:
+                raise DataError(
+                    f"modality {name!r}: one batch mixes cached (`modal-core prepare`) and raw items; "
+                    "prepare every data source that feeds this modality, or none"
+                )
+        cached = {name: True in kinds for name, kinds in encoded.items()}
+        media = {name: MediaBatch(self._stack(name, items, cached[name]), masks[name], cached[name]) for name, items in payloads.items()}
+        input_ids, token_ids, token_head, supervised, attention_mask, position_ids, sequence_ids = (torch.tensor(fields[n]) for n in names)
         tensors = (input_ids, attention_mask, position_ids, token_ids, token_head, supervised)
         return Batch(*tensors, media=media, sequence_ids=sequence_ids if pack else None)
 
-    def _stack(self, name: str, items: list[torch.Tensor]) -> torch.Tensor:
-        """The items of one modality as one payload, checked against its declared shape and dtype."""
+    def _stack(self, name: str, items: list[torch.Tensor], cached: bool) -> torch.Tensor:
+        """The items of one modality as one payload; processed ones are checked against
+        the declared payload shape and dtype (cached ones were, by `_encoded_value`)."""
         shapes = {tuple(item.shape) for item in items}
         if len(shapes) > 1:
             raise DataError(
@@ -307,7 +367,7 @@ class Collator:
             )
         declared, spec = self.modalities[name].payload_shape, self.modalities[name].spec
         dtypes = {item.dtype for item in items}
-        if shapes != {declared} or dtypes != {spec.payload_dtype}:
+        if not cached and (shapes != {declared} or dtypes != {spec.payload_dtype}):
             raise DataError(
                 f"modality {name!r}: the processor returned {items[0].dtype} items of shape {tuple(items[0].shape)}, but its "
                 f"ModalitySpec declares payload_shape {declared} and payload_dtype {spec.payload_dtype}; fix the plugin"

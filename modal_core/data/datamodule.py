@@ -1,4 +1,6 @@
-"""The Lightning data module: the task mix as an endless stream, resumable by step."""
+"""The Lightning data module: the task mix as an endless stream, resumable by step
+(map-style mixes by stream position, mixes with streaming sources by reader, see
+`modal_core.data.streaming`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from modal_core.data.collator import Collator
 from modal_core.data.mixture import MixtureDataset, StreamSampler
+from modal_core.data.streaming import ReaderStream, StreamingMixture
+from modal_core.errors import RecipeError
 
 
 class FirstItems(Dataset):
@@ -27,17 +31,19 @@ class FirstItems(Dataset):
 class MixtureDataModule(L.LightningDataModule):
     """Serves the training mix from the position the trainer has reached.
 
-    Each optimizer step consumes `batch_size * accumulate * world_size` stream items;
-    rank r reads positions base + i * world_size + r, so ranks never repeat an item.
+    Each optimizer step consumes `batch_size * accumulate * world_size` stream items.
+    A map-style mix: rank r reads positions base + i * world_size + r, so ranks never
+    repeat an item. A mix with streaming sources: each worker of each rank reads its own
+    reader's stream from the sample it had reached (`ReaderStream`).
     """
 
     def __init__(
         self,
-        train: MixtureDataset,
+        train: MixtureDataset | StreamingMixture,
         collator: Collator,
         batch_size: int,
         num_workers: int = 0,
-        validation: MixtureDataset | None = None,
+        validation: MixtureDataset | StreamingMixture | None = None,
         val_samples: int = 0,
     ) -> None:
         super().__init__()
@@ -51,6 +57,15 @@ class MixtureDataModule(L.LightningDataModule):
         rank = trainer.global_rank if trainer else 0
         step = trainer.global_step if trainer else 0
         accumulate = trainer.accumulate_grad_batches if trainer else 1
+        if isinstance(self.train_set, StreamingMixture):
+            stream = ReaderStream(self.train_set, rank, world, self.num_workers, self.batch_size, batches_done=step * accumulate)
+            return DataLoader(
+                stream,
+                batch_size=self.batch_size,
+                collate_fn=self.collator,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
         base = step * self.batch_size * accumulate * world
         sampler = StreamSampler(start=base, stride=world, offset=rank)
         return DataLoader(
@@ -62,11 +77,33 @@ class MixtureDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def state_dict(self) -> dict[str, int]:
+        """For a streaming mix, how many readers split its shards: a resumed run replays
+        each reader's stream, which only holds for the same split."""
+        return {"readers": self._readers()} if isinstance(self.train_set, StreamingMixture) else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Refuse to resume a streaming mix over another number of readers."""
+        saved = state_dict.get("readers")
+        if saved is not None and saved != self._readers():
+            raise RecipeError(
+                f"resume: the run read its shards with {saved} readers (devices x nodes x max(1, data.num_workers)), "
+                f"this run would use {self._readers()}; resume with the run's trainer.devices, trainer.num_nodes and data.num_workers"
+            )
+
+    def _readers(self) -> int:
+        world = self.trainer.world_size if self.trainer else 1
+        return world * max(1, self.num_workers)
+
     def val_dataloader(self) -> Sequence[DataLoader]:
         if self.validation is None or self.val_samples <= 0:
             return []
+        if isinstance(self.validation, StreamingMixture):
+            items = self.validation.first(self.val_samples)
+        else:
+            items = FirstItems(self.validation, self.val_samples)
         return DataLoader(
-            FirstItems(self.validation, self.val_samples),
+            items,
             batch_size=self.batch_size,
             collate_fn=self.collator,
             num_workers=self.num_workers,

@@ -18,6 +18,7 @@ from modal_core.data.segments import Media, Sample
 from modal_core.errors import DataError, RecipeError
 
 MAX_DRAWS = 100
+TOO_MANY_BAD = f"{MAX_DRAWS} draws in a row from data.sources were bad; see the bad-sample log"
 
 
 class MixtureDataset(Dataset):
@@ -31,17 +32,7 @@ class MixtureDataset(Dataset):
         output_modalities: frozenset[str] = frozenset(),
         bad_samples: BadSamplePolicy | None = None,
     ) -> None:
-        if not sources:
-            raise RecipeError("data.sources is empty: name at least one data set")
-        for name, dataset, weight in sources:
-            if weight < 0:
-                raise RecipeError(f"data.sources: weight of {name!r} must be >= 0, got {weight}")
-            if len(dataset) == 0:
-                raise RecipeError(f"data.sources: data set {name!r} is empty")
-        if sum(weight for _, _, weight in sources) <= 0:
-            raise RecipeError("data.sources: the weights must not all be zero")
-        if not 0.0 <= cfg_dropout <= 1.0:
-            raise RecipeError(f"data.cfg_dropout must be within [0, 1], got {cfg_dropout}")
+        check_sources(sources, cfg_dropout)
         self.sources = list(sources)
         self.weights = [weight for _, _, weight in sources]
         self.seed = seed
@@ -63,10 +54,32 @@ class MixtureDataset(Dataset):
             except DataError as error:  # skipped: draw again, deterministically
                 self.bad_samples.handle(source, error)
         else:
-            raise DataError(f"{MAX_DRAWS} draws in a row from data.sources were bad; see the bad-sample log")
-        generates = any(isinstance(s, Media) and s.supervised and s.modality in self.output_modalities for s in sample.segments)
-        drop = generates and rng.random() < self.cfg_dropout
-        return replace(sample, drop_condition=drop, source=sample.source or name)
+            raise DataError(TOO_MANY_BAD)
+        return with_condition_drop(sample, rng, self.cfg_dropout, self.output_modalities, name)
+
+
+def check_sources(sources: Sequence[tuple[str, object, float]], cfg_dropout: float) -> None:
+    """Fail on an empty mix, a negative or all-zero weight, an empty map-style data set,
+    or a `cfg_dropout` outside [0, 1]."""
+    if not sources:
+        raise RecipeError("data.sources is empty: name at least one data set")
+    for name, dataset, weight in sources:
+        if weight < 0:
+            raise RecipeError(f"data.sources: weight of {name!r} must be >= 0, got {weight}")
+        if hasattr(dataset, "__len__") and len(dataset) == 0:
+            raise RecipeError(f"data.sources: data set {name!r} is empty")
+    if sum(weight for _, _, weight in sources) <= 0:
+        raise RecipeError("data.sources: the weights must not all be zero")
+    if not 0.0 <= cfg_dropout <= 1.0:
+        raise RecipeError(f"data.cfg_dropout must be within [0, 1], got {cfg_dropout}")
+
+
+def with_condition_drop(sample: Sample, rng: random.Random, cfg_dropout: float, output_modalities: frozenset[str], name: str) -> Sample:
+    """`sample` with its generation condition dropped with probability `cfg_dropout` (drawn
+    from `rng`, so the drop is part of the deterministic stream) and its source set."""
+    generates = any(isinstance(s, Media) and s.supervised and s.modality in output_modalities for s in sample.segments)
+    drop = generates and rng.random() < cfg_dropout
+    return replace(sample, drop_condition=drop, source=sample.source or name)
 
 
 class StreamSampler(Sampler[int]):

@@ -49,6 +49,16 @@ def bool_option(options: dict[str, Any], key: str, default: bool) -> bool:
     raise EvaluationError(f"option {key}: expected true or false, got {value!r}")
 
 
+def choice_option(options: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    """`options[key]`, one of `choices` (None or absent: the first choice)."""
+    value = options.get(key)
+    if value is None:
+        return choices[0]
+    if str(value) not in choices:
+        raise EvaluationError(f"option {key}: expected one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
 def data_file(options: dict[str, Any], suite: str, default_name: str, what: str) -> Path:
     """The suite's data file: `options["data"]` itself, or `default_name` inside it when it
     is a folder. `what` describes the expected content for the error message."""

@@ -5,7 +5,8 @@ A results folder belongs to one (checkpoint, suite, settings) triple, recorded i
 `run.json`: rerunning the same command resumes (suites skip the items in
 `items.jsonl`), while pointing another checkpoint or other settings at it is refused.
 `limit`, `batch_size` and `device` may change between runs: they do not change what an
-already-scored item's result is.
+already-scored item's result is. A suite's protocol card (see
+`modal_core.evaluation.protocol`) goes to `results.json`'s ``protocol``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from modal_core.errors import EvaluationError
+from modal_core.evaluation.protocol import PROTOCOL_KEY
 from modal_core.evaluation.report import write_report
 from modal_core.plugins import PluginManager
 from modal_core.reporting import write_json
@@ -112,10 +114,12 @@ def evaluate_checkpoint(
     _seed_everything(int(options.get("seed") or 0))
     started = time.perf_counter()
     metrics = evaluators[suite](pipeline, dict(options), out_dir)
+    protocol = metrics.pop(PROTOCOL_KEY, None) if isinstance(metrics, dict) else None
     results = {
         "suite": suite,
         "checkpoint": str(directory),
         "options": dict(sorted(options.items())),
+        "protocol": protocol,
         "metrics": metrics,
         "seconds": round(time.perf_counter() - started, 2),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

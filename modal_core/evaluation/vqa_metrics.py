@@ -1,17 +1,26 @@
-"""VQAv2 answer scoring: the standard answer normalisation, soft accuracy and exact match.
+"""VQAv2 answer scoring under the two protocols in use: normalisation, soft accuracy, exact match.
 
-The normalisation is the one of the official VQA evaluation code (and of the EvalAI
-answer processor that LLaVA- and Janus-style evaluations use): newlines and tabs become
-spaces; punctuation is removed (or turned into a space when it joins two words); a
-period not followed by a digit is dropped; the text is lower-cased; number words up to
-ten become digits; articles are dropped; and common contractions written without their
-apostrophe get it back ("dont" -> "don't").
+Both protocols normalise an answer the same way (the official VQA evaluation's rules,
+also the EvalAI answer processor's): newlines and tabs become spaces; punctuation is
+removed (or turned into a space when it joins two words); a period not followed by a
+digit is dropped; the text is lower-cased; number words up to ten become digits;
+articles are dropped; and common contractions written without their apostrophe get it
+back ("dont" -> "don't"). They differ in two places:
+
+- ``official`` (GT-Vision-Lab/VQA `vqaEval.py`, the default): when all human answers
+  are identical (after stripping whitespace), neither they nor the prediction is
+  normalised, so "two" scores 0 against ten "2"s; punctuation vanishes everywhere when
+  the text holds a digit, a comma and a digit (``1,000``).
+- ``lmms-eval`` (`lmms_eval/tasks/vqav2/utils.py` since 2025): always normalises, and
+  the number rule accepts several commas (``1,,2``).
 
 Soft accuracy follows the official definition: with the (usually ten) human answers,
 each human in turn is left out and the prediction scores ``min(1, matches / 3)``
 against the other answers; the item's accuracy is the mean over the left-out humans.
 With ten answers this is 1.0 when at least four humans agree with the prediction,
-0.9 for three, 0.6 for two and 0.3 for one.
+0.9 for three, 0.6 for two and 0.3 for one. A single reference answer (GQA-style data,
+outside VQAv2's protocol, where both references would score every item 0) scores 1.0
+when the normalised prediction equals it.
 """
 
 from __future__ import annotations
@@ -21,10 +30,19 @@ from collections import Counter
 from collections.abc import Sequence
 
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
-_COMMA_IN_NUMBER = re.compile(r"(\d)(,)(\d)")
+VQA_REFERENCES = {
+    "official": "GT-Vision-Lab/VQA@a013f0043c1e2cdc995922dfe257f7149aa9af06 PythonEvaluationTools/vqaEvaluation/vqaEval.py",
+    "lmms-eval": "EvolvingLMMs-Lab/lmms-eval@75571cfe0fa36ca5ec2e6aa2bb268f9d38295af3 lmms_eval/tasks/vqav2/utils.py",
+}
+"""The code each VQAv2 protocol reproduces (repository@commit path)."""
+VQA_PROTOCOLS = tuple(VQA_REFERENCES)
+"""The VQAv2 scoring protocols; the first is the default."""
+_COMMA_IN_NUMBER = {"official": re.compile(r"(\d)(,)(\d)"), "lmms-eval": re.compile(r"(?<=\d)(,)+(?=\d)")}
 # The official pattern, kept verbatim: `(?!<=\d)` is a (harmless) typo for a lookbehind, so
-# in effect every period not followed by a digit is removed ("3.5" keeps its point).
+# in effect every period not followed by a digit is removed ("3.5" keeps its point). Both
+# references pass `re.UNICODE` (32) where `sub` takes its count: at most 32 periods go.
 _PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_PERIODS_REMOVED = 32
 _NUMBER_WORDS = {
     "none": "0",
     "zero": "0",
@@ -71,33 +89,49 @@ _CONTRACTIONS = {
 }  # fmt: skip
 
 
-def _strip_punctuation(text: str) -> str:
+def _check_protocol(protocol: str) -> None:
+    if protocol not in VQA_PROTOCOLS:
+        raise ValueError(f"unknown VQA protocol {protocol!r}; expected one of {', '.join(VQA_PROTOCOLS)}")
+
+
+def _strip_punctuation(text: str, protocol: str) -> str:
     out = text
+    number_with_comma = _COMMA_IN_NUMBER[protocol].search(text) is not None
     for mark in _PUNCTUATION:
         # A mark next to a space (or any "1,000"-style number in the text) vanishes;
         # one inside a word ("black-white") becomes a space.
-        if f"{mark} " in text or f" {mark}" in text or _COMMA_IN_NUMBER.search(text):
+        if f"{mark} " in text or f" {mark}" in text or number_with_comma:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    return _PERIOD.sub("", out)
+    return _PERIOD.sub("", out, count=_PERIODS_REMOVED)
 
 
-def normalize_answer(text: str) -> str:
+def _clean_whitespace(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def normalize_answer(text: str, protocol: str = "official") -> str:
     """The VQAv2 normalised form of an answer, e.g. ``"Two dogs."`` -> ``"2 dogs"``."""
-    text = _strip_punctuation(text.replace("\n", " ").replace("\t", " ").strip())
+    _check_protocol(protocol)
+    text = _strip_punctuation(_clean_whitespace(text), protocol)
     words = [_NUMBER_WORDS.get(word, word) for word in text.lower().split()]
     return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
 
 
-def vqa_soft_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """VQAv2 accuracy of one prediction against the human `answers` (both normalised here)."""
+def vqa_soft_accuracy(prediction: str, answers: Sequence[str], protocol: str = "official") -> float:
+    """VQAv2 accuracy of one prediction against the human `answers` under `protocol`
+    (one of `VQA_PROTOCOLS`; see the module docstring for how they differ)."""
+    _check_protocol(protocol)
     if not answers:
         raise ValueError("vqa_soft_accuracy needs at least one ground-truth answer")
-    predicted = normalize_answer(prediction)
-    truths = [normalize_answer(answer) for answer in answers]
-    if len(truths) == 1:  # a single reference answer: nobody to leave out
-        return float(predicted == truths[0])
+    if len(answers) == 1:  # a single reference answer: nobody to leave out
+        return float(normalize_answer(prediction, protocol) == normalize_answer(answers[0], protocol))
+    truths = [_clean_whitespace(answer) for answer in answers]
+    predicted = _clean_whitespace(prediction)
+    if protocol == "lmms-eval" or len(set(truths)) > 1:
+        predicted = normalize_answer(predicted, protocol)
+        truths = [normalize_answer(truth, protocol) for truth in truths]
     scores = []
     for left_out in range(len(truths)):
         matches = sum(truth == predicted for index, truth in enumerate(truths) if index != left_out)
@@ -105,15 +139,16 @@ def vqa_soft_accuracy(prediction: str, answers: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
-def majority_answer(answers: Sequence[str]) -> str:
+def majority_answer(answers: Sequence[str], protocol: str = "official") -> str:
     """The most frequent normalised answer (the first one seen among equally frequent ones)."""
     if not answers:
         raise ValueError("majority_answer needs at least one answer")
-    counts = Counter(normalize_answer(answer) for answer in answers)
+    counts = Counter(normalize_answer(answer, protocol) for answer in answers)
     return counts.most_common(1)[0][0]
 
 
-def exact_match(prediction: str, answers: Sequence[str]) -> float:
+def exact_match(prediction: str, answers: Sequence[str], protocol: str = "official") -> float:
     """1.0 when the normalised prediction equals the normalised majority answer, else 0.0
-    (GQA-style exact match; with one reference answer it is plain equality)."""
-    return float(normalize_answer(prediction) == majority_answer(answers))
+    (GQA-style exact match, not part of either VQAv2 protocol; with one reference answer
+    it is plain equality)."""
+    return float(normalize_answer(prediction, protocol) == majority_answer(answers, protocol))

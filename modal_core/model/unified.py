@@ -23,9 +23,10 @@ from modal_core.errors import ModelInputError, RecipeError
 
 PARAMETER_GROUPS = ("backbone", "encoders", "adapters", "heads")
 
-MediaInputs = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+MediaInputs = Mapping[str, tuple[torch.Tensor, torch.Tensor, bool]]
 """Modality name -> (payload (n, ...) of its n items, mask (B, T) bool of the positions
-their n * N embeddings fill, in row-major order)."""
+their n * N embeddings fill, in row-major order, and whether the payload is already the
+encoder's output: codes (n, N) or features (n, N, D), as cached by `modal-core prepare`)."""
 
 
 @dataclass
@@ -139,8 +140,8 @@ class UnifiedModel(nn.Module):
         process of a sharded run takes part in the same collectives. Modalities run in
         name order, the same order on every process."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        for modality, (payload, mask) in sorted(media.items()):
-            encoded = self.encode(modality, payload)
+        for modality, (payload, mask, already_encoded) in sorted(media.items()):
+            encoded = payload if already_encoded else self.encode(modality, payload)
             item_embeds = self.adapters[modality](encoded)  # (n, N, hidden)
             expected = int(mask.sum())
             if item_embeds.shape[0] * item_embeds.shape[1] != expected:

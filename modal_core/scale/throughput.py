@@ -61,16 +61,17 @@ class FlopsModel:
         config = backbone.config
         return cls(params, config.num_hidden_layers, config.hidden_size, 2 if trains else 1)
 
-    def batch_flops(self, tokens: int, sequence_length: int) -> float:
-        """FLOPs of one training step on `tokens` real tokens in rows of `sequence_length`."""
+    def batch_flops(self, tokens: int | torch.Tensor, sequence_length: int) -> float | torch.Tensor:
+        """FLOPs of one training step on `tokens` real tokens (a number or a tensor) in rows of `sequence_length`."""
         forward_per_token = 2 * self.matmul_params + 4 * self.layers * self.hidden * sequence_length
         return (1 + self.backward_factor) * forward_per_token * tokens
 
 
 class ThroughputMonitor(L.Callback):
-    """Log `train/tokens_per_sec` (all ranks together, from the end of one optimizer
-    step to the end of the next, data loading included) and, when the device's peak is
-    known, `train/mfu` (achieved model FLOP/s over the peak of all devices)."""
+    """Log `train/tokens_per_sec` (all ranks together, data loading included) and, when
+    the device's peak is known, `train/mfu` (achieved model FLOP/s over the peak of all
+    devices) at every `trainer.log_every_n_steps`-th optimizer step, over the steps since
+    the previous one (the first window opens when the first step ends)."""
 
     # Lightning's ThroughputMonitor does not fit: it logs to loggers only (the run's history
     # records `callback_metrics`) and scales rank 0's count by the world size, while token
@@ -79,7 +80,8 @@ class ThroughputMonitor(L.Callback):
     def __init__(self, flops: FlopsModel, precision: str, override_tflops: float | None = None) -> None:
         self.flops, self.precision, self.override_tflops = flops, precision, override_tflops
         self.peak: float | None = None
-        self._tokens, self._model_flops = 0, 0.0
+        self._tokens: torch.Tensor | int = 0
+        self._model_flops: torch.Tensor | float = 0.0
         self._window_start: float | None = None
         self._step = -1
 
@@ -87,20 +89,22 @@ class ThroughputMonitor(L.Callback):
         self.peak = peak_flops(trainer.strategy.root_device, self.precision, self.override_tflops)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        tokens = getattr(batch, "num_tokens", None)
-        if tokens is None:
-            return
-        self._tokens += tokens
-        self._model_flops += self.flops.batch_flops(tokens, batch.input_ids.shape[1])
+        # Counted on the device and read once per logged step: no host sync per batch.
+        tokens = batch.attention_mask.sum(dtype=torch.float64)
+        self._tokens = self._tokens + tokens
+        self._model_flops = self._model_flops + self.flops.batch_flops(tokens, batch.input_ids.shape[1])
         if trainer.global_step == self._step:
             return  # inside gradient accumulation: the step is not over yet
+        self._step = trainer.global_step
+        if self._window_start is not None and trainer.global_step % trainer.log_every_n_steps:
+            return  # counted into the next logged step's window
         now = time.perf_counter()
         if self._window_start is not None:
-            totals = torch.tensor([float(self._tokens), self._model_flops], dtype=torch.float64, device=pl_module.device)
+            totals = torch.stack([self._tokens, self._model_flops])  # float64, on the device
             tokens_all, flops_all = trainer.strategy.reduce(totals, reduce_op="sum").tolist()
             seconds = max(now - self._window_start, 1e-9)
             pl_module.log("train/tokens_per_sec", tokens_all / seconds, batch_size=1)
             if self.peak:
                 pl_module.log("train/mfu", flops_all / seconds / (self.peak * trainer.world_size), batch_size=1)
-        self._window_start, self._step = now, trainer.global_step
+        self._window_start = now
         self._tokens, self._model_flops = 0, 0.0

@@ -64,6 +64,8 @@ class StepCheckpoint(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._saved_step:
             self.save(trainer)
+        # Every rank looks for `last` when fit returns; rank 0 points it after saving.
+        trainer.strategy.barrier("modal_core_last_checkpoint")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning stops cleanly at the next batch boundary on SIGTERM; route the first

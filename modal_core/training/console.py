@@ -50,7 +50,9 @@ class StepProgressBar(TQDMProgressBar):
         bar.refresh()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
-        bar = self.train_progress_bar
-        if self._should_update(trainer.global_step, trainer.max_steps) and bar.n != trainer.global_step:
-            bar.n = trainer.global_step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
+        bar, step = self.train_progress_bar, trainer.global_step
+        if not self._should_update(step, trainer.max_steps) or bar.n == step:
+            return
+        if step % trainer.log_every_n_steps == 0:  # the metrics change on logged steps only
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+        bar.update(step - bar.n)  # redraws at most every `mininterval` (0.1 s), not at every step

@@ -64,8 +64,19 @@ class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output = self.model(**batch.model_inputs())
-        batch_size = batch.input_ids.shape[0]
         loss, global_loss = self._global_token_mean(output)
+        if self._is_logged_step():
+            self._log_losses(output, global_loss, batch)
+        return loss  # tokens/s and MFU: modal_core.scale.throughput.ThroughputMonitor
+
+    def _is_logged_step(self) -> bool:
+        """Whether this batch belongs to an optimizer step the run's history records (every
+        `trainer.log_every_n_steps`-th). Only those log: Lightning's `log` costs about a
+        millisecond a value, and skipping a head without positions reads its count on the host."""
+        return (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0
+
+    def _log_losses(self, output: LossOutput, global_loss: torch.Tensor, batch: Batch) -> None:
+        batch_size = batch.input_ids.shape[0]
         self.log("train/loss", global_loss, prog_bar=True, batch_size=batch_size)
         for name, total in output.head_loss_sums.items():
             count = output.head_counts[name]
@@ -73,7 +84,6 @@ class UnifiedTrainingModule(RngStateMixin, L.LightningModule):
                 self.log(f"train/loss_{name}", total / count, batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         self.log("train/padding_fraction", batch.padding_fraction, batch_size=batch_size)
-        return loss  # tokens/s and MFU: modal_core.scale.throughput.ThroughputMonitor
 
     def _global_token_mean(self, output: LossOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss to back-propagate, its value over all ranks): the mean over the

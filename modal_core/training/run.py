@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig
 
-from modal_core.assemble import assemble, bad_sample_policy, prepare_tokenizer
+from modal_core.assemble import assemble, bad_sample_policy, data_source, prepare_tokenizer
 from modal_core.checkpoints import store
 from modal_core.checkpoints.lightning_io import SafetensorsCheckpointIO
 from modal_core.checkpoints.run_folder import HISTORY_FILE, claim_run_dir, is_first_process
@@ -17,6 +17,7 @@ from modal_core.config.loader import modality_options, recipe_to_dict, to_yaml
 from modal_core.data.collator import NO_HEAD, ModalityRuntime
 from modal_core.data.datamodule import MixtureDataModule
 from modal_core.data.mixture import MixtureDataset
+from modal_core.data.streaming import ShardSource, StreamingMixture
 from modal_core.data.text_tokenizer import save_tokenizer
 from modal_core.errors import CheckpointError, RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
@@ -43,22 +44,18 @@ class TrainResult:
     history: Path
 
 
-def build_mixture(recipe: DictConfig, plugins: PluginManager, output_modalities: frozenset[str], split: str, seed: int) -> MixtureDataset:
-    """The weighted mix of the recipe's data sources for one split."""
-    factories = plugins.datasets()
-    sources = []
-    for index, source in enumerate(recipe.data.sources):
-        if source.dataset not in factories:
-            raise RecipeError(f"data.sources[{index}].dataset: unknown data set {source.dataset!r}; installed: {sorted(factories)}")
-        try:
-            dataset = factories[source.dataset](dict(source.options), recipe.seed, split)
-        except (TypeError, ValueError) as error:  # an option of the wrong type or form
-            raise RecipeError(f"data.sources[{index}].options ({source.dataset}): {error}") from error
-        sources.append((source.dataset, dataset, float(source.weight)))
+def build_mixture(
+    recipe: DictConfig, plugins: PluginManager, output_modalities: frozenset[str], split: str, seed: int
+) -> MixtureDataset | StreamingMixture:
+    """The weighted mix of the recipe's data sources for one split; a streaming mix when
+    any source reads shards."""
+    sources = [
+        (source.dataset, data_source(recipe, plugins, index, split), float(source.weight))
+        for index, source in enumerate(recipe.data.sources)
+    ]
     dropout = recipe.data.cfg_dropout if split == "train" else 0.0
-    return MixtureDataset(
-        sources, seed=seed, cfg_dropout=dropout, output_modalities=output_modalities, bad_samples=bad_sample_policy(recipe)
-    )
+    mixture = StreamingMixture if any(isinstance(dataset, ShardSource) for _, dataset, _ in sources) else MixtureDataset
+    return mixture(sources, seed=seed, cfg_dropout=dropout, output_modalities=output_modalities, bad_samples=bad_sample_policy(recipe))
 
 
 def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:

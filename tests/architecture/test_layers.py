@@ -49,7 +49,7 @@ def _core(*names: str) -> tuple[str, ...]:
     return tuple(f"modal_core.{name}" for name in names)
 
 
-UPPER = ("assemble", "training", "generation", "evaluation", "interop", "scale", "serve", "cli")
+UPPER = ("assemble", "training", "generation", "evaluation", "interop", "scale", "serve", "preparation", "cli")
 """The assembler and what stands on it (floors 3 and up of docs/architecture.md)."""
 
 RULES = {

@@ -52,6 +52,18 @@ def test_vqa_through_the_installed_command(tiny_checkpoint, benchmarks, tmp_path
     report = (out / "report.md").read_text()
     assert "| vqa_accuracy |" in report and "![examples.png](examples.png)" in report
     assert "exact_match:" in result.stdout
+    # The protocol card: in results.json (not among the metrics) and at the top of report.md.
+    card = results["protocol"]
+    assert "protocol" not in results["metrics"]
+    assert card["suite"] == "vqa" and card["protocol"] == "official" and card["reference"].startswith("GT-Vision-Lab/VQA@a013f004")
+    assert card["items"] == 4 and card["prompt_template"].endswith("<|User|>: <image>{question}\n\n<|Assistant|>:")
+    assert card["preprocessing"].startswith("preprocess modal-core: EXIF-upright RGB")
+    no_sampling = {"cfg": None, "top_k": None, "top_p": None, "images_per_prompt": None}
+    assert card["decoding"] == {"temperature": 0.0, "seed": 0, "max_new_tokens": 3, **no_sampling}
+    rows = ("| protocol | official |", "| reference | GT-Vision-Lab/VQA@", "| prompt template | `")
+    rows += ("| preprocessing | preprocess modal-core",)
+    rows += ("| decoding: temperature | 0.0000 |", "| decoding: max new tokens | 3 |", "| decoding: cfg | n/a |", "| items | 4 |")
+    assert all(row in report for row in rows) and report.index("## Protocol card") < report.index("## Metrics")
     # Another seed is another evaluation: the folder is refused, without a traceback.
 
 
@@ -88,6 +100,11 @@ def test_shapes_geneval_writes_a_geneval_folder(tiny_checkpoint, tmp_path):
     assert results["metrics"]["images"] == 4 and set(results["metrics"]["tags"]) == {"colors", "counting", "two_object", "position"}
     assert geneval.validate_folder(out, samples_per_prompt=1) == 4
     assert "![generations.png](generations.png)" in (out / "report.md").read_text()
+    decoding = results["protocol"]["decoding"]
+    assert decoding == {"temperature": 1.0, "seed": 0, "max_new_tokens": None, "cfg": 3.0, "top_k": None, "top_p": None} | {
+        "images_per_prompt": 1
+    }
+    assert "| decoding: images per prompt | 1 |" in (out / "report.md").read_text()
     before = {p: p.stat().st_mtime_ns for p in out.glob("0000*/samples/*.png")}
     assert main(args, plugins=image_plugins()) == 0  # resumed: nothing is drawn again
     assert {p: p.stat().st_mtime_ns for p in out.glob("0000*/samples/*.png")} == before

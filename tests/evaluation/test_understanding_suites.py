@@ -40,11 +40,16 @@ def test_vqa_scores_known_answers_and_resumes(tmp_path):
     second = FakePipeline(answer=lambda question, image: VQA_ANSWERS[question])
     metrics = evaluate_vqa(second, {"data": str(data), "batch_size": 3}, tmp_path / "out")
     assert second.questions == ["which pet?", "is it?"]  # the first two were already scored
-    # Per item: 1.0 (4+ humans say "2"), 0.9 (3 say "cat"), 0.0, 1.0 (single reference).
-    assert metrics["vqa_accuracy"] == pytest.approx((1.0 + 0.9 + 0.0 + 1.0) / 4)
+    # Per item: 0.0 ("Two" against ten identical "2"s is compared raw, the official rule),
+    # 0.9 (3 say "cat"), 0.0, 1.0 (single reference).
+    assert metrics["vqa_accuracy"] == pytest.approx((0.0 + 0.9 + 0.0 + 1.0) / 4)
     assert metrics["exact_match"] == pytest.approx(0.5)  # item 2's majority answer is "other"
-    assert metrics["vqa_accuracy_by_answer_type"] == pytest.approx({"number": 1.0, "other": 0.45, "yes/no": 1.0})
+    assert metrics["vqa_accuracy_by_answer_type"] == pytest.approx({"number": 0.0, "other": 0.45, "yes/no": 1.0})
     assert metrics["count"] == 4
+    assert metrics["protocol"]["protocol"] == "official" and metrics["protocol"]["items"] == 4
+    again = FakePipeline(answer=lambda question, image: VQA_ANSWERS[question])
+    lmms = evaluate_vqa(again, {"data": str(data), "protocol": "lmms-eval"}, tmp_path / "lmms")
+    assert lmms["vqa_accuracy"] == pytest.approx((1.0 + 0.9 + 0.0 + 1.0) / 4)  # lmms-eval always normalises
     records = [json.loads(line) for line in (tmp_path / "out" / ITEMS_FILE).read_text().splitlines()]
     assert [r["id"] for r in records] == ["1", "2", "3", "4"] and records[1]["prediction"] == "a cat."
     assert (tmp_path / "out" / "examples.png").is_file()

@@ -173,26 +173,57 @@ def test_peak_flops_come_from_lightnings_table_for_the_compute_dtype(monkeypatch
     assert peak_flops(torch.device("cpu"), "32-true", override_tflops=2.5) == 2.5e12
 
 
-def test_throughput_monitor_logs_tokens_and_mfu_per_optimizer_step(monkeypatch):
+def _monitor_run(monkeypatch, log_every_n_steps: int, clock: list[float]):
+    """A ThroughputMonitor with a fake trainer, module and clock; returns (monitor, trainer, module, logged records)."""
     from types import SimpleNamespace
 
     from modal_core.scale import throughput
 
-    clock = iter([10.0, 12.0])
-    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
-    logged = {}
-    module = SimpleNamespace(device=torch.device("cpu"), log=lambda key, value, batch_size: logged.__setitem__(key, value))
+    times = iter(clock)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(times))
+    logged: list[dict] = []
+
+    def log(key, value, batch_size):
+        logged[-1][key] = value
+
+    module = SimpleNamespace(device=torch.device("cpu"), log=log)
     strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=lambda tensor, reduce_op: tensor)
-    trainer = SimpleNamespace(global_step=1, strategy=strategy, world_size=1)
+    trainer = SimpleNamespace(global_step=0, strategy=strategy, world_size=1, log_every_n_steps=log_every_n_steps)
     flops = FlopsModel(matmul_params=1000, layers=2, hidden=16, backward_factor=2)
     monitor = throughput.ThroughputMonitor(flops, "32-true", override_tflops=1.0)
     monitor.setup(trainer, module, "fit")
-    batch = SimpleNamespace(num_tokens=100, input_ids=torch.zeros(4, 10, dtype=torch.long))
-    monitor.on_train_batch_end(trainer, module, None, batch, 0)  # step 1 ends: the window opens
-    assert logged == {}
-    trainer.global_step = 1
-    monitor.on_train_batch_end(trainer, module, None, batch, 1)  # accumulating: same step, no clock read
-    trainer.global_step = 2
-    monitor.on_train_batch_end(trainer, module, None, batch, 2)  # step 2 ends two seconds later
-    assert logged["train/tokens_per_sec"] == 200 / 2.0  # both batches of step 2, not the opening step's
-    assert logged["train/mfu"] == pytest.approx(2 * flops.batch_flops(100, 10) / 2.0 / 1e12)
+    return monitor, trainer, module, logged, flops
+
+
+def _batch(tokens: int, length: int = 10):
+    from types import SimpleNamespace
+
+    mask = torch.zeros(4, length, dtype=torch.long)
+    mask.view(-1)[:tokens] = 1
+    return SimpleNamespace(attention_mask=mask, input_ids=torch.zeros(4, length, dtype=torch.long))
+
+
+def test_throughput_monitor_logs_tokens_and_mfu_per_optimizer_step(monkeypatch):
+    monitor, trainer, module, logged, flops = _monitor_run(monkeypatch, 1, [10.0, 12.0])
+    # `global_step` as each batch ends: step 1 ends; step 2's first micro-batch (still 1), its second.
+    for step, tokens in [(1, 30), (1, 7), (2, 25)]:
+        trainer.global_step = step
+        logged.append({})
+        monitor.on_train_batch_end(trainer, module, None, _batch(tokens), 0)
+    assert logged[:2] == [{}, {}]  # step 1 ends: the window opens; accumulating: no clock read
+    assert logged[2]["train/tokens_per_sec"] == (7 + 25) / 2.0  # both batches of step 2, two seconds later
+    assert logged[2]["train/mfu"] == pytest.approx((flops.batch_flops(7, 10) + flops.batch_flops(25, 10)) / 2.0 / 1e12)
+
+
+def test_throughput_monitor_logs_once_per_logged_step_over_the_steps_since_the_last(monkeypatch):
+    monitor, trainer, module, logged, flops = _monitor_run(monkeypatch, 3, [10.0, 16.0, 19.0])
+    tokens = {1: 11, 2: 12, 3: 13, 4: 14, 5: 15, 6: 16}
+    for step, count in tokens.items():
+        trainer.global_step = step
+        logged.append({})
+        monitor.on_train_batch_end(trainer, module, None, _batch(count), 0)
+    # Step 1 opens the window at t=10; steps 3 and 6 are logged, over 2+3 and 4+5+6.
+    assert [bool(record) for record in logged] == [False, False, True, False, False, True]
+    assert logged[2]["train/tokens_per_sec"] == (12 + 13) / 6.0
+    assert logged[5]["train/tokens_per_sec"] == (14 + 15 + 16) / 3.0
+    assert logged[5]["train/mfu"] == pytest.approx(sum(flops.batch_flops(tokens[s], 10) for s in (4, 5, 6)) / 3.0 / 1e12)

@@ -9,7 +9,7 @@ from modal_core.errors import RecipeError
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
 from modal_core_images.modalities import UNDERSTANDING
-from modal_core_images.processing import ImageProcessor
+from modal_core_images.processing import PREPROCESS_MODES, ImageProcessor
 
 # The encoder module imports transformers' vision models (seconds): it is imported when a
 # model is built, so listing plugins or starting the CLI stays fast.
@@ -45,11 +45,14 @@ class ImageUnderstandingOptions:
     adapter_depth: int = 2
     """Linear layers in the adapter MLP (Janus: 2, with GELU between)."""
     pad_to_square: bool = True
-    """Pad images to a square with grey (127, 127, 127), keeping their aspect ratio, as Janus does."""
-    resize_before_pad: bool = False
-    """Resize the longer side to `image_size` first, then pad (the order of transformers'
-    JanusImageProcessor and the official Janus code; converted Janus checkpoints set it).
-    False: pad first, then resize."""
+    """Pad images to a square with grey (127, 127, 127), keeping their aspect ratio, as Janus does
+    (false: stretch them; preprocess modal-core only)."""
+    preprocess: str = "modal-core"
+    """How an image becomes the tower's input: `modal-core` (pad to a square, then resize; the
+    models trained here), `official` (bit-exact to the official Janus VLMImageProcessor:
+    plain RGB conversion, longer side resized with the shorter side floored, then padded) or
+    `transformers` (transformers' JanusImageProcessor: the shorter side rounded). Converted
+    Janus checkpoints default to `official`, the processing behind the published numbers."""
     max_pixels: int = 64_000_000
     """Refuse images with more pixels than this (decompression-bomb guard)."""
 
@@ -97,18 +100,25 @@ def _adapter(options: ImageUnderstandingOptions, hidden: int):
     return build_adapter(options.width, hidden, options.adapter_depth)
 
 
+def _processor(options: ImageUnderstandingOptions) -> ImageProcessor:
+    if options.preprocess not in PREPROCESS_MODES:
+        raise RecipeError(
+            f"modalities.image_understanding.preprocess: expected one of {', '.join(PREPROCESS_MODES)}, got {options.preprocess!r}"
+        )
+    if options.preprocess != "modal-core" and not options.pad_to_square:
+        raise RecipeError(f"modalities.image_understanding: preprocess {options.preprocess} always pads; pad_to_square must be true")
+    return ImageProcessor(
+        size=options.image_size, pad_square=options.pad_to_square, max_pixels=options.max_pixels, preprocess=options.preprocess
+    )
+
+
 IMAGE_UNDERSTANDING = ModalitySpec(
     name=UNDERSTANDING,
     direction="input",
     options=ImageUnderstandingOptions,
     build_encoder=_encoder,
     build_adapter=_adapter,
-    build_processor=lambda options: ImageProcessor(
-        size=options.image_size,
-        pad_square=options.pad_to_square,
-        max_pixels=options.max_pixels,
-        resize_first=options.resize_before_pad,
-    ),
+    build_processor=_processor,
     num_positions=lambda options: (options.image_size // options.patch_size) ** 2,
     payload_shape=lambda options: (3, options.image_size, options.image_size),
     begin_token=BEGIN_OF_IMAGE,

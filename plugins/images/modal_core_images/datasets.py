@@ -10,6 +10,13 @@ Local formats (paths inside a JSONL file are relative to the file's folder):
   `task: generate` (text-to-image) or `task: caption` (image-to-text).
 - `vqa_jsonl`: `{"image": "...", "question": "...", "answer": "..."}` per line.
 - `image_folder`: every image file under `path` (for tokenizer training).
+- `image_conversations`: LLaVA / ShareGPT or OpenAI-style `messages` conversations
+  (`modal_core.data.conversation_files`); `<image>` in a user turn is an image to
+  understand, in an assistant turn an image to generate; paths are relative to the
+  `image_root` option, or else to the file's folder.
+- `webdataset_image_text`: image-caption pairs streamed from WebDataset tar shards
+  (`{key}.jpg|jpeg|png|webp` with `{key}.txt`, or `{key}.json` holding `"caption"`, as
+  `img2dataset` writes them); `path` is a shard, a brace pattern, an fsspec URL or a list.
 """
 
 from __future__ import annotations
@@ -21,14 +28,19 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from modal_core.data.chat import caption_to_image, question_answer
+from modal_core.data.conversation_files import conversation_file
 from modal_core.data.indexed import IndexedDataset
 from modal_core.data.jsonl import read_jsonl
 from modal_core.data.segments import Media, Sample
+from modal_core.data.shards import ShardRecord
+from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError, RecipeError
 from modal_core_images.modalities import GENERATION, UNDERSTANDING
+from modal_core_images.processing import EncodedImage
 from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 DESCRIBE = "describe the picture."
 
 
@@ -79,17 +91,55 @@ def image_text_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
     path = Path(_option(options, "path", None) or "")
     task = _option(options, "task", "generate", ("generate", "caption"))
     records = read_jsonl(path, required={"image": str, "caption": str})
-    understanding = _option(options, "understanding", UNDERSTANDING)
-    generation = _option(options, "generation", GENERATION)
+    modalities = _option(options, "understanding", UNDERSTANDING), _option(options, "generation", GENERATION)
 
     def make(index: int) -> Sample:
         record = records[index]
         image = _resolve(path.parent, record["image"], records.where(index))
-        if task == "generate":
-            return caption_to_image(record["caption"], Media(generation, image, supervised=True), generation)
-        return question_answer(DESCRIBE, record["caption"], [Media(understanding, image)])
+        return _image_caption_sample(image, record["caption"], task, *modalities)
 
     return IndexedDataset(len(records), make, str(path))
+
+
+def _image_caption_sample(image: Any, text: str, task: str, understanding: str, generation: str) -> Sample:
+    if task == "generate":
+        return caption_to_image(text, Media(generation, image, supervised=True), generation)
+    return question_answer(DESCRIBE, text, [Media(understanding, image)])
+
+
+def webdataset_image_text(options: dict[str, Any], seed: int, split: str) -> ShardSource:
+    """Image-caption pairs streamed from WebDataset tar shards. Options: `path` (a shard,
+    a brace pattern such as `data/shards-{00000..00099}.tar`, an fsspec URL, or a list of
+    these), `task` (generate | caption). A sample needs one image member
+    (`.jpg`/`.jpeg`/`.png`/`.webp`, kept encoded until the collator decodes it) and its
+    caption (`.txt`, else the `"caption"` string of `.json`)."""
+    urls = _option(options, "path", None)
+    if not urls:
+        raise RecipeError("data set option path: name the shards (a .tar path, a brace pattern or an fsspec URL)")
+    task = _option(options, "task", "generate", ("generate", "caption"))
+    modalities = _option(options, "understanding", UNDERSTANDING), _option(options, "generation", GENERATION)
+
+    def make(record: ShardRecord) -> Sample:
+        extension = next((ext for ext in SHARD_IMAGE_EXTENSIONS if ext in record.members), None)
+        if extension is None:
+            expected = ", .".join(SHARD_IMAGE_EXTENSIONS)
+            raise DataError(f"{record.where}: no image member (.{expected}); the sample has {sorted(record.members)}")
+        image = EncodedImage(record.members[extension], f"{record.where}.{extension}")
+        return _image_caption_sample(image, _shard_caption(record), task, *modalities)
+
+    return ShardSource(urls, make, f"webdataset_image_text {urls}")
+
+
+def _shard_caption(record: ShardRecord) -> str:
+    if "txt" in record.members:
+        return record.value("txt")
+    if "json" in record.members:
+        metadata = record.value("json")
+        text = metadata.get("caption") if isinstance(metadata, dict) else None
+        if isinstance(text, str):
+            return text
+        raise DataError(f'{record.where}.json: expected an object with a "caption" string')
+    raise DataError(f'{record.where}: no caption (a .txt member, or .json with "caption"); the sample has {sorted(record.members)}')
 
 
 def vqa_jsonl(options: dict[str, Any], seed: int, split: str) -> Dataset:
@@ -118,9 +168,21 @@ def image_folder(options: dict[str, Any], seed: int, split: str) -> Dataset:
     return IndexedDataset(len(files), lambda i: Sample((Media(generation, files[i]),)), str(root))
 
 
+def image_conversations(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Conversations about and with images from a LLaVA / ShareGPT JSON or JSONL file
+    or an OpenAI-style messages JSONL file. Options: `path`, `image_root`, and
+    `placeholders` / `generate` to map `<image>` to other modalities than the
+    `understanding` / `generation` ones."""
+    understanding = _option(options, "understanding", UNDERSTANDING)
+    generation = _option(options, "generation", GENERATION)
+    return conversation_file(options, root_option="image_root", placeholders={"<image>": understanding}, generate={"<image>": generation})
+
+
 IMAGE_DATASETS = {
     "shapes": shapes,
     "image_text_jsonl": image_text_jsonl,
     "vqa_jsonl": vqa_jsonl,
     "image_folder": image_folder,
+    "image_conversations": image_conversations,
+    "webdataset_image_text": webdataset_image_text,
 }

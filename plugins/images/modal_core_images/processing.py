@@ -1,10 +1,19 @@
 """Loading, validating and converting images to and from model tensors.
 
-Understanding-side preprocessing follows Janus: pad to a square with grey, resize
-(bicubic) to the model's input size, and normalise with mean = std = 0.5 so pixels
-land in [-1, 1]. transformers' `JanusImageProcessor` (and the official Janus processor)
-resize the longer side first and pad the resized image; `resize_first` follows that
-order pixel for pixel, which converted Janus checkpoints use.
+Understanding-side preprocessing has three modes (`PREPROCESS_MODES`), all ending in
+a normalisation with mean = std = 0.5 by default, so pixels land in [-1, 1]:
+
+- ``modal-core`` (models trained here): decode to upright 8-bit RGB (`load_image`:
+  EXIF rotation, alpha composited on white, 16-bit rescaled), pad to a square with
+  grey, resize (bicubic) to the model's size.
+- ``official``: bit-exact to deepseek-ai/Janus's `VLMImageProcessor` as its
+  `load_pil_images` feeds it: a plain ``convert("RGB")`` (no EXIF rotation; alpha
+  dropped, not composited; 16-bit clipped), the longer side resized to the model's size
+  with the shorter side *floored* (at least 14), then padded with the background colour
+  ``int(mean * 255)``. The default of converted Janus checkpoints: the published Janus
+  numbers were produced this way.
+- ``transformers``: transformers' `JanusImageProcessor`: `load_image`'s decoding, the
+  longer side resized with the shorter side *rounded* (at least 14), then padded grey.
 """
 
 from __future__ import annotations
@@ -28,8 +37,20 @@ from modal_core.errors import DataError
 IN_MEMORY_NAME = "<in-memory image>"
 JANUS_GREY = (127, 127, 127)
 JANUS_MIN_SIDE = 14
+PREPROCESS_MODES = ("modal-core", "official", "transformers")
+"""Understanding-side preprocessing modes (see the module docstring); the first is the default."""
 
-ImageSource = str | os.PathLike | bytes | Image.Image
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """The encoded bytes of an image file with a name for errors (e.g. `shard.tar:key.jpg`,
+    a member of a WebDataset shard), so a corrupt one is reported by where it came from."""
+
+    data: bytes
+    name: str
+
+
+ImageSource = str | os.PathLike | bytes | EncodedImage | Image.Image
 
 # Pillow reports corrupt input through many exception types depending on the format plugin.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
@@ -41,32 +62,48 @@ class ImageInputError(DataError, ValueError):
     """An image file or buffer is missing, corrupt, too large, or not an image."""
 
 
-def load_image(source: ImageSource, max_pixels: int = 64_000_000) -> Image.Image:
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """modal-core's conversion: EXIF orientation applied, transparency composited on
+    white, 16-bit rescaled (not clipped), any mode to 8-bit RGB."""
+    return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def plain_rgb(image: Image.Image) -> Image.Image:
+    """Pillow's own ``convert("RGB")``, as the official Janus code loads images: no EXIF
+    rotation, alpha dropped, 16-bit values clipped at 255."""
+    return image.convert("RGB")
+
+
+def load_image(
+    source: ImageSource, max_pixels: int = 64_000_000, convert: Callable[[Image.Image], Image.Image] = upright_rgb
+) -> Image.Image:
     """Open, verify and fully decode an image, returning it as an RGB image.
 
-    `source` may be a path, the encoded bytes of an image file, or a PIL image.
-    Transparent images are composited on white; grayscale, palette, CMYK and 16-bit
-    images are converted to 8-bit RGB; EXIF orientation is applied.
+    `source` may be a path, the encoded bytes of an image file (plain, or named as an
+    `EncodedImage`), or a PIL image.
+    `convert` turns the decoded image into RGB: by default (`upright_rgb`) transparent
+    images are composited on white; grayscale, palette, CMYK and 16-bit images are
+    converted to 8-bit RGB; EXIF orientation is applied. `plain_rgb` is the official
+    Janus loader's conversion.
 
     Raises:
         ImageInputError: the path is missing or empty, the data is not a decodable
             image, or the image has more than `max_pixels` pixels (or trips Pillow's
             own decompression-bomb guard). The message names the file, or
-            "<in-memory image>" for bytes and PIL images.
+            "<in-memory image>" for plain bytes and PIL images.
     """
     if isinstance(source, Image.Image):
         _check_pixel_count(source.size, max_pixels, IN_MEMORY_NAME)
         try:
             source.load()
-            return _to_rgb(ImageOps.exif_transpose(source))
+            return convert(source)
         except _DECODE_ERRORS as err:
             raise ImageInputError(f"{IN_MEMORY_NAME}: could not decode the image ({err})") from err
 
-    if isinstance(source, bytes):
-        name = IN_MEMORY_NAME
-        if not source:
+    if isinstance(source, bytes | EncodedImage):
+        name, data = (source.name, source.data) if isinstance(source, EncodedImage) else (IN_MEMORY_NAME, source)
+        if not data:
             raise ImageInputError(f"{name}: the data is empty, expected an encoded image")
-        data = source
 
         def opener() -> BinaryIO:
             return io.BytesIO(data)
@@ -84,10 +121,10 @@ def load_image(source: ImageSource, max_pixels: int = 64_000_000) -> Image.Image
         def opener() -> BinaryIO:
             return path.open("rb")
 
-    return _decode(opener, name, max_pixels)
+    return _decode(opener, name, max_pixels, convert)
 
 
-def _decode(opener: Callable[[], BinaryIO], name: str, max_pixels: int) -> Image.Image:
+def _decode(opener: Callable[[], BinaryIO], name: str, max_pixels: int, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
     """Verify then decode the image `opener` yields; every failure becomes ImageInputError."""
     # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a bomb is a bomb either way.
     with warnings.catch_warnings():
@@ -100,7 +137,7 @@ def _decode(opener: Callable[[], BinaryIO], name: str, max_pixels: int) -> Image
                 probe.verify()
             with opener() as stream, Image.open(stream) as image:
                 image.load()
-                return _to_rgb(ImageOps.exif_transpose(image))
+                return convert(image)
         except ImageInputError:
             raise
         except PermissionError as err:
@@ -153,12 +190,18 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = JANUS_GREY) -
     return canvas
 
 
-def resize_longer_side(image: Image.Image, size: int, min_side: int = JANUS_MIN_SIDE) -> Image.Image:
+def resize_longer_side(image: Image.Image, size: int, floor: bool = False, min_side: int = JANUS_MIN_SIDE) -> Image.Image:
     """Resize (bicubic) so the longer side is `size`, keeping the aspect ratio; the
-    shorter side is rounded and at least `min_side` (transformers' JanusImageProcessor)."""
+    shorter side is at least `min_side`, rounded (transformers' JanusImageProcessor) or
+    with `floor` rounded down (the official VLMImageProcessor, whose arithmetic this is)."""
     width, height = image.size
-    scale = size / max(width, height)
-    return image.resize((max(round(width * scale), min_side), max(round(height * scale), min_side)), Image.Resampling.BICUBIC)
+    longer = max(width, height)
+    if floor:
+        target = (max(int(width / longer * size), min_side), max(int(height / longer * size), min_side))
+    else:
+        scale = size / longer
+        target = (max(round(width * scale), min_side), max(round(height * scale), min_side))
+    return image.resize(target, Image.Resampling.BICUBIC)
 
 
 def image_to_tensor(
@@ -167,14 +210,16 @@ def image_to_tensor(
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.5, 0.5, 0.5),
     pad_square: bool = True,
-    resize_first: bool = False,
+    preprocess: str = "modal-core",
 ) -> torch.Tensor:
-    """Convert an image to a normalised float32 tensor of shape (3, size, size).
+    """Convert an RGB image to a normalised float32 tensor of shape (3, size, size).
 
-    With `pad_square` the image is padded to a square with Janus grey, so the aspect
-    ratio is kept: before resizing it to `size`, or with `resize_first` after resizing
-    its longer side to `size` (transformers' and the official Janus order, which blurs
-    the bar edges less). Without `pad_square` the image is stretched to the square.
+    `preprocess` ``modal-core``: with `pad_square` the image is padded to a square with
+    Janus grey (keeping its aspect ratio) and then resized to `size`; without, it is
+    stretched to the square. ``official`` / ``transformers`` (see the module docstring)
+    resize the longer side first, then pad: the official code with the background colour
+    ``int(mean * 255)``, transformers with Janus grey. (Both references rescale in
+    float64 and cast to float32; for 8-bit values that equals the float32 division here.)
     """
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
@@ -182,10 +227,14 @@ def image_to_tensor(
         raise ValueError(f"mean and std need one value per RGB channel, got {mean} and {std}")
     if any(s == 0 for s in std):
         raise ValueError(f"std must not contain zeros, got {std}")
+    if preprocess not in PREPROCESS_MODES:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
     rgb = _to_rgb(image)
-    if pad_square and resize_first:
+    if preprocess == "official":
+        rgb = pad_to_square(resize_longer_side(rgb, size, floor=True), tuple(int(m * 255) for m in mean))
+    elif preprocess == "transformers":
         rgb = pad_to_square(resize_longer_side(rgb, size))
-    if pad_square and not resize_first:
+    elif pad_square:
         rgb = pad_to_square(rgb)
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
@@ -277,19 +326,38 @@ def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: 
 
 @dataclass(frozen=True)
 class ImageProcessor:
-    """Turns image files, bytes or PIL images into normalised model input tensors."""
+    """Turns image files, bytes or PIL images into normalised model input tensors, the
+    `preprocess` way (one of `PREPROCESS_MODES`; the official and transformers modes
+    always pad to a square)."""
 
     size: int = 384
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     pad_square: bool = True
     max_pixels: int = 64_000_000
-    resize_first: bool = False
+    preprocess: str = "modal-core"
+
+    def __post_init__(self) -> None:
+        if self.preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {self.preprocess!r}")
 
     def __call__(self, source: ImageSource) -> torch.Tensor:
         """Load and preprocess one image into a (3, size, size) float32 tensor."""
-        image = load_image(source, max_pixels=self.max_pixels)
-        return image_to_tensor(image, self.size, self.mean, self.std, self.pad_square, self.resize_first)
+        convert = plain_rgb if self.preprocess == "official" else upright_rgb
+        image = load_image(source, max_pixels=self.max_pixels, convert=convert)
+        return image_to_tensor(image, self.size, self.mean, self.std, self.pad_square, self.preprocess)
+
+    def describe(self) -> str:
+        """One line saying how an image becomes a tensor (for protocol cards)."""
+        steps = {
+            "modal-core": "EXIF-upright RGB (alpha on white, 16-bit rescaled), "
+            + ("padded to a square with (127, 127, 127), then bicubic resize" if self.pad_square else "bicubic stretch"),
+            "official": "Janus VLMImageProcessor: plain convert('RGB'), longer side bicubic-resized with the shorter side floored"
+            f" (>= {JANUS_MIN_SIDE}), padded with {tuple(int(m * 255) for m in self.mean)}",
+            "transformers": "transformers JanusImageProcessor: EXIF-upright RGB (alpha on white, 16-bit rescaled), longer side"
+            f" bicubic-resized with the shorter side rounded (>= {JANUS_MIN_SIDE}), padded with {JANUS_GREY}",
+        }[self.preprocess]
+        return f"preprocess {self.preprocess}: {steps}, to {self.size}x{self.size}; normalised with mean {self.mean}, std {self.std}"
 
     def batch(self, sources: Sequence[ImageSource]) -> torch.Tensor:
         """Load and preprocess several images into a (B, 3, size, size) tensor."""

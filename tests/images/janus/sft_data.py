@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from shard_files import write_shards
 
 from modal_core.data.chat import question_answer
 from modal_core.data.segments import Media
@@ -35,7 +36,38 @@ def write_sft_data(root: Path) -> Path:
         texts.append({"text": f"{caption(scene)}."})
     for name, records in (("sft_vqa", vqa), ("sft_captions", captions), ("sft_text", texts)):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    _write_real_formats(root, vqa, captions, texts)
     return root
+
+
+def _write_real_formats(root: Path, vqa: list[dict], captions: list[dict], texts: list[dict]) -> None:
+    """The same scenes in the formats the Janus recipes read: a LLaVA conversation file
+    (two turns per image), ShareGPT-style text conversations, and WebDataset shards of
+    image-caption pairs and of text."""
+    conversations = [
+        {
+            "id": str(index),
+            "image": item["image"],
+            "conversations": [
+                {"from": "human", "value": f"<image>\n{item['question']}"},
+                {"from": "gpt", "value": item["answer"]},
+                {"from": "human", "value": "describe the picture."},
+                {"from": "gpt", "value": pair["caption"]},
+            ],
+        }
+        for index, (item, pair) in enumerate(zip(vqa, captions))
+    ]
+    (root / "sft_conversations.json").write_text(json.dumps(conversations))
+    chats = [{"conversations": [{"from": "human", "value": "say something."}, {"from": "gpt", "value": t["text"]}]} for t in texts]
+    (root / "sft_text_conversations.jsonl").write_text("".join(json.dumps(chat) + "\n" for chat in chats))
+    pairs = [{"__key__": f"{i:03d}", "png": (root / p["image"]).read_bytes(), "txt": p["caption"]} for i, p in enumerate(captions)]
+    half = len(pairs) // 2
+    write_shards(root / "shards", [pairs[:half], pairs[half:]], name="pairs")
+    write_shards(root / "shards", [[{"__key__": f"{i:03d}", "txt": t["text"]} for i, t in enumerate(texts)]], name="text")
+
+
+SHARD_PATTERNS = {"webdataset_image_text": "shards/pairs-{00000..00001}.tar", "webdataset_text": "shards/text-00000.tar"}
+"""Where `write_sft_data` puts each shard data set's shards (relative to its folder)."""
 
 
 def stage3_recipe(checkpoint: Path, data: Path, output_dir: Path, steps: int, overlay: str | None = None, **sections) -> Path:

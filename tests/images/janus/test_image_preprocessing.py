@@ -1,8 +1,12 @@
-"""Images that are not already at the model's size reach a converted Janus exactly as
-transformers' `JanusImageProcessor` prepares them: longer side resized, then padded to a
-square with the background grey (the converter sets `resize_before_pad`)."""
+"""With `preprocess: transformers`, images that are not already at the model's size reach a
+converted Janus exactly as transformers' `JanusImageProcessor` prepares them: longer side
+resized (shorter side rounded), then padded to a square with the background grey. (The
+converter's default, `official`, is checked against the official processor in
+tests/images/test_janus_official_preprocessing.py.)"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -31,14 +35,14 @@ def _photo(width: int, height: int, seed: int) -> Image.Image:
 def test_pixels_equal_janus_image_processor(converted, janus_plugins, size):
     _, hf_dir, checkpoint = converted
     options = modality_options(load_recipe(checkpoint / "recipe.yaml", plugins=janus_plugins), janus_plugins, "image_understanding")
-    assert options.resize_before_pad
-    processor = janus_plugins.modality("image_understanding").build_processor(options)
+    assert options.preprocess == "official"  # the converter's default
+    processor = janus_plugins.modality("image_understanding").build_processor(dataclasses.replace(options, preprocess="transformers"))
     image = _photo(*size, seed=sum(size))
     ours = processor(image)  # (3, H, W)
     theirs = JanusProcessor.from_pretrained(str(hf_dir)).image_processor(image, return_tensors="pt")["pixel_values"][0]
     assert ours.shape == theirs.shape == (3, IMAGE_SIZE, IMAGE_SIZE)
     assert (ours - theirs).abs().max() <= 1e-6
-    padded_first = image_to_tensor(image, IMAGE_SIZE, pad_square=True, resize_first=False)
+    padded_first = image_to_tensor(image, IMAGE_SIZE, pad_square=True, preprocess="modal-core")
     assert (padded_first - theirs).abs().max() > 0.05  # the other order is measurably different
 
 

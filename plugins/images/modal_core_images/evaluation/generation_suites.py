@@ -18,14 +18,18 @@ from typing import Any
 
 from PIL import Image
 
+from modal_core.data.chat import ASSISTANT, USER
 from modal_core.data.jsonl import read_jsonl
 from modal_core.errors import DataError
 from modal_core.evaluation.items import ItemResults, score_items
 from modal_core.evaluation.options import data_file, float_option, int_option, limited
-from modal_core_images.evaluation import geneval
+from modal_core.evaluation.protocol import PROTOCOL_KEY, Decoding, ProtocolCard
+from modal_core_images.evaluation import geneval, geneval_scorer
 from modal_core_images.evaluation.shapes_geneval import TAGS, mini_prompts, score_folder
 from modal_core_images.processing import save_image_grid
 
+SHAPES_REFERENCE = "modal-core's shapes checker applying GenEval's rules (djghosh13/geneval@af4902f2 evaluation/evaluate_images.py)"
+FID_REFERENCE = "mseitzer/pytorch-fid (calculate_fid_given_paths, Inception pool3, 2048 dims)"
 PREVIEW_FILE = "generations.png"
 PREVIEW_COUNT = 32
 DISPLAY_SIZE = 96
@@ -44,6 +48,32 @@ def _draw(pipeline: Any, options: dict[str, Any], prompt: str, index: int, n: in
         seed=int_option(options, "seed", 0) + index,
         modality=options.get("modality"),
     )[0]
+
+
+def _decoding(options: dict[str, Any], n: int) -> Decoding:
+    top_p = options.get("top_p")
+    return Decoding(
+        temperature=float_option(options, "temperature", 1.0),
+        seed=int_option(options, "seed", 0),
+        cfg=float_option(options, "cfg", 5.0),
+        top_k=int_option(options, "top_k", None, minimum=1),
+        top_p=None if top_p is None else float(top_p),
+        images_per_prompt=n,
+    )
+
+
+def _card(options: dict[str, Any], suite: str, protocol: str, reference: str, items: int, n: int, **notes: Any) -> dict[str, Any]:
+    """The protocol card of a generation suite: every prompt drawn with seed `seed` + its index."""
+    return ProtocolCard(
+        suite=suite,
+        protocol=protocol,
+        reference=reference,
+        prompt_template=f"{USER}: {{prompt}}\n\n{ASSISTANT}:<image>",
+        preprocessing="none: text prompts only (images are generated)",
+        decoding=_decoding(options, n),
+        items=items,
+        notes={"seeds": "seed + prompt index, one batch of images per prompt", **notes},
+    ).as_dict()
 
 
 def _enlarge(image: Image.Image) -> Image.Image:
@@ -87,9 +117,12 @@ def evaluate_geneval(pipeline: Any, options: dict[str, Any], out_dir: Path) -> d
     """Draw images for GenEval's prompts in the folder layout its object-detector scorer reads.
 
     `data`: GenEval's `evaluation_metadata.jsonl` (or its `prompts/` folder); `n`
-    samples per prompt (default 4, as GenEval). Score the result with GenEval's
-    `evaluation/evaluate_images.py OUT` (it needs its own detector weights).
+    samples per prompt (default 4, as GenEval). With `geneval_dir` (a GenEval checkout),
+    `detector` (its Mask2Former weights) and optionally `geneval_python`, GenEval's own
+    `evaluate_images.py` and `summary_scores.py` score the folder and their numbers join
+    the metrics; without them the metrics say what is missing.
     """
+    setup = geneval_scorer.geneval_setup(options)  # a wrong set-up is refused before drawing
     path = data_file(options, "geneval", "evaluation_metadata.jsonl", "GenEval's evaluation_metadata.jsonl")
     prompts = limited(geneval.read_prompts(path), options)
     records = generate_geneval_folder(pipeline, prompts, out_dir, options, "geneval")
@@ -98,13 +131,21 @@ def evaluate_geneval(pipeline: Any, options: dict[str, Any], out_dir: Path) -> d
     tags: dict[str, int] = {}
     for record in records:
         tags[record["tag"]] = tags.get(record["tag"], 0) + 1
-    return {
+    metrics: dict[str, Any] = {
         "prompts": len(records),
         "images": sum(record["samples"] for record in records),
         "prompts_by_tag": tags,
         "geneval_folder": str(out_dir),
-        "score_with": f"python evaluation/evaluate_images.py {out_dir} --outfile results.jsonl --model-path DETECTOR_DIR",
     }
+    if setup is None:
+        metrics["geneval"] = None
+        metrics["geneval_unavailable"] = geneval_scorer.unavailable_reason()
+        metrics["score_with"] = f"python evaluation/evaluate_images.py {out_dir} --outfile results.jsonl --model-path DETECTOR_DIR"
+    else:
+        metrics["geneval"] = geneval_scorer.score_with_geneval(setup, out_dir)
+    n = int_option(options, "n", 4, minimum=1)
+    metrics[PROTOCOL_KEY] = _card(options, "geneval", "geneval", geneval_scorer.REFERENCE, len(records), n, scored=setup is not None)
+    return metrics
 
 
 def evaluate_shapes_geneval(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -127,6 +168,8 @@ def evaluate_shapes_geneval(pipeline: Any, options: dict[str, Any], out_dir: Pat
     _preview(out_dir, firsts)
     summary = geneval.summarise(verdicts)
     summary["tags"] = {tag: summary["tags"][tag] for tag in TAGS if tag in summary["tags"]}
+    n = int_option(options, "n", 4, minimum=1)
+    summary[PROTOCOL_KEY] = _card(options, "shapes_geneval", "geneval-rules", SHAPES_REFERENCE, len(prompts), n, split=split)
     return summary
 
 
@@ -176,6 +219,7 @@ def evaluate_fid(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict[
     _preview(out_dir, {str(samples / f"{index:05d}.png"): caption for index, caption in captions})
     reference = options.get("reference")
     metrics: dict[str, Any] = {"images": len(done), "samples_dir": str(samples), "reference": reference}
+    metrics[PROTOCOL_KEY] = _card(options, "fid", "pytorch-fid", FID_REFERENCE, len(done), 1)
     reason = fid_unavailable_reason()
     if reference and not Path(str(reference)).is_dir():
         raise DataError(f"suite fid: reference folder not found: {reference}")

@@ -4,9 +4,12 @@ style), `multiple_choice` (MMBench / SEED / MMMU style) and `pope`.
 Image paths in a JSONL file are relative to its folder. Every suite accepts `data`
 (the file, or a folder holding `vqa.jsonl` / `multiple_choice.jsonl` / `pope.jsonl`),
 `limit`, `seed`, `batch_size`, `max_new_tokens`, `temperature` (0: greedy),
-`modality` (the input modality to feed; default: the one taking `answer(image=...)`) and
+`modality` (the input modality to feed; default: the one taking `answer(image=...)`),
 `prompt_suffix` (appended to every question, e.g. LLaVA's "\\nAnswer the question using
-a single word or phrase."). Record formats are in docs/evaluation.md.
+a single word or phrase.") and `protocol` (the scoring rule and the reference it
+reproduces: `vqa` official | lmms-eval, `multiple_choice` vlmevalkit-exact | lenient,
+`pope` official). Every suite returns a protocol card (`modal_core.evaluation.protocol`).
+Record formats are in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from typing import Any
 
 from PIL import Image
 
+from modal_core.data.chat import ASSISTANT, USER, ChatFormat
 from modal_core.data.jsonl import read_jsonl
 from modal_core.errors import DataError
 from modal_core.evaluation.choice_metrics import (
+    CHOICE_REFERENCES,
+    POPE_REFERENCE,
     YesNoCounts,
     extract_choice,
     format_choice_prompt,
@@ -28,8 +34,9 @@ from modal_core.evaluation.choice_metrics import (
     rotate_options,
 )
 from modal_core.evaluation.items import ItemResults, score_items
-from modal_core.evaluation.options import bool_option, data_file, float_option, int_option
-from modal_core.evaluation.vqa_metrics import exact_match, vqa_soft_accuracy
+from modal_core.evaluation.options import bool_option, choice_option, data_file, float_option, int_option
+from modal_core.evaluation.protocol import PROTOCOL_KEY, Decoding, ProtocolCard
+from modal_core.evaluation.vqa_metrics import VQA_REFERENCES, exact_match, vqa_soft_accuracy
 from modal_core_images.processing import load_image, save_image_grid
 
 IMAGE_KEYWORD = "image"
@@ -38,6 +45,8 @@ EXAMPLES_FILE = "examples.png"
 EXAMPLES_SHOWN = 16
 DISPLAY_SIZE = 96
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+MEDIA_MARKER = "<image>"
+"""Where the image's features stand in a prompt template."""
 
 
 def _records(options: dict[str, Any], path: Path, required: tuple[str, ...]) -> list[tuple[dict[str, Any], str]]:
@@ -62,17 +71,59 @@ def _record_id(record: dict[str, Any], index: int) -> str:
     return str(record.get("question_id", record.get("id", index)))
 
 
-def _ask(pipeline: Any, options: dict[str, Any], prompts: list[str], images: list[str]) -> list[str]:
-    """The model's answers to `prompts`, each about the image at the same position."""
-    modality = pipeline.modality("input", name=options.get("modality"), keyword=None if options.get("modality") else IMAGE_KEYWORD)
-    suffix = str(options.get("prompt_suffix") or "")
-    return pipeline.answer(
-        [prompt + suffix for prompt in prompts],
-        media={modality: images},
-        max_new_tokens=int_option(options, "max_new_tokens", 16, minimum=1),
+def _input_modality(pipeline: Any, options: dict[str, Any]) -> str:
+    return pipeline.modality("input", name=options.get("modality"), keyword=None if options.get("modality") else IMAGE_KEYWORD)
+
+
+def _decoding(options: dict[str, Any]) -> Decoding:
+    return Decoding(
         temperature=float_option(options, "temperature", 0.0),
         seed=int_option(options, "seed", 0),
+        max_new_tokens=int_option(options, "max_new_tokens", 16, minimum=1),
     )
+
+
+def _ask(pipeline: Any, options: dict[str, Any], prompts: list[str], images: list[str]) -> list[str]:
+    """The model's answers to `prompts`, each about the image at the same position."""
+    suffix = str(options.get("prompt_suffix") or "")
+    decoding = _decoding(options)
+    return pipeline.answer(
+        [prompt + suffix for prompt in prompts],
+        media={_input_modality(pipeline, options): images},
+        max_new_tokens=decoding.max_new_tokens,
+        temperature=decoding.temperature,
+        seed=decoding.seed,
+    )
+
+
+def prompt_template(pipeline: Any, question: str) -> str:
+    """The text the model reads for `question` (a template such as ``"{question}"``): the
+    chat turns `question_answer` builds with the checkpoint's chat format around them."""
+    chat = getattr(getattr(pipeline, "collator", None), "chat", ChatFormat())
+    return f"{chat.system_prompt}{USER}: {MEDIA_MARKER}{chat.media_separator}{question}\n\n{ASSISTANT}:"
+
+
+def preprocessing(pipeline: Any, modality: str) -> str:
+    """How the pipeline's `modality` processor prepares an input (its `describe()`)."""
+    runtime = getattr(pipeline, "modalities", {}).get(modality)
+    describe = getattr(getattr(runtime, "processor", None), "describe", None)
+    return describe() if callable(describe) else f"the {modality} processor (it does not describe itself)"
+
+
+def _card(
+    pipeline: Any, options: dict[str, Any], suite: str, protocol: str, reference: str, question: str, items: int, **notes: Any
+) -> dict[str, Any]:
+    """The protocol card of an understanding suite, under `PROTOCOL_KEY` of its metrics."""
+    return ProtocolCard(
+        suite=suite,
+        protocol=protocol,
+        reference=reference,
+        prompt_template=prompt_template(pipeline, question + str(options.get("prompt_suffix") or "")),
+        preprocessing=preprocessing(pipeline, _input_modality(pipeline, options)),
+        decoding=_decoding(options),
+        items=items,
+        notes=notes,
+    ).as_dict()
 
 
 def _save_examples(records: list[dict[str, Any]], out_dir: Path) -> None:
@@ -117,8 +168,10 @@ def evaluate_vqa(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict[
     """Open-ended visual question answering over a JSONL file: VQAv2 soft accuracy and exact match.
 
     Records: {"image", "question", "answers": [...]} (or "answer"), optional
-    "question_id" and "answer_type". Scores use the standard VQAv2 answer normalisation.
+    "question_id" and "answer_type". `protocol`: official (GT-Vision-Lab's vqaEval.py,
+    the default) or lmms-eval (its VQAv2 task); see `modal_core.evaluation.vqa_metrics`.
     """
+    protocol = choice_option(options, "protocol", tuple(VQA_REFERENCES))
     path = data_file(options, "vqa", "vqa.jsonl", 'a JSONL file of {"image", "question", "answers"} records')
     items = []
     for index, (record, where) in enumerate(_records(options, path, ("image", "question"))):
@@ -136,10 +189,9 @@ def evaluate_vqa(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict[
         predictions = _ask(pipeline, options, [item["question"] for item in batch], [item["image"] for item in batch])
         records = []
         for item, prediction in zip(batch, predictions):
-            accuracy = vqa_soft_accuracy(prediction, item["answers"])
-            records.append(
-                {**item, "prediction": prediction, "vqa_accuracy": accuracy, "exact_match": exact_match(prediction, item["answers"])}
-            )
+            accuracy = vqa_soft_accuracy(prediction, item["answers"], protocol)
+            match = exact_match(prediction, item["answers"], protocol)
+            records.append({**item, "prediction": prediction, "vqa_accuracy": accuracy, "exact_match": match})
         return records
 
     records = score_items(items, lambda item: item["id"], score, ItemResults(out_dir), int_option(options, "batch_size", 16, 1), "vqa")
@@ -152,6 +204,7 @@ def evaluate_vqa(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict[
     by_type = _grouped(records, "answer_type", "vqa_accuracy")
     if by_type:
         metrics["vqa_accuracy_by_answer_type"] = by_type
+    metrics[PROTOCOL_KEY] = _card(pipeline, options, "vqa", protocol, VQA_REFERENCES[protocol], "{question}", len(records))
     return metrics
 
 
@@ -181,8 +234,10 @@ def evaluate_multiple_choice(pipeline: Any, options: dict[str, Any], out_dir: Pa
     text}, optional "id", "hint", "category". With `circular` (default true) each
     question is asked once per rotation of its options and is right only if all are;
     `circular=false` asks once (SEED-Bench). `instruction` overrides the line asking for
-    a letter.
+    a letter. `protocol`: how an answer becomes a letter, vlmevalkit-exact (VLMEvalKit's
+    exact-matching mode, the default) or lenient; see `modal_core.evaluation.choice_metrics`.
     """
+    protocol = choice_option(options, "protocol", tuple(CHOICE_REFERENCES))
     path = data_file(
         options, "multiple_choice", "multiple_choice.jsonl", 'a JSONL file of {"image", "question", "options", "answer"} records'
     )
@@ -212,7 +267,7 @@ def evaluate_multiple_choice(pipeline: Any, options: dict[str, Any], out_dir: Pa
         predictions = _ask(pipeline, options, [item["prompt"] for item in batch], [item["image"] for item in batch])
         records = []
         for item, prediction in zip(batch, predictions):
-            chosen = extract_choice(prediction, item["options"])
+            chosen = extract_choice(prediction, item["options"], protocol)
             records.append({**item, "prediction": prediction, "chosen": chosen, "correct": chosen == item["expected"]})
         return records
 
@@ -237,6 +292,10 @@ def evaluate_multiple_choice(pipeline: Any, options: dict[str, Any], out_dir: Pa
     by_category = _grouped(per_question, "category", "correct")
     if by_category:
         metrics["accuracy_by_category"] = by_category
+    question = format_choice_prompt("{question}", ["{option A}", "{option B}"], "{hint, when given}", instruction)
+    metrics[PROTOCOL_KEY] = _card(
+        pipeline, options, "multiple_choice", protocol, CHOICE_REFERENCES[protocol], question, len(per_question), circular=circular
+    )
     return metrics
 
 
@@ -245,7 +304,9 @@ def evaluate_pope(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict
 
     Records: {"image", "question" (or POPE's "text"), "label": "yes" | "no"}, optional
     "question_id" and "category" (random / popular / adversarial, reported separately).
+    `protocol`: official (POPE's evaluate.py), the only one.
     """
+    protocol = choice_option(options, "protocol", ("official",))
     path = data_file(options, "pope", "pope.jsonl", 'a JSONL file of {"image", "question", "label"} records')
     items = []
     for index, (record, where) in enumerate(_records(options, path, ("image", "label"))):
@@ -282,4 +343,5 @@ def evaluate_pope(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict
             ).metrics()
             for name in categories
         }
+    metrics[PROTOCOL_KEY] = _card(pipeline, options, "pope", protocol, POPE_REFERENCE, "{question}", len(records))
     return metrics

@@ -75,7 +75,7 @@ def recipe_from_janus_config(config: JanusConfig, source: str, tied: bool, syste
                 "use_qk_norm": vision.use_qk_norm,
                 "adapter_depth": vision.depth,
                 "pad_to_square": True,
-                "resize_before_pad": True,  # JanusImageProcessor's order: pixel-equal inputs
+                "preprocess": "official",  # bit-exact to Janus's VLMImageProcessor: the published numbers' inputs
             },
             GENERATION: {
                 "architecture": "janus",

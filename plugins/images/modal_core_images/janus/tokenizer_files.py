@@ -17,12 +17,13 @@ IMAGE_TOKENS = {"image_token": "<image_placeholder>", "boi_token": "<begin_of_im
 
 # The official Janus prompt format (deepseek-ai/Janus, "deepseek" template): roles with a
 # colon, an image followed by a newline, user turns ending in a blank line, assistant
-# turns in the end-of-sentence token; `add_generation_prompt` opens the assistant turn.
+# turns in the end-of-sentence token; a system message is its text and a blank line (no
+# role name, as the official code renders it); `add_generation_prompt` opens the
+# assistant turn.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}{{ '" + USER + ": ' }}"
-    "{%- elif message['role'] == 'assistant' -%}{{ '" + ASSISTANT + ": ' }}"
-    "{%- else -%}{{ message['role'] | capitalize ~ ': ' }}{%- endif -%}"
+    "{%- elif message['role'] == 'assistant' -%}{{ '" + ASSISTANT + ": ' }}{%- endif -%}"
     "{%- for part in message['content'] -%}"
     "{%- if part['type'] == 'image' -%}<image_placeholder>{{ '\\n' if not loop.last else '' }}"
     "{%- else -%}{{ part['text'] | trim }}{%- endif -%}"

@@ -64,11 +64,6 @@ class ModalitySpec:
     """``(options) -> processor`` turning one raw item into a payload tensor."""
     num_positions: Callable[[Any], int]
     """``(options) -> N``, the number of sequence positions one item occupies."""
-    payload_shape: Callable[[Any], tuple[int, ...]]
-    """``(options) -> shape`` of one item's payload, the fixed shape the processor returns
-    (e.g. ``(3, size, size)``). Training batches hold a zero-item payload
-    ``(0, *shape)`` of every modality absent from them, so every process runs every
-    encoder and adapter in every step (what FSDP's and DDP's collectives need)."""
     build_head: Callable[[Any, int], nn.Module] | None = None
     """``(options, hidden_size) -> head`` giving ``(..., codebook)`` logits; ``None`` for
     input modalities, which are answered by the shared text head."""
@@ -78,6 +73,13 @@ class ModalitySpec:
     """Special token placed after the item's positions (e.g. ``<end_of_image>``)."""
     placeholder_token: str = ""
     """Special token standing in the input ids where the item's embeddings go."""
+    payload_shape: Callable[[Any], tuple[int, ...]] | None = None
+    """``(options) -> shape`` of one item's payload, the fixed shape the processor returns
+    (e.g. ``(3, size, size)``). Training batches hold a zero-item payload
+    ``(0, *shape)`` of every modality absent from them, so every process runs every
+    encoder and adapter in every step (what FSDP's and DDP's collectives need). Without
+    it, batches lacking this modality skip its modules, which is fine on one process but
+    stops DDP and FSDP runs whose processes' batches differ in modalities."""
     payload_dtype: torch.dtype = torch.float32
     """The dtype of the processor's payload tensors (e.g. ``torch.long`` for codes)."""
     to_output: Callable[[torch.Tensor], list[Any]] | None = None

@@ -136,6 +136,44 @@ def test_modalities_absent_from_a_training_batch_come_with_no_items_and_change_n
             assert torch.equal(gradient, reference_gradients[name]), name
 
 
+def test_every_encoder_runs_once_a_step_whether_its_items_are_raw_cached_or_absent(assembled):
+    """What keeps a sharded run's processes in step: each encoder runs once per forward
+    pass in each case, and a cached batch's stand-in changes nothing."""
+    from modal_core.data.segments import Encoded
+
+    built, _, plain = assembled
+    calls = []
+    encoder = built.model.encoders["toy_codes"]
+    encode = encoder.encode
+    encoder.encode = lambda payload: calls.append(payload.shape) or encode(payload)
+    raw = _sample()
+    cached = Sample(tuple(Media(s.modality, Encoded(s.payload), s.supervised) if s == raw.segments[-1] else s for s in raw.segments))
+    absent = Sample((Text("a red circle" + EOS, supervised=True),))
+    for sample in (raw, cached, absent):
+        calls.clear()
+        batch = built.collator([sample])
+        loss = built.model(**batch.model_inputs()).loss
+        assert len(calls) == 1, sample
+    del encoder.encode
+    batch = built.collator([cached])
+    assert batch.media["toy_codes"].encoded and batch.media["toy_codes"].stand_in.shape == (0, 4)
+    assert torch.equal(loss, built.model(**plain([absent]).model_inputs()).loss)
+    with_stand_in = built.model(**batch.model_inputs()).loss
+    assert torch.equal(with_stand_in, built.model(**plain([cached]).model_inputs()).loss)
+
+
+def test_a_modality_that_declares_no_payload_shape_is_left_out_of_batches_without_it(assembled):
+    import dataclasses
+
+    built, tokenizer, _ = assembled
+    runtimes = {name: dataclasses.replace(runtime, payload_shape=None) for name, runtime in built.modalities.items()}
+    collator = Collator(tokenizer, runtimes, max_length=64, every_modality=True)
+    batch = collator([Sample((Text("a red circle" + EOS, supervised=True),))])
+    assert batch.media == {}
+    features = collator([_sample()]).media["toy_vector"].payload
+    assert features.shape == (1, 3, 5)  # no declared shape to check it against
+
+
 def test_payloads_off_their_declared_shape_are_refused(assembled):
     _, _, collator = assembled
     with pytest.raises(

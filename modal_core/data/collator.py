@@ -44,6 +44,7 @@ class MediaBatch(NamedTuple):
     payload: torch.Tensor  # (n, ...) stacked processor outputs, or encoder outputs when `encoded`
     mask: torch.Tensor  # (B, T) bool: where the n * N embeddings go, in row-major order
     encoded: bool = False  # the items are `Encoded` (cached codes or features): the encoder is skipped
+    stand_in: torch.Tensor | None = None  # with `encoded`, in training: a zero-item payload the encoder runs on instead
 
 
 @dataclass
@@ -61,7 +62,10 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with every tensor on `device`."""
-        media = {name: MediaBatch(m.payload.to(device), m.mask.to(device), m.encoded) for name, m in self.media.items()}
+        media = {
+            name: MediaBatch(m.payload.to(device), m.mask.to(device), m.encoded, None if m.stand_in is None else m.stand_in.to(device))
+            for name, m in self.media.items()
+        }
         tensors = (self.input_ids, self.attention_mask, self.position_ids, self.token_ids, self.token_head, self.supervised)
         sequence_ids = None if self.sequence_ids is None else self.sequence_ids.to(device)
         return Batch(*(t.to(device) for t in tensors), media=media, sequence_ids=sequence_ids)
@@ -97,16 +101,20 @@ class ModalityRuntime:
     spec: ModalitySpec
     processor: Processor
     num_positions: int
-    payload_shape: tuple[int, ...]  # of one item, what the processor returns
+    payload_shape: tuple[int, ...] | None  # of one item, what the processor returns (None: not declared)
     head_index: int  # NO_HEAD for input modalities
 
     @classmethod
     def of(cls, spec: ModalitySpec, options: Any, head_index: int) -> ModalityRuntime:
         """The runtime of `spec` configured with `options` (its recipe options)."""
-        return cls(spec, spec.build_processor(options), spec.num_positions(options), tuple(spec.payload_shape(options)), head_index)
+        shape = tuple(spec.payload_shape(options)) if spec.payload_shape is not None else None
+        return cls(spec, spec.build_processor(options), spec.num_positions(options), shape, head_index)
 
-    def empty_payload(self) -> torch.Tensor:
-        """A payload of no items, `(0, *payload_shape)`: what an absent modality's encoder runs on."""
+    def empty_payload(self) -> torch.Tensor | None:
+        """A payload of no items, `(0, *payload_shape)`: what an absent modality's encoder
+        runs on (None when the spec declares no payload shape)."""
+        if self.payload_shape is None:
+            return None
         return torch.empty((0, *self.payload_shape), dtype=self.spec.payload_dtype)
 
 
@@ -281,9 +289,14 @@ class Collator:
         # and `unshard`/`reshard` by hand would match the gathers but not that (docs/multi-gpu.md).
         if self.every_modality:
             for name, runtime in self.modalities.items():
+                empty = runtime.empty_payload()
+                if empty is None:
+                    continue
                 if name not in batch.media:
                     absent = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
-                    batch.media[name] = MediaBatch(runtime.empty_payload(), absent)
+                    batch.media[name] = MediaBatch(empty, absent)
+                elif batch.media[name].encoded:  # cached items skip the encoder: it runs on a stand-in
+                    batch.media[name] = batch.media[name]._replace(stand_in=empty)
         return batch
 
     def left_padded(self, samples: Sequence[Sample]) -> Batch:
@@ -367,7 +380,7 @@ class Collator:
             )
         declared, spec = self.modalities[name].payload_shape, self.modalities[name].spec
         dtypes = {item.dtype for item in items}
-        if not cached and (shapes != {declared} or dtypes != {spec.payload_dtype}):
+        if not cached and declared is not None and (shapes != {declared} or dtypes != {spec.payload_dtype}):
             raise DataError(
                 f"modality {name!r}: the processor returned {items[0].dtype} items of shape {tuple(items[0].shape)}, but its "
                 f"ModalitySpec declares payload_shape {declared} and payload_dtype {spec.payload_dtype}; fix the plugin"

@@ -23,10 +23,12 @@ from modal_core.errors import ModelInputError, RecipeError
 
 PARAMETER_GROUPS = ("backbone", "encoders", "adapters", "heads")
 
-MediaInputs = Mapping[str, tuple[torch.Tensor, torch.Tensor, bool]]
+MediaInputs = Mapping[str, tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor | None]]
 """Modality name -> (payload (n, ...) of its n items, mask (B, T) bool of the positions
-their n * N embeddings fill, in row-major order, and whether the payload is already the
-encoder's output: codes (n, N) or features (n, N, D), as cached by `modal-core prepare`)."""
+their n * N embeddings fill, in row-major order, whether the payload is already the
+encoder's output: codes (n, N) or features (n, N, D), as cached by `modal-core prepare`,
+and for such a payload a zero-item raw payload (or None) the encoder runs on instead, so
+that it takes part in every step of a sharded run)."""
 
 
 @dataclass
@@ -140,7 +142,9 @@ class UnifiedModel(nn.Module):
         process of a sharded run takes part in the same collectives. Modalities run in
         name order, the same order on every process."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        for modality, (payload, mask, already_encoded) in sorted(media.items()):
+        for modality, (payload, mask, already_encoded, stand_in) in sorted(media.items()):
+            if already_encoded and stand_in is not None:
+                self.encode(modality, stand_in)  # the encoder takes part in the step, as on processes with raw items
             encoded = payload if already_encoded else self.encode(modality, payload)
             item_embeds = self.adapters[modality](encoded)  # (n, N, hidden)
             expected = int(mask.sum())

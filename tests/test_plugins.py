@@ -138,7 +138,7 @@ def test_hook_exception_is_reported(plugins):
 
 def test_output_modality_needs_a_head():
     with pytest.raises(ValueError, match="needs build_head"):
-        ModalitySpec("x", "output", object, lambda o: None, lambda o, h: None, lambda o: None, lambda o: 1, lambda o: (1,))
+        ModalitySpec("x", "output", object, lambda o: None, lambda o, h: None, lambda o: None, lambda o: 1)
 
 
 def test_plugins_command_lists_installed_plugins():

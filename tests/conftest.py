@@ -4,9 +4,11 @@ they need in-process on a fresh manager."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,6 +160,17 @@ def tiny_image_recipe(output_dir: Path) -> dict:
         },
         trainer={"max_steps": 2, "log_every_n_steps": 1, "progress_bar": False, "accelerator": "cpu"},
     )
+
+
+def wait_for_step(history: Path, step: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Wait until a training subprocess's history records `step` (it must still be running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be interrupted"
+        if history.is_file() and any(json.loads(line)["step"] >= step for line in history.read_text().splitlines()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached")
 
 
 def write_recipe(path: Path, recipe: dict) -> Path:

@@ -21,12 +21,13 @@ MAX_DRAWS = 100
 TOO_MANY_BAD = f"{MAX_DRAWS} draws in a row from data.sources were bad; see the bad-sample log"
 
 
-class MixtureDataset(Dataset):
-    """Endless weighted mix of data sets; index k is the k-th draw of the stream."""
+class WeightedSources:
+    """The recipe's data sources, `(name, data set, weight)`, checked, with the mix's
+    seed, CFG drop and bad-sample policy: what the map-style and the streaming mix share."""
 
     def __init__(
         self,
-        sources: Sequence[tuple[str, Dataset, float]],
+        sources: Sequence[tuple[str, object, float]],
         seed: int,
         cfg_dropout: float = 0.0,
         output_modalities: frozenset[str] = frozenset(),
@@ -35,10 +36,12 @@ class MixtureDataset(Dataset):
         check_sources(sources, cfg_dropout)
         self.sources = list(sources)
         self.weights = [weight for _, _, weight in sources]
-        self.seed = seed
-        self.cfg_dropout = cfg_dropout
-        self.output_modalities = output_modalities
+        self.seed, self.cfg_dropout, self.output_modalities = seed, cfg_dropout, output_modalities
         self.bad_samples = bad_samples or BadSamplePolicy()
+
+
+class MixtureDataset(WeightedSources, Dataset):
+    """Endless weighted mix of data sets; index k is the k-th draw of the stream."""
 
     def __getitem__(self, index: int) -> Sample:
         rng = random.Random(f"{self.seed}:{index}")

@@ -34,8 +34,7 @@ from dataclasses import replace
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from modal_core.data.bad_samples import BadSamplePolicy
-from modal_core.data.mixture import MAX_DRAWS, TOO_MANY_BAD, check_sources, with_condition_drop
+from modal_core.data.mixture import MAX_DRAWS, TOO_MANY_BAD, WeightedSources, with_condition_drop
 from modal_core.data.segments import Sample
 from modal_core.data.shards import BadShard, ShardRecord, list_shards, read_shard
 from modal_core.errors import DataError, RecipeError
@@ -77,22 +76,8 @@ class ShardSource:
                 raise DataError(f"{self.name}: no readable sample in the shards of reader {reader} of {readers}: {order[reader::readers]}")
 
 
-class StreamingMixture:
+class StreamingMixture(WeightedSources):
     """The weighted mix of map-style and streaming sources, read reader by reader."""
-
-    def __init__(
-        self,
-        sources: Sequence[tuple[str, object, float]],
-        seed: int,
-        cfg_dropout: float = 0.0,
-        output_modalities: frozenset[str] = frozenset(),
-        bad_samples: BadSamplePolicy | None = None,
-    ) -> None:
-        check_sources(sources, cfg_dropout)
-        self.sources = list(sources)
-        self.weights = [weight for _, _, weight in sources]
-        self.seed, self.cfg_dropout, self.output_modalities = seed, cfg_dropout, output_modalities
-        self.bad_samples = bad_samples or BadSamplePolicy()
 
     def stream(self, reader: int, readers: int) -> Iterator[Sample]:
         """Reader `reader`'s samples, endlessly (see the module docstring)."""

@@ -3,31 +3,19 @@ weights of an uninterrupted run."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import torch
-from conftest import REPO, run_cli, tiny_text_recipe, write_recipe
+from conftest import REPO, run_cli, tiny_text_recipe, wait_for_step, write_recipe
 
 from modal_core.checkpoints import store
 from modal_core.config.loader import load_recipe
 from modal_core.training.run import train
 
 STEPS = 400
-
-
-def _wait_for_step(history, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be interrupted"
-        if history.is_file() and any(json.loads(line)["step"] >= step for line in history.read_text().splitlines()):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} not reached")
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted_run(tmp_path, plugins):
@@ -42,7 +30,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted_run(tmp_path, plugins):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    _wait_for_step(run_dir / "history.jsonl", 20, process)
+    wait_for_step(run_dir / "history.jsonl", 20, process)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]

@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_text_recipe, write_recipe
+from conftest import REPO, tiny_text_recipe, wait_for_step, write_recipe
 from shard_files import text_shards
 
 from modal_core.checkpoints import store
@@ -48,16 +47,6 @@ def _read(out: Path, before: int | None = None) -> list[list[int]]:
     return [row for entry in entries if before is None or entry["step"] < before for row in entry["rows"]]
 
 
-def _wait_for_step(history: Path, step: int, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be interrupted"
-        if history.is_file() and any(json.loads(line)["step"] >= step for line in history.read_text().splitlines()):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"step {step} not reached")
-
-
 def test_a_killed_and_resumed_run_reads_exactly_the_samples_of_an_uninterrupted_run(tmp_path):
     # 6 shards of 10: an epoch is 60 samples, more than the run's 12 steps x 4.
     text_shards(tmp_path / "shards", shards=6, per_shard=10)
@@ -72,7 +61,7 @@ def test_a_killed_and_resumed_run_reads_exactly_the_samples_of_an_uninterrupted_
         recipes[name] = write_recipe(tmp_path / f"{name}.yaml", recipe)
 
     process = _start(recipes["interrupted"], tmp_path / "killed.jsonl")
-    _wait_for_step(tmp_path / "interrupted" / "history.jsonl", 3, process)
+    wait_for_step(tmp_path / "interrupted" / "history.jsonl", 3, process)
     process.send_signal(signal.SIGTERM)
     assert "stopped by a signal: saved" in _finish(process, expected=143)
     saved = int(store.resolve_checkpoint(tmp_path / "interrupted").name.split("-")[1])

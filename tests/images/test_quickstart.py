@@ -14,7 +14,9 @@ from modal_core import recipes
 from modal_core.checkpoints.run_folder import read_history
 from modal_core.cli import build_parser
 from modal_core.plugins import PluginManager
+from modal_core_images.evaluation.shapes_diagnosis import condition_information, heldout_scenes
 from modal_core_images.quickstart import STEPS, run_quickstart
+from modal_core_images.shapes import caption, render_scene
 
 
 def test_the_image_plugin_adds_the_quickstart_command_and_finds_its_recipes():
@@ -108,3 +110,19 @@ def test_quickstart_checkpoint_through_the_evaluation_suites(quickstart_run, tmp
     assert drawn["metrics"]["images"] == 4 and 0.0 <= drawn["metrics"]["overall"] <= 1.0
     assert geneval.validate_folder(tmp_path / "gen", samples_per_prompt=1) == 4
     assert (tmp_path / "gen" / "report.md").is_file() and (tmp_path / "gen" / "results.json").is_file()
+
+
+def test_only_the_conditional_loss_reads_the_caption(quickstart_run):
+    """The diagnosis's condition measurement: dropping the condition removes the caption."""
+    out, _ = quickstart_run
+    pipeline = modal_core.load(out / "stage3", plugins=with_image_plugins(PluginManager(load_entry_points=False)))
+    scenes = heldout_scenes(8, 32, 8)[::2]  # one-object scenes
+    images = [render_scene(scene) for scene in scenes]
+    right = condition_information(pipeline, [(caption(scene), image) for scene, image in zip(scenes, images)])
+    other_colour = [
+        caption(scene).replace(scene.objects[0].colour, "green" if scene.objects[0].colour != "green" else "red") for scene in scenes
+    ]
+    wrong = condition_information(pipeline, list(zip(other_colour, images)))
+    assert wrong.unconditional == pytest.approx(right.unconditional, rel=1e-5)
+    assert abs(wrong.conditional - right.conditional) > 1e-3
+    assert right.gain == pytest.approx(right.unconditional - right.conditional)

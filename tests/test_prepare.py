@@ -218,3 +218,20 @@ def test_a_webdataset_shard_source_is_prepared_record_by_record_like_the_same_im
             [s for s in sample.segments if isinstance(s, Media)][0].payload.value for sample in (folder_sample, shard_sample)
         )
         assert torch.equal(folder_codes, shard_codes)
+
+
+def test_a_full_disk_while_writing_a_shard_is_one_error_and_leaves_no_partial_shard(tmp_path, monkeypatch):
+    import errno
+
+    from modal_core.data import prepared
+    from modal_core.errors import StorageError
+
+    class FullDisk(tarfile.TarFile):
+        def addfile(self, info, fileobj=None):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepared.tarfile, "open", lambda **kwargs: FullDisk(**{k: v for k, v in kwargs.items() if k != "format"}))
+    shard = tmp_path / shard_name(0)
+    with pytest.raises(StorageError, match=f"no space left on device while writing {shard}"):
+        prepared.write_shard(shard, [{"000000000.sample.json": b"{}"}])
+    assert list(tmp_path.iterdir()) == []

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from modal_core.data.segments import Encoded, Media, Sample, Segment, Text
+from modal_core.disk import written_whole
 from modal_core.errors import DataError
 
 FORMAT = "modal-core-prepared/1"
@@ -122,7 +123,7 @@ def write_shard(path: Path, samples: list[dict[str, bytes]]) -> dict[str, Any]:
     """Write one shard whole (a `.partial` file renamed into place) and return its
     entry for the index: file name, byte size, SHA-256 and sample count."""
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
-    with partial.open("wb") as handle:
+    with written_whole(path, partial), partial.open("wb") as handle:
         with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for members in samples:
                 for name, data in members.items():
@@ -138,7 +139,8 @@ def write_shard(path: Path, samples: list[dict[str, bytes]]) -> dict[str, Any]:
 def write_index(directory: Path, index: dict[str, Any]) -> None:
     """Rewrite `prepared.json` atomically."""
     partial = directory / (INDEX_FILE + PARTIAL_SUFFIX)
-    partial.write_text(json.dumps(index, indent=1))
+    with written_whole(directory / INDEX_FILE, partial):
+        partial.write_text(json.dumps(index, indent=1))
     os.replace(partial, directory / INDEX_FILE)
 
 

@@ -63,6 +63,11 @@ def _colour_and_shape_questions(scene) -> list[tuple[str, str]]:
     return pairs
 
 
+def answer_is_right(answer: str, expected: str) -> bool:
+    """Exact match, ignoring surrounding spaces and a final full stop."""
+    return answer.strip().rstrip(".") == expected
+
+
 def evaluate_understanding(
     pipeline: Pipeline, image_size: int, grid: int | None = None, count: int = 200, seed: int = 1234, batch: int = 50
 ) -> UnderstandingResult:
@@ -84,7 +89,7 @@ def evaluate_understanding(
         images = [image for image, _, _ in chunk]
         answers = pipeline.answer([q for _, q, _ in chunk], image=images)
         for (image, question, expected), answer in zip(chunk, answers):
-            correct += answer.strip().rstrip(".") == expected
+            correct += answer_is_right(answer, expected)
             examples.append((image, question, answer, expected))
     return UnderstandingResult(correct / len(items), len(items), examples)
 
@@ -138,5 +143,5 @@ def save_understanding_grid(result: UnderstandingResult, path: Path, count: int 
         [_enlarge(image) for image, _, _, _ in chosen],
         path,
         columns=columns,
-        captions=[f"{q} -> {a} ({'OK' if a == e else 'want ' + e})" for _, q, a, e in chosen],
+        captions=[f"{q} -> {a} ({'OK' if answer_is_right(a, e) else 'want ' + e})" for _, q, a, e in chosen],
     )

@@ -1,12 +1,15 @@
-"""Pictures of a run: training curves as PNG, next to the numbers."""
+"""Pictures of a run: training curves as PNG, next to the numbers, and the helpers of
+offline HTML report pages (images inlined as data URIs, so one file is the whole page)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
 
 from modal_core.checkpoints.run_folder import read_history
+from modal_core.disk import written_whole
 
 
 def plot_curves(histories: dict[str, Path], path: Path, keys: tuple[str, ...] = ("train/loss", "val/loss")) -> None:
@@ -40,6 +43,17 @@ def plot_curves(histories: dict[str, Path], path: Path, keys: tuple[str, ...] = 
 
 def write_json(data: dict, path: Path) -> None:
     """Write `data` as indented JSON, atomically."""
+    write_text(json.dumps(data, indent=2, sort_keys=True), path)
+
+
+def write_text(text: str, path: Path) -> None:
+    """Write `text` (UTF-8) to `path` atomically; a full disk is one `StorageError` naming it."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True))
+    with written_whole(path, temporary):
+        temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def png_data_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URI, for an ``<img src>`` that needs no file or network."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

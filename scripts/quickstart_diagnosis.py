@@ -91,7 +91,7 @@ def diagnose(run: Path) -> dict:
         report["guidance"][str(cfg)] = {
             "single": round(result.accuracy, 3),
             "two_object": round(result.two_object_accuracy, 3),
-            "any_object": round(_any_object_drawn([image for image, _, _ in result.images]), 3),
+            "any_object": round(_any_object_drawn([drawn.image for drawn in result.images]), 3),
         }
     for temperature, top_k in SAMPLING_AT_CFG5:
         images = []

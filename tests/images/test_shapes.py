@@ -12,9 +12,12 @@ from PIL import Image
 
 from modal_core.errors import DataError
 from modal_core_images.evaluation.shapes_checker import (
+    Verdict,
     check_caption,
     check_prompt,
     detect_objects,
+    judge_caption,
+    judge_prompt,
     parse_caption,
 )
 from modal_core_images.shapes import (
@@ -314,6 +317,22 @@ def test_position_ok_follows_rendered_order() -> None:
         if (left.colour, left.shape) != (right.colour, right.shape):
             reverse = f"a {right.colour} {right.shape} left of a {left.colour} {left.shape}"
             assert not check_caption(image, reverse)["position_ok"]
+
+
+def test_verdicts_say_what_was_found_and_what_is_missing() -> None:
+    image = render_scene(RED_CIRCLE_LEFT_OF_BLUE_SQUARE)  # red circle centred at (15, 34), blue square at (48, 30)
+    found = "found red circle at (14, 34), blue square at (48, 30)"  # centres of mass of the drawn pixels
+    assert judge_prompt(image, "red", "circle") == Verdict(True, found)
+    assert judge_prompt(image, "red", "square") == Verdict(False, found + "; missing red square")
+    assert judge_caption(image, "a red circle left of a blue square") == Verdict(True, found)
+    assert judge_caption(image, "a blue square left of a red circle") == Verdict(False, found + "; wrong order")
+    assert judge_caption(image, "a green circle left of a blue square") == Verdict(False, found + "; missing green circle")
+    bar = Image.new("RGB", (64, 64), BACKGROUND)
+    bar.paste(PALETTE["red"], (4, 20, 60, 26))  # 56 x 6: no shape of the world
+    assert judge_caption(bar, "a red circle left of a red circle") == Verdict(
+        False, "found red blob of no known shape at (32, 22); missing red circle x2"
+    )
+    assert judge_prompt(Image.new("RGB", (64, 64), BACKGROUND), "red", "circle") == Verdict(False, "found no object; missing red circle")
 
 
 def test_parse_caption_is_the_inverse_of_caption() -> None:

@@ -48,6 +48,19 @@ def modal_core_commands(subparsers: Any) -> None:
         help="multiply every stage's steps and the evaluation size (e.g. 0.1 to try it out)",
     )
     quickstart.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    quickstart.add_argument(
+        "--seeds",
+        type=arguments.seed,
+        nargs="+",
+        default=[0],
+        metavar="SEED",
+        help="train stages 1-3 once per seed (text LM and VQ tokenizer shared; seed S in OUT/seedS) and report mean ± sd (default: 0)",
+    )
+    quickstart.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: evaluate the checkpoints already in --out and write the report again",
+    )
     quickstart.set_defaults(handler=_quickstart)
     add_janus_commands(subparsers)
 
@@ -55,6 +68,14 @@ def modal_core_commands(subparsers: Any) -> None:
 def _quickstart(args: argparse.Namespace, plugins: Any) -> int:
     from modal_core_images.quickstart import run_quickstart
 
-    metrics = run_quickstart(Path(args.out), plugins, step_scale=args.scale, eval_scale=args.scale, progress_bar=not args.no_progress)
+    metrics = run_quickstart(
+        Path(args.out),
+        plugins,
+        step_scale=args.scale,
+        eval_scale=args.scale,
+        progress_bar=not args.no_progress,
+        seeds=tuple(dict.fromkeys(args.seeds)),  # a seed named twice is trained once
+        train_missing=not args.report_only,
+    )
     print(json.dumps(metrics, indent=2))
     return 0

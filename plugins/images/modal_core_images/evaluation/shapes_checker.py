@@ -23,6 +23,8 @@ How an image is judged:
 4. Judgement. `check_prompt` asks whether some object has the given colour and shape;
    `check_caption` parses a caption made by `modal_core_images.shapes.caption` and checks
    colours, shapes, whole objects, object count and left/right order separately.
+   `judge_prompt` and `judge_caption` give the same verdicts with the reason: every object
+   found (colour, shape, centre) and what the prompt asked for that is missing.
 """
 
 from __future__ import annotations
@@ -168,10 +170,56 @@ def detect_objects(image: Image.Image | np.ndarray) -> list[DetectedObject]:
     return sorted(objects, key=lambda obj: obj.centre)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The checker's judgement of one image and why, e.g. ``"found red square at (8, 8);
+    missing red circle"``."""
+
+    ok: bool
+    reason: str
+
+
+def describe_found(objects: list[DetectedObject]) -> str:
+    """The objects the checker found, left to right, as "found <colour> <shape> at (x, y), ..."."""
+    if not objects:
+        return "found no object"
+    return "found " + ", ".join(f"{_name(obj)} at ({obj.centre[0]:.0f}, {obj.centre[1]:.0f})" for obj in objects)
+
+
+def _name(obj: DetectedObject) -> str:
+    return f"{obj.colour} {obj.shape}" if obj.shape != "unknown" else f"{obj.colour} blob of no known shape"
+
+
+def _reason(found: list[DetectedObject], wanted: list[tuple[str, str]], order_checked: bool) -> str:
+    missing = Counter(wanted) - Counter((obj.colour, obj.shape) for obj in found)
+    parts = [describe_found(found)]
+    if missing:
+        parts.append("missing " + ", ".join(f"{colour} {shape}" + (f" x{n}" if n > 1 else "") for (colour, shape), n in missing.items()))
+    elif order_checked:
+        parts.append("wrong order")
+    return "; ".join(parts)
+
+
+def judge_prompt(image: Image.Image | np.ndarray, colour: str, shape: str) -> Verdict:
+    """Whether ``image`` holds an object of ``colour`` and ``shape``, with what was found."""
+    validate_object(colour, shape)
+    found = detect_objects(image)
+    ok = any(obj.colour == colour and obj.shape == shape for obj in found)
+    return Verdict(ok, _reason(found, [] if ok else [(colour, shape)], order_checked=False))
+
+
 def check_prompt(image: Image.Image | np.ndarray, colour: str, shape: str) -> bool:
     """Whether ``image`` holds an object of ``colour`` and ``shape``."""
-    validate_object(colour, shape)
-    return any(obj.colour == colour and obj.shape == shape for obj in detect_objects(image))
+    return judge_prompt(image, colour, shape).ok
+
+
+def judge_caption(image: Image.Image | np.ndarray, caption: str) -> Verdict:
+    """`check_caption`'s ``position_ok`` (every named object, in the named order), with
+    what was found, what is missing, or "wrong order" when all objects are there."""
+    wanted = parse_caption(caption)
+    found = detect_objects(image)
+    ok = _caption_checks(wanted, found)["position_ok"]
+    return Verdict(ok, _reason(found, wanted, order_checked=not ok))
 
 
 def check_caption(image: Image.Image | np.ndarray, caption: str) -> dict[str, bool]:
@@ -184,8 +232,10 @@ def check_caption(image: Image.Image | np.ndarray, caption: str) -> dict[str, bo
     left of a different detected Y; for a one-object caption there is no order to check,
     so it equals ``both_ok``. ``position_ok`` therefore always implies ``both_ok``.
     """
-    wanted = parse_caption(caption)
-    found = detect_objects(image)
+    return _caption_checks(parse_caption(caption), detect_objects(image))
+
+
+def _caption_checks(wanted: list[tuple[str, str]], found: list[DetectedObject]) -> dict[str, bool]:
     both_ok = _contains(Counter((obj.colour, obj.shape) for obj in found), Counter(wanted))
     if len(wanted) == 2:
         first, second = wanted

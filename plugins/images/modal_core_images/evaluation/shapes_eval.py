@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from modal_core.generation.pipeline import Pipeline
-from modal_core_images.evaluation.shapes_checker import check_caption, check_prompt
+from modal_core_images.evaluation.shapes_checker import judge_caption, judge_prompt
 from modal_core_images.processing import save_image_grid
 from modal_core_images.shapes import (
     COLOURS,
@@ -32,6 +32,16 @@ class UnderstandingResult:
     examples: list[tuple[Image.Image, str, str, str]] = field(repr=False)  # image, question, answer, expected
 
 
+@dataclass(frozen=True)
+class DrawnImage:
+    """One generated image, its prompt and the checker's verdict with its reason."""
+
+    image: Image.Image
+    prompt: str
+    ok: bool
+    reason: str
+
+
 @dataclass
 class GenerationResult:
     """Share of generated images the checker finds to show the prompted object(s)."""
@@ -39,7 +49,7 @@ class GenerationResult:
     accuracy: float
     two_object_accuracy: float
     total: int
-    images: list[tuple[Image.Image, str, bool]] = field(repr=False)  # image, prompt, judged correct
+    images: list[DrawnImage] = field(repr=False)
 
 
 def _colour_and_shape_questions(scene) -> list[tuple[str, str]]:
@@ -51,6 +61,11 @@ def _colour_and_shape_questions(scene) -> list[tuple[str, str]]:
         if sum(o.colour == obj.colour for o in ordered) == 1:
             pairs.append((f"what shape is the {obj.colour} object?", obj.shape))
     return pairs
+
+
+def answer_is_right(answer: str, expected: str) -> bool:
+    """Exact match, ignoring surrounding spaces and a final full stop."""
+    return answer.strip().rstrip(".") == expected
 
 
 def evaluate_understanding(
@@ -74,7 +89,7 @@ def evaluate_understanding(
         images = [image for image, _, _ in chunk]
         answers = pipeline.answer([q for _, q, _ in chunk], image=images)
         for (image, question, expected), answer in zip(chunk, answers):
-            correct += answer.strip().rstrip(".") == expected
+            correct += answer_is_right(answer, expected)
             examples.append((image, question, answer, expected))
     return UnderstandingResult(correct / len(items), len(items), examples)
 
@@ -98,12 +113,12 @@ def evaluate_generation(
         for image in drawn:
             if prompt in single:
                 colour, shape = prompt.split()[1:]
-                ok = check_prompt(image, colour, shape)
-                single_ok += ok
+                verdict = judge_prompt(image, colour, shape)
+                single_ok += verdict.ok
             else:
-                ok = check_caption(image, prompt)["position_ok"]
-                two_ok += ok
-            images.append((image, prompt, ok))
+                verdict = judge_caption(image, prompt)
+                two_ok += verdict.ok
+            images.append(DrawnImage(image, prompt, verdict.ok, verdict.reason))
     return GenerationResult(single_ok / (len(single) * per_prompt), two_ok / max(1, len(two) * per_prompt), len(images), images)
 
 
@@ -114,10 +129,10 @@ def _enlarge(image: Image.Image) -> Image.Image:
 def save_generation_grid(result: GenerationResult, path: Path, columns: int = 8) -> None:
     """PNG grid of the generated images, each captioned with its prompt and verdict."""
     save_image_grid(
-        [_enlarge(image) for image, _, _ in result.images],
+        [_enlarge(drawn.image) for drawn in result.images],
         path,
         columns=columns,
-        captions=[f"{'OK' if ok else 'x'} {prompt}" for _, prompt, ok in result.images],
+        captions=[f"{'OK' if drawn.ok else 'x'} {drawn.prompt}" for drawn in result.images],
     )
 
 
@@ -128,5 +143,5 @@ def save_understanding_grid(result: UnderstandingResult, path: Path, count: int 
         [_enlarge(image) for image, _, _, _ in chosen],
         path,
         columns=columns,
-        captions=[f"{q} -> {a} ({'OK' if a == e else 'want ' + e})" for _, q, a, e in chosen],
+        captions=[f"{q} -> {a} ({'OK' if answer_is_right(a, e) else 'want ' + e})" for _, q, a, e in chosen],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -188,6 +189,16 @@ def test_save_image_grid_writes_png_with_captions(tmp_path: Path) -> None:
     caption_area = np.asarray(grid.convert("L"))[10 : grid.height // 2, :20]
     assert (caption_area < 128).any(), "caption text should be drawn under the first image"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"], "no temporary files left behind"
+
+
+def test_save_image_grid_gives_the_file_the_permissions_of_any_other(tmp_path: Path) -> None:
+    path = tmp_path / "grid.png"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("made by open()")
+
+    save_image_grid([Image.new("RGB", (4, 4))], path, columns=1)
+
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
 
 
 def test_image_processor_batches_mixed_sources(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -293,13 +292,13 @@ def save_image_grid(
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")  # open() applies the umask, as for every other file
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with temporary.open("wb") as stream:
             grid.save(stream, format="PNG")
-        os.replace(temp_name, target)
+        os.replace(temporary, target)
     except BaseException:
-        os.unlink(temp_name)
+        temporary.unlink(missing_ok=True)
         raise
 
 

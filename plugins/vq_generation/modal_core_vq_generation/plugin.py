@@ -1,4 +1,5 @@
-"""Registers the `vq_generation` modality: images the model draws as VQ codes."""
+"""Registers the `vq_generation` modality: images the model draws as VQ codes (and
+`vq_understanding`, the same tokenizer read by the understanding path: understanding.py)."""
 
 from __future__ import annotations
 
@@ -108,4 +109,6 @@ VQ_GENERATION = ModalitySpec(
 
 @hookimpl
 def modal_core_modalities() -> list[ModalitySpec]:
-    return [VQ_GENERATION]
+    from modal_core_vq_generation.understanding import VQ_UNDERSTANDING
+
+    return [VQ_GENERATION, VQ_UNDERSTANDING]

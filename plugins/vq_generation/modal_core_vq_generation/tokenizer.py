@@ -144,6 +144,12 @@ class VQImageTokenizer(nn.Module):
         """Map images (B, 3, H, W) in [-1, 1] to codes (B, N), row-major over the grid."""
         return self._nearest_codes(self._latents(pixels))
 
+    @torch.no_grad()
+    def quantized(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The code vectors (B, N, code_dim) of images (B, 3, H, W): the codebook rows
+        (l2-normalised if configured) the decoder reads, row-major over the grid."""
+        return self._code_vectors(self.encode(pixels))
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Map codes (B, N) back to images (B, 3, H, W), roughly in [-1, 1]."""
         if codes.dim() != 2 or codes.shape[1] != self.num_tokens:

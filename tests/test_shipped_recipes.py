@@ -51,6 +51,16 @@ TINY_MODALITIES: dict[str, dict[str, Any]] = {
         "num_res_blocks": 1,
         "latent_channels": 32,
     },
+    # The shared-encoder arms: the generation tokenizer's sizes, so both read one checkpoint.
+    "vq_understanding": {
+        "image_size": 32,
+        "codebook_size": 64,
+        "code_dim": 8,
+        "base_channels": 32,
+        "channel_multiplier": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "latent_channels": 32,
+    },
     "point_cloud": {**TINY_POINT_CLOUD, "mesh_points": 256},
     "eeg": {"width": 16, "num_heads": 2, "encoder_layers": 0, "queries_per_patch": 1},
 }

@@ -1,14 +1,16 @@
 """`modal-core ablate`: the Janus encoder ablation as one command.
 
 Every top-level recipe of the folder that trains the unified model (not a
-`modality_tokenizer`) is an arm. Each arm trains per seed into `out/seed<S>/<arm>`, then is
-scored on the shapes world (understanding: held-out questions; generation: the checker on
-single- and two-object prompts); the table goes to `out/ablation.md` and `out/ablation.png`,
-the numbers to `out/results.json`. What an arm starts from (`init_from`, a trained tokenizer,
-a semantic teacher: a path inside another recipe's `output_dir`, in this folder or shipped)
-is trained first, once, with the first seed, into `out/seed<S>/<that recipe>`. The extra
-`key=value` overrides apply to the arms only (e.g. their data), so every arm gets the same.
-A run whose final checkpoint exists is not trained again: an interrupted ablation continues.
+`modality_tokenizer`) is an arm; recipes in its subfolders are trained only where an arm
+needs them. Each arm trains per seed into `out/seed<S>/<arm>`, then is scored on the shapes
+world (understanding: held-out questions; generation: the checker on single- and
+two-object prompts); the table goes to `out/ablation.md` and `out/ablation.png`, the
+numbers to `out/results.json`. What an arm starts from (`init_from`, a trained tokenizer,
+a semantic teacher: a path inside another recipe's `output_dir`, in this folder, its
+subfolders, or shipped) is trained first, once, with the first seed, into
+`out/seed<S>/<that recipe>`. The extra `key=value` overrides apply to the arms only (e.g.
+their data), so every arm gets the same. A run whose final checkpoint exists is not
+trained again: an interrupted ablation continues.
 """
 
 from __future__ import annotations
@@ -54,17 +56,18 @@ class Ablation:
         self.arms = [path for path in files if not load_recipe(path, plugins=plugins).modality_tokenizer]
         if not self.arms:
             raise RecipeError(f"{self.folder}: no arm recipes (top-level *.yaml files that train the unified model)")
-        # Which recipe writes each output_dir: the folder's recipes first, then the shipped ones.
+        # Which recipe writes each output_dir: the folder's (arms, and any under its subfolders) first, then the shipped ones.
         self.producers: dict[str, Path] = {}
-        for path in [*files, *(recipes.shipped_dir() / name for name in recipes.names())]:
-            self.producers.setdefault(load_recipe(path, plugins=plugins).output_dir.rstrip("/"), path)
+        for path in [*files, *sorted(self.folder.glob("*/**/*.yaml")), *(recipes.shipped_dir() / name for name in recipes.names())]:
+            # Without plugins: only output_dir is read, and a shipped recipe may need plugins not loaded here.
+            self.producers.setdefault(load_recipe(path).output_dir.rstrip("/"), path)
         self.runs: dict[tuple[Path, int], Path] = {}
 
     def name(self, path: Path) -> str:
         """A recipe's folder name under a seed: its name in the folder, else its shipped name."""
         path = path.resolve()
-        if path.parent == self.folder.resolve():
-            return path.stem
+        if path.is_relative_to(self.folder.resolve()):
+            return path.relative_to(self.folder.resolve()).with_suffix("").as_posix()
         return path.relative_to(recipes.shipped_dir().resolve()).with_suffix("").as_posix()
 
     def run(self, seeds: tuple[int, ...]) -> list[ArmResult]:
@@ -153,7 +156,7 @@ class Ablation:
 
     def tokenizer_quality(self) -> dict[str, TokenizerQuality]:
         """The last validation PSNR and codebook usage (else the training ones) of every
-        modality tokenizer trained here, as its training logged them."""
+        modality tokenizer trained here that logged them, as its training did."""
         quality = {}
         for (path, _), run_dir in self.runs.items():
             if load_recipe(path, plugins=self.plugins).modality_tokenizer:
@@ -162,5 +165,6 @@ class Ablation:
                 for split in ("train", "val"):  # a validation value, where logged, replaces the training one
                     for record in records:
                         last.update({key: record[f"{split}/{key}"] for key in ("psnr", "codebook_usage") if f"{split}/{key}" in record})
-                quality[run_dir.relative_to(self.out).as_posix()] = TokenizerQuality(last["psnr"], last["codebook_usage"])
+                if len(last) == 2:  # a run too short to log any is left out
+                    quality[run_dir.relative_to(self.out).as_posix()] = TokenizerQuality(last["psnr"], last["codebook_usage"])
         return quality

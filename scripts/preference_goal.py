@@ -14,7 +14,6 @@ table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -11,8 +11,8 @@ from modal_core.data.segments import Media
 from modal_core.model.lora import LoRALinear, lora_disabled
 from modal_core.preference.batches import PromptCollator, caption_of
 from modal_core_images.datasets import shapes_prompts
-from modal_core_images.evaluation.shapes_geneval import mini_prompts
 from modal_core_images.evaluation.shapes_checker import parse_caption
+from modal_core_images.evaluation.shapes_geneval import mini_prompts
 
 
 class RecordingCollator:

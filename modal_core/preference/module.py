@@ -73,13 +73,16 @@ class PreferenceTrainingModule(UnifiedTrainingModule):
         settings: PreferenceSettings,
         sampler: Sampler,
         run_dir: Path,
+        rewards: Any = None,
         pairs: Any = None,
     ) -> None:
-        """`sampler` draws and rewards rollouts (its reward is bound in `setup`, see
-        `bind_reward`); `pairs`: a callable `pairs(model) -> PreferencePairs` reading
-        DPO's preference file once the model is on its device (None: sampled pairs)."""
+        """`sampler` draws rollouts; `rewards`: a callable `rewards(model) ->
+        WeightedReward` and `pairs`: a callable `pairs(model) -> PreferencePairs` (DPO's
+        preference file; None: sampled pairs), both called when training starts, the
+        model on its device."""
         super().__init__(model, train, optim, total_steps)
         self.settings, self.sampler, self.run_dir = settings, sampler, Path(run_dir)
+        self._build_rewards = rewards
         self._read_pairs = pairs
         self._pairs: PreferencePairs | None = None
         self._reference: ReferenceModel | None = None
@@ -93,6 +96,8 @@ class PreferenceTrainingModule(UnifiedTrainingModule):
     def on_fit_start(self) -> None:
         # The reference is taken here, once the weights are loaded and on their device.
         self._reference = ReferenceModel(self.model)
+        if self._build_rewards is not None:
+            self.sampler.reward = self._build_rewards(self.model)
         if self._read_pairs is not None:
             self._pairs = self._read_pairs(self.model)
 

@@ -54,14 +54,17 @@ class WeightedReward:
         return total
 
 
-def build_reward(entries: Sequence[Any], plugins: PluginManager, context: RewardContext, key: str = "preference.rewards") -> WeightedReward:
-    """A `WeightedReward` of recipe entries `{name, weight, options}` (a recipe's `key`)."""
+def build_reward(
+    entries: Sequence[Any], plugins: PluginManager, context: RewardContext | None, check_only: bool = False, key: str = "preference.rewards"
+) -> WeightedReward | None:
+    """A `WeightedReward` of recipe entries `{name, weight, options}` (a recipe's `key`);
+    with `check_only`, only check that every name is installed (and return None)."""
     factories = plugins.rewards()
     if not entries:
         raise RecipeError(f"{key}: name at least one reward; installed: {sorted(factories) or 'none'}")
-    parts: dict[str, tuple[float, RewardFunction]] = {}
     for index, entry in enumerate(entries):
         if entry.name not in factories:
             raise RecipeError(f"{key}[{index}].name: unknown reward {entry.name!r}; installed: {sorted(factories) or 'none'}")
-        parts[entry.name] = (float(entry.weight), factories[entry.name](dict(entry.options), context))
-    return WeightedReward(parts)
+    if check_only:
+        return None
+    return WeightedReward({entry.name: (float(entry.weight), factories[entry.name](dict(entry.options), context)) for entry in entries})

@@ -56,7 +56,8 @@ class Rollout:
 class Sampler:
     """Draws and rewards groups of items for prompts: `sample(model, prompts, sources, seed)`."""
 
-    def __init__(self, collator: Collator, runtime: ModalityRuntime, policy: GuidedPolicy, group_size: int, reward: Any) -> None:
+    def __init__(self, collator: Collator, runtime: ModalityRuntime, policy: GuidedPolicy, group_size: int, reward: Any = None) -> None:
+        """`reward`: a `WeightedReward` (set it before sampling; DPO on a file needs none)."""
         self.collator, self.runtime, self.policy = collator, runtime, policy
         self.group_size, self.reward = group_size, reward
         self._engines: dict[int, DecodeEngine] = {}

@@ -39,13 +39,18 @@ def preference_task(
     settings = recipe.preference
     modality = tuned_modality(recipe, assembled)
     model, collator = assembled.model, assembled.collator
-    device = next(model.parameters()).device
-    reward = None
+    rewards = None
     if settings.rewards:
-        reward = build_reward(settings.rewards, plugins, RewardContext(model, collator, assembled.tokenizer, device))
+        entries = settings.rewards
+        build_reward(entries, plugins, None, check_only=True)  # unknown names fail before training starts
+
+        def rewards(model_on_device):
+            context = RewardContext(model_on_device, collator, assembled.tokenizer, next(model_on_device.parameters()).device)
+            return build_reward(entries, plugins, context)
+
     policy = GuidedPolicy(modality, float(settings.cfg_scale), float(settings.temperature))
     runtime = assembled.modalities[modality]
-    sampler = Sampler(collator, runtime, policy, settings.group_size, reward)
+    sampler = Sampler(collator, runtime, policy, settings.group_size)
     pairs = None
     if settings.method == "dpo" and settings.pairs:
         path = settings.pairs
@@ -71,6 +76,7 @@ def preference_task(
         ),
         sampler,
         run_dir,
+        rewards,
         pairs,
     )
     return module, PromptCollator(collator, modality), _guard(recipe, plugins, assembled, run_dir)

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/preference_goal.py runs/quickstart --out runs/preference-goal
 
-From `RUN/stage3` it trains `quickstart/grpo` (the shapes checker's reward), the same with
+From `RUN/stage3` (or `--start STAGE`) it trains `quickstart/grpo` (the shapes checker's reward), the same with
 the understanding self-reward alone, and `quickstart/dpo` (pairs stage 3 samples and the
 checker ranks), each saving a checkpoint every `--every` steps. Stage 3 and every
 checkpoint are scored on `shapes_geneval` at the suite's defaults (held-out prompts the
@@ -46,11 +46,11 @@ def _folder(path: Path) -> Path:
     return path
 
 
-def tune(name: str, run: Path, out: Path, steps: int, every: int, plugins) -> dict:
+def tune(name: str, run: Path, start: str, out: Path, steps: int, every: int, plugins) -> dict:
     recipe_name, extra = VARIANTS[name]
     overrides = [
         f"output_dir={out / name}",
-        f"init_from={run / 'stage3' / 'checkpoints' / 'last'}",
+        f"init_from={run / start / 'checkpoints' / 'last'}",
         f"modalities.vq_generation.tokenizer_path={run / 'vq' / 'checkpoints' / 'last'}",
         f"trainer.max_steps={steps}",
         f"trainer.checkpoint_every_n_steps={every}",
@@ -77,7 +77,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    start = results["stage3"]
+    start = results["start"]
     for name, run in results["variants"].items():
         steps = [0] + [point["step"] for point in run["curve"]]
         for axis, key in zip(axes, ("shapes_geneval", "understanding")):
@@ -99,17 +99,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps of each variant (default 60)")
     parser.add_argument("--every", type=int, default=20, help="score a checkpoint every N steps (default 20)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="which to run")
+    parser.add_argument("--start", default="stage3", help="the run's stage to start from (default stage3)")
     args = parser.parse_args()
     plugins = get_plugin_manager()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"stage3": score(args.run / "stage3", args.out / "eval" / "stage3", plugins), "variants": {}}
-    print(f"stage3: {results['stage3']['shapes_geneval']:.3f} geneval, {results['stage3']['understanding']:.3f} understanding", flush=True)
+    results = {"start_stage": args.start, "start": score(args.run / args.start, args.out / "eval" / args.start, plugins), "variants": {}}
+    start = results["start"]
+    print(f"{args.start}: {start['shapes_geneval']:.3f} geneval, {start['understanding']:.3f} understanding", flush=True)
     for name in args.variants:
-        results["variants"][name] = tune(name, args.run, args.out, args.steps, args.every, plugins)
+        results["variants"][name] = tune(name, args.run, args.start, args.out, args.steps, args.every, plugins)
         write_json(results, args.out / "results.json")
     plot(results, args.out / "curves.png")
     print(f"{'model':<20} {'geneval':>8} {'understanding':>14} {'train s':>8}")
-    print(f"{'stage3':<20} {results['stage3']['shapes_geneval']:>8.3f} {results['stage3']['understanding']:>14.3f} {'':>8}")
+    print(f"{args.start:<20} {start['shapes_geneval']:>8.3f} {start['understanding']:>14.3f} {'':>8}")
     for name, run in results["variants"].items():
         last = run["curve"][-1]
         print(f"{name:<20} {last['shapes_geneval']:>8.3f} {last['understanding']:>14.3f} {run['training_seconds']:>8.1f}")

@@ -161,3 +161,12 @@ def test_dpo_from_sampled_pairs_ranks_the_references_samples_by_the_reward(tmp_p
     history = read_history(result.history)
     assert history[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert all(r["train/zero_variance_groups"] == 0.0 and r["train/pairs"] >= 1 for r in history)
+
+
+def test_with_lora_the_reference_is_the_base_model_and_the_kl_starts_at_zero(tmp_path, reward_plugins):
+    recipe = grpo_recipe(tmp_path)
+    recipe.update(train=[], lora={"rank": 2, "alpha": 4.0, "targets": ["q_proj", "v_proj"]})
+    recipe["trainer"]["max_steps"] = 3
+    result = train(load_recipe(write_recipe(tmp_path / "grpo.yaml", recipe), plugins=reward_plugins), reward_plugins)
+    kl = [r["train/kl"] for r in read_history(result.history)]
+    assert kl[0] == 0.0 and kl[-1] > 0.0  # the adapters moved the policy away from the base weights

@@ -76,10 +76,10 @@ class PreferenceTrainingModule(UnifiedTrainingModule):
         rewards: Any = None,
         pairs: Any = None,
     ) -> None:
-        """`sampler` draws rollouts; `rewards`: a callable `rewards(model) ->
-        WeightedReward` and `pairs`: a callable `pairs(model) -> PreferencePairs` (DPO's
-        preference file; None: sampled pairs), both called when training starts, the
-        model on its device."""
+        """`sampler` draws rollouts; `rewards`: a callable `rewards(model, reference) ->
+        WeightedReward` (`reference()`: a context yielding the frozen reference) and
+        `pairs`: a callable `pairs(model) -> PreferencePairs` (DPO's preference file;
+        None: sampled pairs), both called when training starts, the model on its device."""
         super().__init__(model, train, optim, total_steps)
         self.settings, self.sampler, self.run_dir = settings, sampler, Path(run_dir)
         self._build_rewards = rewards
@@ -97,7 +97,7 @@ class PreferenceTrainingModule(UnifiedTrainingModule):
         # The reference is taken here, once the weights are loaded and on their device.
         self._reference = ReferenceModel(self.model)
         if self._build_rewards is not None:
-            self.sampler.reward = self._build_rewards(self.model)
+            self.sampler.reward = self._build_rewards(self.model, lambda: self._reference.active(self.model))
         if self._read_pairs is not None:
             self._pairs = self._read_pairs(self.model)
 

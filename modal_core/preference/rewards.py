@@ -11,6 +11,7 @@ returns n floats (a sequence or a tensor).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +28,20 @@ RewardFunction = Callable[[Sequence[str], Sequence[Any], Sequence[dict]], Any]
 @dataclass
 class RewardContext:
     """What a reward factory may use: the model being tuned (its understanding path for
-    self-rewards), its collator and text tokenizer, and the device it runs on."""
+    self-rewards), its collator and text tokenizer, the device it runs on, and
+    `reference`: a callable whose context yields the frozen starting model (None: no
+    reference, e.g. outside training)."""
 
     model: UnifiedModel
     collator: Collator
     tokenizer: Any
     device: torch.device
+    reference: Callable[[], AbstractContextManager[UnifiedModel]] | None = None
+
+    def judge(self, frozen: bool) -> AbstractContextManager[UnifiedModel]:
+        """A context yielding the model a self-reward asks: the frozen reference when
+        `frozen` and there is one, else the model being tuned."""
+        return self.reference() if frozen and self.reference is not None else nullcontext(self.model)
 
 
 class WeightedReward:

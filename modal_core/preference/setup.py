@@ -44,8 +44,9 @@ def preference_task(
         entries = settings.rewards
         build_reward(entries, plugins, None, check_only=True)  # unknown names fail before training starts
 
-        def rewards(model_on_device):
-            context = RewardContext(model_on_device, collator, assembled.tokenizer, next(model_on_device.parameters()).device)
+        def rewards(model_on_device, reference):
+            device = next(model_on_device.parameters()).device
+            context = RewardContext(model_on_device, collator, assembled.tokenizer, device, reference)
             return build_reward(entries, plugins, context)
 
     policy = GuidedPolicy(modality, float(settings.cfg_scale), float(settings.temperature))

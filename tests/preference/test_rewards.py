@@ -116,3 +116,21 @@ def test_the_clip_score_is_the_cosine_of_the_two_embeddings(context, tmp_path):
     assert scores.tolist() == pytest.approx(expected, abs=1e-5)
     with pytest.raises(RecipeError, match="needs options.path"):
         clip_score({}, context)
+
+
+def test_the_self_reward_asks_the_frozen_reference_by_default(context):
+    import copy
+    from contextlib import nullcontext
+    from dataclasses import replace
+
+    frozen = copy.deepcopy(context.model)
+    with torch.no_grad():
+        for parameter in context.model.backbone.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))  # the policy has moved away from it
+    with_reference = replace(context, reference=lambda: nullcontext(frozen))
+    images = _images()
+    by_reference = understanding_self_reward({}, with_reference)(PROMPTS, images, [{}, {}])
+    by_policy = understanding_self_reward({"judge": "policy"}, with_reference)(PROMPTS, images, [{}, {}])
+    asked_frozen = understanding_self_reward({}, replace(context, model=frozen))(PROMPTS, images, [{}, {}])
+    torch.testing.assert_close(by_reference, asked_frozen)
+    assert not torch.allclose(by_reference, by_policy)

@@ -6,7 +6,8 @@
   between 0 and 1 (option `check`: one check's name alone, e.g. `position_ok`).
 - `understanding_self_reward`: the model being tuned looks at its own picture through
   its understanding path and is asked a yes/no question for each object the prompt
-  names ("is there a red circle?"); an image scores the mean over its questions of
+  names ("is there a red circle?"); by default the frozen starting model answers (option
+  `judge: policy`: the model being tuned); an image scores the mean over its questions of
   P(yes) / (P(yes) + P(no)), each the likelihood of the whole answer.
 - `clip_score`: the cosine similarity of image and prompt embeddings of a local
   transformers `CLIPModel` or `SiglipModel` checkpoint (option `path`).
@@ -47,9 +48,8 @@ def shapes_checker(options: dict[str, Any], context: RewardContext):
     return reward
 
 
-def _answer_log_likelihoods(context: RewardContext, samples: list) -> torch.Tensor:
-    """Log-likelihood (B,) of each sample's supervised answer (its tokens and the end of the turn)."""
-    model = context.model
+def _answer_log_likelihoods(model: Any, context: RewardContext, samples: list) -> torch.Tensor:
+    """Log-likelihood (B,) under `model` of each sample's supervised answer (its tokens and the end of the turn)."""
     batch = context.collator.left_padded(samples).to(context.device)
     embeds, token_ids = model.embed(batch.input_ids, batch.token_ids, batch.media)
     hidden = model.transformer(embeds, batch.attention_mask, batch.position_ids).hidden[:, :-1]  # (B, T-1, hidden)
@@ -63,9 +63,11 @@ def _answer_log_likelihoods(context: RewardContext, samples: list) -> torch.Tens
 def understanding_self_reward(options: dict[str, Any], context: RewardContext):
     """P(yes) of the model's own answers about its image (options: `question`, with
     `{object}`; `split`, a regular expression cutting the prompt into objects; `yes`,
-    `no`, the answers; `modality`, the understanding modality). P(yes) is the
-    likelihood of the whole answer "yes" (with the end of the turn) normalised over
-    "yes" and "no", so answers of several tokens compare fairly."""
+    `no`, the answers; `modality`, the understanding modality; `judge`: `reference`,
+    the default, asks the frozen starting model, so the reward stays the same while the
+    policy trains, `policy` the model being tuned). P(yes) is the likelihood of the whole
+    answer "yes" (with the end of the turn) normalised over "yes" and "no", so answers of
+    several tokens compare fairly."""
     template = str(options.get("question", "is there {object}?"))
     if "{object}" not in template:
         raise RecipeError(f"reward understanding_self_reward: option question must contain {{object}}, got {template!r}")
@@ -75,7 +77,9 @@ def understanding_self_reward(options: dict[str, Any], context: RewardContext):
     modality = options.get("modality") or (inputs[0] if len(inputs) == 1 else None)
     if modality not in inputs:
         raise RecipeError(f"reward understanding_self_reward: option modality must name one of the model's input modalities {inputs}")
-    model = context.model
+    judge = str(options.get("judge", "reference"))
+    if judge not in ("reference", "policy"):
+        raise RecipeError(f"reward understanding_self_reward: option judge must be reference or policy, got {judge!r}")
 
     @torch.no_grad()
     def reward(prompts: Sequence[str], images: Sequence[Any], metadata: Sequence[dict]) -> torch.Tensor:
@@ -86,12 +90,13 @@ def understanding_self_reward(options: dict[str, Any], context: RewardContext):
                     question = template.format(object=phrase)
                     samples += [question_answer(question, answer, [Media(modality, image)]) for answer in answers]
                     owners.append(index)
-        was_training = model.training
-        model.eval()
-        try:
-            likelihoods = _answer_log_likelihoods(context, samples).view(-1, 2)  # (Q, [yes, no])
-        finally:
-            model.train(was_training)
+        with context.judge(frozen=judge == "reference") as model:
+            was_training = model.training
+            model.eval()
+            try:
+                likelihoods = _answer_log_likelihoods(model, context, samples).view(-1, 2)  # (Q, [yes, no])
+            finally:
+                model.train(was_training)
         p_yes = likelihoods.softmax(dim=-1)[:, 0].cpu()
         owner = torch.tensor(owners)
         totals = torch.zeros(len(prompts)).index_add_(0, owner, p_yes)

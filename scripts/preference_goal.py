@@ -46,7 +46,7 @@ def _folder(path: Path) -> Path:
     return path
 
 
-def tune(name: str, run: Path, start: str, out: Path, steps: int, every: int, plugins) -> dict:
+def tune(name: str, run: Path, start: str, out: Path, steps: int, every: int, plugins, extra_overrides: list[str]) -> dict:
     recipe_name, extra = VARIANTS[name]
     overrides = [
         f"output_dir={out / name}",
@@ -57,6 +57,7 @@ def tune(name: str, run: Path, start: str, out: Path, steps: int, every: int, pl
         "trainer.keep_last=-1",
         "overwrite=true",
         *extra,
+        *extra_overrides,
     ]
     recipe = load_recipe(find(recipe_name), overrides, plugins)
     start = time.perf_counter()
@@ -100,6 +101,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=20, help="score a checkpoint every N steps (default 20)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="which to run")
     parser.add_argument("--start", default="stage3", help="the run's stage to start from (default stage3)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides for every variant (e.g. optim.lr=1e-4)")
     args = parser.parse_args()
     plugins = get_plugin_manager()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,7 @@ def main() -> None:
     start = results["start"]
     print(f"{args.start}: {start['shapes_geneval']:.3f} geneval, {start['understanding']:.3f} understanding", flush=True)
     for name in args.variants:
-        results["variants"][name] = tune(name, args.run, args.start, args.out, args.steps, args.every, plugins)
+        results["variants"][name] = tune(name, args.run, args.start, args.out, args.steps, args.every, plugins, args.set)
         write_json(results, args.out / "results.json")
     plot(results, args.out / "curves.png")
     print(f"{'model':<20} {'geneval':>8} {'understanding':>14} {'train s':>8}")

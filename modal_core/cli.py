@@ -55,7 +55,7 @@ def _recipes(args: argparse.Namespace) -> int:
 def _plugins(args: argparse.Namespace, plugins: PluginManager) -> int:
     for info in plugins.describe():
         print(f"{info.name}  ({info.distribution} {info.version})")
-        for kind in ("modalities", "datasets", "evaluators", "commands", "block_classes"):
+        for kind in ("modalities", "datasets", "evaluators", "rewards", "commands", "block_classes"):
             items = getattr(info, kind)
             if items:
                 print(f"    {kind.replace('_', ' ')}: {', '.join(items)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -84,6 +85,9 @@ class ModalitySpec:
     """The dtype of the processor's payload tensors (e.g. ``torch.long`` for codes)."""
     to_output: Callable[[torch.Tensor], list[Any]] | None = None
     """Output modalities: decoded payload batch -> user-facing objects (e.g. PIL images)."""
+    save_preview: Callable[[list[Any], list[str], Path], None] | None = None
+    """Output modalities: write a picture of some `to_output` objects with a caption
+    each to a PNG file (preference tuning's rollout grids); None: no pictures."""
     cli_flag: str | None = None
     """Flag name for ``modal-core understand --<cli_flag> PATH`` (input modalities)."""
     keyword: str | None = None

@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from modal_core.evaluation.options import int_option
 from modal_core.generation.pipeline import Pipeline
 from modal_core_images.evaluation.shapes_checker import judge_caption, judge_prompt
 from modal_core_images.processing import save_image_grid
@@ -92,6 +94,23 @@ def evaluate_understanding(
             correct += answer_is_right(answer, expected)
             examples.append((image, question, answer, expected))
     return UnderstandingResult(correct / len(items), len(items), examples)
+
+
+def evaluate_shapes_understanding(pipeline: Pipeline, options: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Accuracy on colour and shape questions about held-out shapes images (the quickstart's understanding score).
+
+    Options: `count` questions (default 200), `seed` (1234), `image_size` (32) and `grid`
+    (8; 0: off), as the quickstart's images are made. Writes `understanding.png`."""
+    grid = int_option(options, "grid", 8, minimum=0)
+    result = evaluate_understanding(
+        pipeline,
+        int_option(options, "image_size", 32, minimum=1),
+        grid or None,
+        count=int_option(options, "count", 200, minimum=1),
+        seed=int_option(options, "seed", 1234),
+    )
+    save_understanding_grid(result, Path(out_dir) / "understanding.png")
+    return {"accuracy": result.accuracy, "questions": result.total}
 
 
 def evaluate_generation(

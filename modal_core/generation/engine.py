@@ -36,7 +36,8 @@ from modal_core.data.collator import Batch, Collator
 from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
 from modal_core.generation.decoding import cut_at_stops, image_prompt_batch, seeded_generator, text_prompt_batch
-from modal_core.generation.parallel_decoding import Decoding, sjd_codes, zipar_codes
+from modal_core.generation.decoding_method import DecodingMethod
+from modal_core.generation.parallel_decoding import sjd_codes, zipar_codes
 from modal_core.generation.sampling import filtered_logits, guided_logits
 from modal_core.generation.skinny_linear import SkinnyLinears, skinny_available
 from modal_core.model.unified import UnifiedModel
@@ -292,7 +293,7 @@ class DecodeEngine:
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = 0,
-        decoding: str | Decoding = "ar",
+        decoding: str | DecodingMethod = "ar",
     ) -> torch.Tensor:
         """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
         belonging to prompt r // images_per_prompt. With `decoding="ar"` the same as
@@ -301,7 +302,7 @@ class DecodeEngine:
         (`parallel_decoding`: SJD is distributed as "ar" and greedy gives its codes).
         `self.passes` is then the number of forward passes the call ran."""
         sampling = (temperature, top_k, top_p)
-        method = decoding if isinstance(decoding, Decoding) else Decoding.parse(decoding)
+        method = decoding if isinstance(decoding, DecodingMethod) else DecodingMethod.parse(decoding)
         count, batch = image_prompt_batch(self.model, collator, prompts, num_positions, images_per_prompt, cfg_scale, sampling)
         with self._linear_layers():
             return self._decode_codes(batch, count, modality, num_positions, cfg_scale, sampling, seed, method)
@@ -315,7 +316,7 @@ class DecodeEngine:
         cfg_scale: float,
         sampling: tuple,
         seed: int | None,
-        method: Decoding,
+        method: DecodingMethod,
     ) -> torch.Tensor:
         """Codes (n, N) for the doubled CFG batch of n conditional rows."""
         temperature = sampling[0]
@@ -346,7 +347,7 @@ class DecodeEngine:
         cfg_scale: float,
         sampling: tuple,
         generator: torch.Generator | None,
-        method: Decoding,
+        method: DecodingMethod,
     ) -> int:
         """Fill codes (n, N) after the first with SJD or ZipAR; returns the passes run."""
         temperature = sampling[0]

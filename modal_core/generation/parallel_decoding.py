@@ -1,6 +1,6 @@
 """Parallel decoding of an output modality's codes: several codes per forward pass.
 
-`decoding` names the method, with an optional window after a colon:
+`decoding` names the method (`decoding_method`), with an optional window after a colon:
 
 - `ar`: one code per pass (the plain autoregressive loop);
 - `sjd[:L]`: speculative Jacobi decoding (Teng et al., arXiv 2410.01699). A window of
@@ -29,35 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 
 from modal_core.errors import ModelInputError
 
-DECODING_METHODS = ("ar", "sjd", "zipar")
 SJD_WINDOW = 16
 """Draft codes per SJD pass (the paper's window)."""
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """A parsed `decoding` choice: the method and its window (None: the default)."""
-
-    method: str = "ar"
-    window: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Decoding:
-        """`ar`, `sjd`, `sjd:L`, `zipar` or `zipar:w`; a clear error for anything else."""
-        method, _, window = str(text).partition(":")
-        if method not in DECODING_METHODS:
-            raise ModelInputError(f"decoding {text!r}: expected one of {', '.join(DECODING_METHODS)} (optionally with :WINDOW, e.g. sjd:16)")
-        if not window:
-            return cls(method)
-        if method == "ar" or not window.isdigit() or int(window) < 1:
-            raise ModelInputError(f"decoding {text!r}: the window after ':' must be a whole number >= 1, and 'ar' takes none")
-        return cls(method, int(window))
 
 
 Feed = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -16,7 +16,8 @@ from modal_core.errors import ModelInputError
 from modal_core.generation import parallel_decoding
 from modal_core.generation.decoding import image_prompt_batch
 from modal_core.generation.engine import DecodeEngine, DecodeWorkspace, draw_tokens
-from modal_core.generation.parallel_decoding import Decoding, sjd_codes, zipar_schedule
+from modal_core.generation.decoding_method import DecodingMethod
+from modal_core.generation.parallel_decoding import sjd_codes, zipar_schedule
 
 GRID = 16  # a 4 x 4 grid of toy codes
 
@@ -233,7 +234,8 @@ def test_compiled_parallel_decoding_draws_the_eager_codes(assembled):  # noqa: F
 
 
 def test_decoding_choices_are_checked():
-    assert Decoding.parse("sjd:8") == Decoding("sjd", 8) and Decoding.parse("zipar") == Decoding("zipar", None)
-    for bad in ("beam", "sjd:0", "sjd:x", "ar:3"):
+    assert DecodingMethod.parse("sjd:8") == DecodingMethod("sjd", 8) and DecodingMethod.parse("zipar") == DecodingMethod("zipar", None)
+    assert str(DecodingMethod.parse("zipar:3")) == "zipar:3"
+    for bad in ("beam", "sjd:0", "sjd:x", "ar:3", "sjd:"):
         with pytest.raises(ModelInputError, match="decoding"):
-            Decoding.parse(bad)
+            DecodingMethod.parse(bad)

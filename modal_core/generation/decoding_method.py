@@ -28,7 +28,9 @@ class DecodingMethod:
         """`ar`, `sjd`, `sjd:L`, `zipar` or `zipar:w`; a clear error for anything else."""
         method, colon, window = str(text).partition(":")
         if method not in DECODING_METHODS:
-            raise ModelInputError(f"decoding {text!r}: expected one of {', '.join(DECODING_METHODS)}, optionally with :WINDOW (e.g. sjd:16)")
+            raise ModelInputError(
+                f"decoding {text!r}: expected one of {', '.join(DECODING_METHODS)}, optionally with :WINDOW (e.g. sjd:16)"
+            )
         if not colon:
             return cls(method)
         if method == "ar" or not window.isdigit() or int(window) < 1:

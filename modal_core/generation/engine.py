@@ -25,8 +25,8 @@ Image generation runs conditional and unconditional rows as one doubled batch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import torch

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
 import torch
 
 from modal_core.errors import ModelInputError
@@ -85,9 +86,7 @@ def zipar_codes(codes: torch.Tensor, feed: Feed, choose: Choose, window: int | N
     device = codes.device
     for fed, places, kept, drawn in schedule:
         drawn_at = torch.tensor(drawn, device=device)
-        scores = feed(
-            codes[:, fed], torch.tensor(places, device=device), torch.tensor(kept, device=device)
-        )  # (n, Q, V)
+        scores = feed(codes[:, fed], torch.tensor(places, device=device), torch.tensor(kept, device=device))  # (n, Q, V)
         wanted = drawn_at >= 0
         picked = scores[:, wanted]  # (n, D, V)
         codes[:, drawn_at[wanted]] = choose(picked.flatten(0, 1)).view(count, -1)

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modal_core.generation.pipeline import MAX_PROMPT_CHARACTERS
 from modal_core.generation.decoding_method import DECODING_PATTERN
+from modal_core.generation.pipeline import MAX_PROMPT_CHARACTERS
 from modal_core.generation.sampling import MAX_CFG_SCALE, MAX_TEMPERATURE
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

@@ -15,8 +15,8 @@ from modal_core.data.chat import caption_to_image
 from modal_core.errors import ModelInputError
 from modal_core.generation import parallel_decoding
 from modal_core.generation.decoding import image_prompt_batch
-from modal_core.generation.engine import DecodeEngine, DecodeWorkspace, draw_tokens
 from modal_core.generation.decoding_method import DecodingMethod
+from modal_core.generation.engine import DecodeEngine, DecodeWorkspace, draw_tokens
 from modal_core.generation.parallel_decoding import sjd_codes, zipar_schedule
 
 GRID = 16  # a 4 x 4 grid of toy codes
@@ -144,7 +144,9 @@ def test_the_cache_after_a_rejection_is_the_cache_of_the_codes_kept(assembled, m
         original(workspace, length)
         if rejected:
             layers = [(layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone()) for layer in workspace.cache.layers]
-            snapshots.append((length, layers, workspace.visible.clone(), [int(layer.cumulative_length) for layer in workspace.cache.layers]))
+            snapshots.append(
+                (length, layers, workspace.visible.clone(), [int(layer.cumulative_length) for layer in workspace.cache.layers])
+            )
 
     monkeypatch.setattr(DecodeWorkspace, "rewind", recording)
     prompts = _prompts()[:1]

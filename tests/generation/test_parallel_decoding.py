@@ -226,13 +226,16 @@ def test_sampled_parallel_decoding_is_seeded_and_respects_top_k(assembled):  # n
 
 @pytest.mark.slow
 def test_compiled_parallel_decoding_draws_the_eager_codes(assembled):  # noqa: F811
+    """SJD through the compiled multi-position step (ZipAR calls the same step) draws
+    the eager engine's codes; the window shrinks at the end, so the step runs with
+    several numbers of fed codes."""
     built, _, collator = assembled
     model = built.model.eval()
     eager, compiled = DecodeEngine(model), DecodeEngine(model, compile_mode="default")
     args = (collator, _prompts(), "toy_codes", GRID, 1, 3.0)
-    for decoding in ("sjd:4", "zipar:2"):
-        expected = eager.generate_codes(*args, temperature=1.0, seed=2, decoding=decoding)
-        assert torch.equal(compiled.generate_codes(*args, temperature=1.0, seed=2, decoding=decoding), expected)
+    expected = eager.generate_codes(*args, temperature=1.0, seed=2, decoding="sjd:4")
+    assert torch.equal(compiled.generate_codes(*args, temperature=1.0, seed=2, decoding="sjd:4"), expected)
+    assert compiled.passes == eager.passes < GRID
 
 
 def test_decoding_choices_are_checked():

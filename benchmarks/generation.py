@@ -211,13 +211,14 @@ def decoding_benchmark(pipeline: Pipeline, tokens: int, parallel: int, methods: 
     return {"task": "decoding", "batch": 1, "parallel": parallel, "tokens": tokens, **results}
 
 
-def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: str) -> dict:
+def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: str, out: Path) -> dict:
     """On a shapes checkpoint: per method, the checker's accuracy (mean and spread over
     `seeds` seeds of `evaluate_generation`, 2 images per prompt), the mean forward
     passes, and the total-variation distance between the method's code frequencies and
     `ar`'s (codes drawn for the single-object prompts, all seeds); `ar_vs_ar` is that
-    distance between `ar`'s even and odd seeds, the noise floor of the comparison."""
-    from modal_core_images.evaluation.shapes_eval import evaluate_generation
+    distance between `ar`'s even and odd seeds, the noise floor of the comparison.
+    Seed 0's images of each method go to `out/decoding-METHOD.png`, with the checker's verdicts."""
+    from modal_core_images.evaluation.shapes_eval import evaluate_generation, save_generation_grid
     from modal_core_images.quickstart import QUICKSTART_CFG
     from modal_core_images.shapes import COLOURS, SHAPES, describe
 
@@ -226,25 +227,29 @@ def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: s
     positions = pipeline.modalities[name].num_positions
     prompts = [caption_to_image(describe(colour, shape), None, name) for colour in COLOURS for shape in SHAPES]
     report: dict = {"checkpoint": str(checkpoint), "seeds": seeds, "cfg": QUICKSTART_CFG, "methods": {}}
-    histograms: dict[str, list[torch.Tensor]] = {}
+    histograms: dict[str, list[torch.Tensor]] = {}  # method -> the codes of each seed
     for method in methods:
         accuracy, two_object, passes, histograms[method] = [], [], [], []
         for seed in range(seeds):
             result = evaluate_generation(pipeline, 2, cfg=QUICKSTART_CFG, seed=seed, decoding=method)
             accuracy.append(result.accuracy)
+            if seed == 0:
+                save_generation_grid(result, out / f"decoding-{method.replace(':', '-')}.png")
             two_object.append(result.two_object_accuracy)
             codes = pipeline.engine.generate_codes(
                 pipeline.collator, prompts, name, positions, 2, QUICKSTART_CFG, 1.0, seed=seed, decoding=method
             )
             passes.append(pipeline.engine.passes)
-            histograms[method].append(torch.bincount(codes.flatten().cpu(), minlength=pipeline.model.heads[name].out_features).double())
+            histograms[method].append(codes.flatten().cpu())
         report["methods"][method] = {
             "accuracy": accuracy, "two_object_accuracy": two_object, "passes_per_call": sum(passes) / len(passes),
             "images_per_call": 2 * len(prompts),
         }  # fmt: skip
 
+    codebook = 1 + max(int(codes.max()) for drawn in histograms.values() for codes in drawn)
+
     def distance(first: list[torch.Tensor], second: list[torch.Tensor]) -> float:
-        a, b = sum(first), sum(second)
+        a, b = (torch.bincount(torch.cat(codes), minlength=codebook).double() for codes in (first, second))
         return 0.5 * float((a / a.sum() - b / b.sum()).abs().sum())
 
     reference = histograms["ar"]
@@ -456,12 +461,40 @@ def decoding_main(args: argparse.Namespace, report: dict, compile_mode: str | No
                 _print_decoding(size, row)
                 report["results"].append(row)
     if args.checkpoint is not None:
-        report["quality"] = decoding_quality(args.checkpoint, methods, args.seeds, args.device)
+        args.out.mkdir(parents=True, exist_ok=True)
+        report["quality"] = decoding_quality(args.checkpoint, methods, args.seeds, args.device, args.out)
         _print_quality(report["quality"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    written = args.out / "decoding.json"
-    written.write_text(json.dumps(report, indent=2))
-    print(f"wrote {written}")
+    write_decoding_report(report, args.out)
+    print(f"wrote {args.out}/decoding.json, decoding.png")
+
+
+def write_decoding_report(report: dict, out: Path) -> None:
+    """decoding.json, and per case each method's passes and speed relative to `ar` as a PNG bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decoding.json").write_text(json.dumps(report, indent=2))
+    rows = report["results"]
+    methods = [name for name in rows[0] if isinstance(rows[0][name], dict) and name != "ar"] if rows else []
+    figure, axes = plt.subplots(1, 2, figsize=(2.2 * max(len(rows), 1) + 3, 3.2))
+    width = 0.8 / max(len(methods), 1)
+    for index, method in enumerate(methods):
+        positions = [x + (index - (len(methods) - 1) / 2) * width for x in range(len(rows))]
+        axes[0].bar(positions, [row["ar"]["passes"] / row[method]["passes"] for row in rows], width=width, label=method)
+        axes[1].bar(positions, [row["ar"]["seconds"] / row[method]["seconds"] for row in rows], width=width, label=method)
+    labels = [f"{row['size']} p{row['parallel']}" for row in rows]
+    for axis, title in zip(axes, ("fewer passes than ar", "speed-up over ar (wall clock)"), strict=True):
+        axis.set_xticks(list(range(len(rows))), labels)
+        axis.axhline(1.0, color="grey", linewidth=1)
+        axis.set_title(title)
+        axis.legend()
+    figure.suptitle(f"decoding methods, {report['device']}, {report['dtype']}")
+    figure.tight_layout()
+    figure.savefig(out / "decoding.png", dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

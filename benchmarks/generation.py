@@ -217,7 +217,9 @@ def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: s
     passes, and the total-variation distance between the method's code frequencies and
     `ar`'s (codes drawn for the single-object prompts, all seeds); `ar_vs_ar` is that
     distance between `ar`'s even and odd seeds, the noise floor of the comparison.
-    Seed 0's images of each method go to `out/decoding-METHOD.png`, with the checker's verdicts."""
+    Seed 0's images of each method go to `out/decoding-METHOD.png`, with the checker's verdicts.
+    `one_image`: passes and seconds per call at one image per call (seeds 0, 1, ... over
+    the single-object prompts, timed in turn, not interleaved)."""
     from modal_core_images.evaluation.shapes_eval import evaluate_generation, save_generation_grid
     from modal_core_images.quickstart import QUICKSTART_CFG
     from modal_core_images.shapes import COLOURS, SHAPES, describe
@@ -241,9 +243,18 @@ def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: s
             )
             passes.append(pipeline.engine.passes)
             histograms[method].append(codes.flatten().cpu())
+        one_passes, one_seconds = [], []
+        for index, prompt in enumerate(prompts):
+            start = time.perf_counter()
+            pipeline.engine.generate_codes(
+                pipeline.collator, [prompt], name, positions, 1, QUICKSTART_CFG, 1.0, seed=index, decoding=method
+            )
+            one_seconds.append(time.perf_counter() - start)
+            one_passes.append(pipeline.engine.passes)
         report["methods"][method] = {
             "accuracy": accuracy, "two_object_accuracy": two_object, "passes_per_call": sum(passes) / len(passes),
             "images_per_call": 2 * len(prompts),
+            "one_image": {"passes": sum(one_passes) / len(one_passes), "seconds": sum(one_seconds) / len(one_seconds)},
         }  # fmt: skip
 
     codebook = 1 + max(int(codes.max()) for drawn in histograms.values() for codes in drawn)
@@ -322,7 +333,8 @@ def _print_quality(report: dict) -> None:
         print(
             f"  {method:8} accuracy {float(accuracy.mean()):.3f} +- {spread:.3f} (seeds: {', '.join(f'{a:.3f}' for a in row['accuracy'])})"
             f"  two-object {sum(row['two_object_accuracy']) / len(row['two_object_accuracy']):.3f}"
-            f"  passes/call {row['passes_per_call']:.1f}  code TV vs ar {row['code_tv_vs_ar']:.4f}"
+            f"  passes/call {row['passes_per_call']:.1f} ({row['images_per_call']} images)  code TV vs ar {row['code_tv_vs_ar']:.4f}"
+            f"  | one image per call: passes {row['one_image']['passes']:.1f}, s {row['one_image']['seconds']:.3f}"
         )
 
 

@@ -21,6 +21,9 @@ seed, with less work per token:
 
 Image generation runs conditional and unconditional rows as one doubled batch
 (conditional rows first), as the plain loop does. Attention is the backbone's SDPA.
+`generate_codes(..., decoding="sjd" | "zipar")` draws several codes per forward pass
+(`parallel_decoding`) through `DecodeWorkspace.feed` (several positions per row, each
+at its raster place) and `rewind` (forget rejected drafts' cache slots).
 """
 
 from __future__ import annotations

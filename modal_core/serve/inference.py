@@ -33,12 +33,13 @@ class ImageJob:
     top_k: int | None
     top_p: float | None
     seed: int | None
+    decoding: str = "ar"
 
     @property
     def key(self) -> Hashable:
         """Requests share a decode batch only when everything but the prompt agrees:
-        `Pipeline.generate` takes one n, one sampling setting and one seed per call."""
-        return (self.modality, self.n, self.cfg, self.temperature, self.top_k, self.top_p, self.seed)
+        `Pipeline.generate` takes one n, one sampling setting, one seed and one decoding per call."""
+        return (self.modality, self.n, self.cfg, self.temperature, self.top_k, self.top_p, self.seed, self.decoding)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def generation_runner(pipeline: Pipeline) -> Runner:
             top_p=first.top_p,
             seed=seed,
             modality=first.modality,
+            decoding=first.decoding,
         )
         return [DrawnImages([encode_png(item, first.modality) for item in items], seed) for items in outputs]
 

@@ -120,13 +120,15 @@ def evaluate_generation(
     temperature: float = 1.0,
     seed: int = 0,
     two_object_prompts: int = 10,
+    decoding: str = "ar",
 ) -> GenerationResult:
     """Draw `per_prompt` images for every "a <colour> <shape>" prompt and for some
-    held-out two-object captions; the checker judges each image."""
+    held-out two-object captions (decoded with `decoding`, see `Pipeline.generate`);
+    the checker judges each image."""
     single = [describe(colour, shape) for colour in COLOURS for shape in SHAPES]
     pairs = [scene_for_index(i, seed, "heldout", num_objects=2) for i in range(two_object_prompts)]
     two = [" left of ".join(describe(o.colour, o.shape) for o in scene.ordered()) for scene in pairs]
-    outputs = pipeline.generate(single + two, n=per_prompt, cfg=cfg, temperature=temperature, seed=seed)
+    outputs = pipeline.generate(single + two, n=per_prompt, cfg=cfg, temperature=temperature, seed=seed, decoding=decoding)
     images, single_ok, two_ok = [], 0, 0
     for prompt, drawn in zip(single + two, outputs):
         for image in drawn:

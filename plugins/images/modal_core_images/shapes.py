@@ -93,11 +93,12 @@ def render_scene(scene: Scene) -> Image.Image:
     image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
-        _draw_object(draw, obj)
+        draw_object(draw, obj)
     return image
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
+def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
+    """Draw one object with hard edges in its palette colour."""
     validate_object(obj.colour, obj.shape)
     fill = PALETTE[obj.colour]
     # Pillow boxes are inclusive, so a box of `size` pixels ends at x0 + size - 1.

@@ -123,7 +123,7 @@ def _snapped(rng: random.Random, objects: list[tuple[str, str]], image_size: int
 
 def _random_centre(rng: random.Random, size: int, x_lo: int, x_hi: int, image_size: int) -> tuple[int, int]:
     """A centre whose box of ``size`` lies in columns [x_lo, x_hi) and one pixel inside the image."""
-    # The box starts at centre - size // 2 and spans `size` pixels (see `draw_object`).
+    # The box starts at centre - size // 2 and spans `size` pixels (see `_draw_object`).
     before, after = size // 2, size - size // 2
     x_lo, x_hi = max(x_lo, 1), min(x_hi, image_size - 1)
     cx = rng.randint(x_lo + before, x_hi - after)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from modal_core.data.chat import render_conversation
 from modal_core.data.conversation import Conversation, Turn
@@ -30,7 +30,7 @@ from modal_core.data.indexed import IndexedDataset
 from modal_core.data.segments import Media, Sample
 from modal_core.errors import DataError
 from modal_core_images.modalities import UNDERSTANDING
-from modal_core_images.shapes import BACKGROUND, COLOURS, SPLITS, ShapeObject, draw_object
+from modal_core_images.shapes import COLOURS, SPLITS, ShapeObject, render_objects
 
 CANVASES: tuple[tuple[int, int], ...] = ((6, 2), (2, 6), (4, 2))
 """(width, height) of the canvases in cells, drawn with equal chance."""
@@ -76,11 +76,7 @@ def hires_scene(index: int, seed: int, split: str, cell: int = CELL) -> HiresSce
 
 def render_hires(scene: HiresScene) -> Image.Image:
     """Draw `scene` with hard edges, as `shapes.render_scene` draws the square world."""
-    image = Image.new("RGB", (scene.width, scene.height), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    for obj in scene.objects:
-        draw_object(draw, obj)
-    return image
+    return render_objects(scene.objects, scene.width, scene.height)
 
 
 def hires_shapes(options: dict, seed: int, split: str) -> IndexedDataset:

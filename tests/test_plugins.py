@@ -147,6 +147,9 @@ def test_plugins_command_lists_installed_plugins():
     assert result.returncode == 0, result.stderr
     assert "modal_core.builtins" in result.stdout
     assert "datasets: conversations, jsonl_text, prepared, shapes_text, webdataset_text" in result.stdout
-    assert "datasets: hires_shapes, image_conversations, image_folder, image_text_jsonl, shapes, vqa_jsonl, webdataset_image_text" in result.stdout
+    assert (
+        "datasets: hires_shapes, image_conversations, image_folder, image_text_jsonl, shapes, vqa_jsonl, webdataset_image_text"
+        in result.stdout
+    )
     for name in ("images", "image_understanding", "vq_generation"):
         assert name in result.stdout

@@ -52,7 +52,13 @@ def test_understand_takes_any_image_size_and_says_how_many_tiles(tiled_run, caps
     plugins, result, folder = tiled_run
     path = folder / "wide.png"
     render_hires(hires_scene(0, 0, "heldout")).resize((48, 16)).save(path)
-    assert main(["understand", str(result.checkpoint), "--image", str(path), "--question", COLOUR_QUESTION, "--max-new-tokens", "3"], plugins=plugins) == 0
+    assert (
+        main(
+            ["understand", str(result.checkpoint), "--image", str(path), "--question", COLOUR_QUESTION, "--max-new-tokens", "3"],
+            plugins=plugins,
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     pipeline = Pipeline.load(result.checkpoint, plugins=plugins)
     assert printed.out.strip() == pipeline.answer(COLOUR_QUESTION, image=str(path), max_new_tokens=3)
@@ -61,7 +67,11 @@ def test_understand_takes_any_image_size_and_says_how_many_tiles(tiled_run, caps
     (answered,) = understanding_runner(pipeline)([job])
     assert answered.layouts == {UNDERSTANDING: "4 tiles (1x3 grid + thumbnail)"} and answered.answer == printed.out.strip()
     image = render_hires(hires_scene(1, 0, "heldout"))
-    sizes = {(16, 16): "1 tile (1x1 grid: the thumbnail alone)", (33, 61): "3 tiles (2x1 grid + thumbnail)", (48, 16): "4 tiles (1x3 grid + thumbnail)"}
+    sizes = {
+        (16, 16): "1 tile (1x1 grid: the thumbnail alone)",
+        (33, 61): "3 tiles (2x1 grid + thumbnail)",
+        (48, 16): "4 tiles (1x3 grid + thumbnail)",
+    }
     for size, tiles in sizes.items():
         assert pipeline.input_layouts({UNDERSTANDING: image.resize(size)}) == {UNDERSTANDING: tiles}
     # Mixed grids decoded in one left-padded batch give each image's answer alone.
@@ -76,6 +86,8 @@ def test_heldout_accuracy_scores_exact_answers(tiled_run):
     pipeline = Pipeline.load(result.checkpoint, plugins=plugins)
     scored = heldout_accuracy(pipeline, count=4, batch_size=3)
     asked = [(q, a) for i in range(4) for q, a in hires_scene(i, 0, "heldout").questions()]
-    answers = [pipeline.answer(q, image=render_hires(hires_scene(i // 2, 0, "heldout")), max_new_tokens=4) for i, (q, _) in enumerate(asked)]
+    answers = [
+        pipeline.answer(q, image=render_hires(hires_scene(i // 2, 0, "heldout")), max_new_tokens=4) for i, (q, _) in enumerate(asked)
+    ]
     hits = [answer == expected for answer, (_, expected) in zip(answers, asked)]
     assert scored.total == 8 and scored.accuracy == sum(hits) / 8

@@ -80,7 +80,9 @@ def test_tiles_are_the_image_cut_on_its_grid_after_the_thumbnail():
 
 @pytest.fixture
 def tiled(image_plugins):
-    recipe = OmegaConf.merge(OmegaConf.structured(Recipe), {"output_dir": "unused", "backbone": TINY_BACKBONE, "modalities": {UNDERSTANDING: TILED}})
+    recipe = OmegaConf.merge(
+        OmegaConf.structured(Recipe), {"output_dir": "unused", "backbone": TINY_BACKBONE, "modalities": {UNDERSTANDING: TILED}}
+    )
     specials = special_tokens_of(recipe, image_plugins)
     assert TILE_SEPARATOR in specials and ROW_END in specials
     tokenizer = train_tokenizer(["what colour is the small triangle? red", "how many crosses are there? two"] * 20, 300, specials)

@@ -26,13 +26,18 @@ TOWERS = {
     "siglip": ({"type": "siglip"}, "SiglipVisionModel"),
     "clip": ({"type": "clip"}, "CLIPVisionModel"),
     "dinov2": ({"type": "dinov2"}, "Dinov2Model"),
-    "auto": ({"type": "auto", "config": {"model_type": "dinov2", "hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2}}, "Dinov2Model"),
+    "auto": (
+        {"type": "auto", "config": {"model_type": "dinov2", "hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2}},
+        "Dinov2Model",
+    ),
 }
 
 
 def _recipe(encoder: dict, **extra) -> OmegaConf:
     options = {**SIZES, "encoder": encoder, **extra}
-    return OmegaConf.merge(OmegaConf.structured(Recipe), {"output_dir": "unused", "backbone": TINY_BACKBONE, "modalities": {UNDERSTANDING: options}})
+    return OmegaConf.merge(
+        OmegaConf.structured(Recipe), {"output_dir": "unused", "backbone": TINY_BACKBONE, "modalities": {UNDERSTANDING: options}}
+    )
 
 
 def _assembled(recipe, plugins):
@@ -51,7 +56,9 @@ def test_each_tower_family_trains_a_few_steps_through_the_unified_model(family, 
     width = encoder.vision.config.hidden_size
     assert built.model.adapters[UNDERSTANDING].fc1.in_features == width  # the adapter follows the tower (auto: 24)
     images = [Image.effect_noise((32, 32), 40 + 20 * i).convert("RGB") for i in range(2)]
-    samples = [question_answer("what colour is the circle?", answer, [Media(UNDERSTANDING, im)]) for answer, im in zip(("red", "blue"), images)]
+    samples = [
+        question_answer("what colour is the circle?", answer, [Media(UNDERSTANDING, im)]) for answer, im in zip(("red", "blue"), images)
+    ]
     batch = collator(samples)
     assert encoder.encode(batch.media[UNDERSTANDING].payload).shape == (2, 16, width)
     model = built.model
@@ -86,7 +93,13 @@ def test_cls_and_feature_layer_select_what_the_tower_computes(image_plugins):
 
 
 def test_register_tokens_are_dropped(image_plugins):
-    tower = {"model_type": "dinov2_with_registers", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_register_tokens": 2}
+    tower = {
+        "model_type": "dinov2_with_registers",
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_register_tokens": 2,
+    }
     options = modality_options(_recipe({"type": "auto", "select": "cls+patch", "config": tower}), image_plugins, UNDERSTANDING)
     torch.manual_seed(0)
     encoder = image_plugins.modality(UNDERSTANDING).build_encoder(options)
@@ -104,7 +117,14 @@ def test_siglip_has_no_cls_to_keep(image_plugins):
 
 
 def test_a_pretrained_two_tower_folder_gives_its_vision_half(tmp_path, image_plugins):
-    vision = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "image_size": 32, "patch_size": 8}
+    vision = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "image_size": 32,
+        "patch_size": 8,
+    }
     text = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 50}
     torch.manual_seed(1)
     CLIPModel(CLIPConfig(vision_config=vision, text_config=text)).save_pretrained(tmp_path / "clip")
@@ -116,9 +136,9 @@ def test_a_pretrained_two_tower_folder_gives_its_vision_half(tmp_path, image_plu
 
 
 def test_a_pretrained_folder_other_than_the_recipe_says_what_to_set(tmp_path, image_plugins):
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8, mlp_ratio=2)).save_pretrained(
-        tmp_path / "dino"
-    )
+    Dinov2Model(
+        Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8, mlp_ratio=2)
+    ).save_pretrained(tmp_path / "dino")
     options = modality_options(_recipe({"type": "dinov2", "path": str(tmp_path / "dino")}), image_plugins, UNDERSTANDING)
     with pytest.raises(RecipeError, match=r"dino has \{'num_hidden_layers': 3\}; set these values in the recipe"):
         image_plugins.modality(UNDERSTANDING).build_encoder(options)

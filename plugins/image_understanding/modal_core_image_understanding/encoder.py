@@ -18,6 +18,7 @@ from transformers.models.janus.modeling_janus import JanusVisionAlignerMLP, Janu
 
 from modal_core.errors import RecipeError
 
+
 class VisionTowerEncoder(nn.Module):
     """A vision transformer returning one feature per patch, (n, (size/patch)^2, width),
     or with `keep_cls` the CLS feature first, (n, 1 + (size/patch)^2, width).
@@ -52,7 +53,9 @@ class VisionTowerEncoder(nn.Module):
         if not self.keep_cls:
             return states[:, prefix:]
         if prefix < 1:
-            raise RecipeError(f"modalities.image_understanding.encoder.select: cls+patch, but {type(self.vision).__name__} has no CLS token")
+            raise RecipeError(
+                f"modalities.image_understanding.encoder.select: cls+patch, but {type(self.vision).__name__} has no CLS token"
+            )
         return torch.cat([states[:, :1], states[:, prefix:]], dim=1)
 
 
@@ -66,7 +69,8 @@ def tower_config(model_type: str, overrides: dict, image_size: int, patch_size: 
         intermediate = keys.pop("intermediate_size")
         if intermediate % keys["hidden_size"]:
             raise RecipeError(
-                f"modalities.image_understanding: intermediate_size {intermediate} must be a multiple of width {keys['hidden_size']} for dinov2"
+                f"modalities.image_understanding: intermediate_size {intermediate} must be a multiple "
+                f"of width {keys['hidden_size']} for dinov2"
             )
         keys["mlp_ratio"] = intermediate // keys["hidden_size"]
     if model_type == "siglip_vision_model":

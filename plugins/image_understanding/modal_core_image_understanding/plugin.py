@@ -245,14 +245,14 @@ def _positions_summary(options: ImageUnderstandingOptions) -> str:
     per_tile = _per_tile(options)
     if not options.tiling.enabled:
         return f"{per_tile} positions per image"
-    lengths = sorted({len_positions(layout) for layout in _layouts(options)})
+    lengths = sorted({_occupied(layout) for layout in _layouts(options)})
     return (
         f"{lengths[0]} to {lengths[-1]} positions per image: {per_tile} per tile, up to {options.tiling.max_tiles} tiles "
         f"+ a thumbnail, separators {TILE_SEPARATOR} {ROW_END} included ({lengths[-1] - per_tile} more than untiled)"
     )
 
 
-def len_positions(layout: tuple[int | str, ...]) -> int:
+def _occupied(layout: tuple[int | str, ...]) -> int:
     """Positions a layout occupies: its placeholders and its special tokens."""
     return sum(part if isinstance(part, int) else 1 for part in layout)
 

@@ -98,5 +98,3 @@ def hires_shapes(options: dict, seed: int, split: str) -> IndexedDataset:
         return render_conversation(Conversation(tuple(turns)))
 
     return IndexedDataset(size, make, f"hires_shapes/{split}")
-
-

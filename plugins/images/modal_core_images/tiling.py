@@ -97,7 +97,9 @@ class TiledImageProcessor:
     def describe(self) -> str:
         """One line saying how an image becomes tiles (for protocol cards)."""
         largest = max(rows * cols for rows, cols in self.grids)
-        return f"tiled: up to {largest} tiles of {self.base.size}x{self.base.size} on the grid closest to its aspect ratio, plus a thumbnail ({self.base.describe()})"
+        side = self.base.size
+        grids = f"up to {largest} tiles of {side}x{side} on the grid closest to its aspect ratio"
+        return f"tiled: {grids}, plus a thumbnail ({self.base.describe()})"
 
 
 def describe_grid(grid: Grid) -> str:

@@ -38,12 +38,18 @@ class HiresAccuracy:
 def heldout_accuracy(pipeline: Any, count: int = 200, seed: int = 0, batch_size: int = 32) -> HiresAccuracy:
     """Ask both questions about each of the first `count` held-out scenes of `hires_shapes`
     (seed `seed`), one question per prompt, greedily; score the answers by exact match."""
-    asked = [(scene, question, answer) for scene in (hires_scene(i, seed, "heldout") for i in range(count)) for question, answer in scene.questions()]
+    asked = [
+        (scene, question, answer)
+        for scene in (hires_scene(i, seed, "heldout") for i in range(count))
+        for question, answer in scene.questions()
+    ]
     correct: dict[str, list[bool]] = {}
     examples = []
     for start in range(0, len(asked), batch_size):
         batch = asked[start : start + batch_size]
-        answers = pipeline.answer([question for _, question, _ in batch], image=[render_hires(scene) for scene, _, _ in batch], max_new_tokens=4)
+        answers = pipeline.answer(
+            [question for _, question, _ in batch], image=[render_hires(scene) for scene, _, _ in batch], max_new_tokens=4
+        )
         for (scene, question, expected), answer in zip(batch, answers):
             correct.setdefault(question, []).append(answer.strip() == expected)
             if len(examples) < EXAMPLES:

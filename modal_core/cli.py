@@ -100,6 +100,8 @@ def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
         takes = [f"--{runtime.spec.cli_flag} ({name})" for name, runtime in pipeline.modalities.items() if runtime.spec.cli_flag]
         raise ModelInputError(f"{', '.join(unusable)}: this checkpoint has no such input; it takes {', '.join(takes) or 'text only'}")
     print(pipeline.answer(args.question, media=media, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
+    for name, layout in pipeline.input_layouts(media).items():  # stderr: stdout stays the answer alone
+        print(f"{name}: {layout}", file=sys.stderr)
     return 0
 
 

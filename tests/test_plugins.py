@@ -30,6 +30,7 @@ def test_the_image_plugin_contributes_the_image_data_sets_suites_quickstart_and_
 
     info = {i.name: i for i in image_plugins.describe()}
     assert info["images"].datasets == [
+        "hires_shapes",
         "image_conversations",
         "image_folder",
         "image_text_jsonl",
@@ -149,7 +150,7 @@ def test_plugins_command_lists_installed_plugins():
     assert "modal_core.builtins" in result.stdout
     assert "datasets: conversations, jsonl_text, prepared, shapes_text, webdataset_text" in result.stdout
     assert (
-        "datasets: image_conversations, image_folder, image_text_jsonl, shapes, shapes_prompts, vqa_jsonl, webdataset_image_text"
+        "datasets: hires_shapes, image_conversations, image_folder, image_text_jsonl, shapes, shapes_prompts, vqa_jsonl, webdataset_image_text"
         in result.stdout
     )
     assert "rewards: clip_score, shapes_checker, understanding_self_reward" in result.stdout

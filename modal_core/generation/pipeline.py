@@ -13,6 +13,7 @@ from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.segments import Media
 from modal_core.errors import ModelInputError
 from modal_core.generation.engine import DecodeEngine
+from modal_core.modality import VariableItem
 from modal_core.plugins import PluginManager, get_plugin_manager
 
 MAX_IMAGES_PER_CALL = 256
@@ -145,6 +146,17 @@ class Pipeline:
         ids = self.engine.generate_text(self.collator, samples, max_new_tokens, temperature, seed=seed, stop_ids=[eos])
         answers = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
         return answers[0] if single else answers
+
+    def input_layouts(self, media: dict[str, Any]) -> dict[str, str]:
+        """How the model lays out each input item (modality name -> item), for people: e.g.
+        ``"4 tiles (1x3 grid + thumbnail)"`` for a tiled image; modalities whose items all
+        have one size are left out."""
+        layouts = {}
+        for name, item in media.items():
+            processed = self.modalities[self.modality("input", name)].processor(item)
+            if isinstance(processed, VariableItem):
+                layouts[name] = processed.description
+        return layouts
 
 
 def _check_prompts(prompts: list[str]) -> None:

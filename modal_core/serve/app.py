@@ -201,7 +201,10 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
             answer = await _wait(future, settings)
         except ModalCoreError as error:
             return _error(400, uploads.scrub(str(error)))
-        return UnderstandResponse(answer=answer.result, modalities=sorted(uploads.files), batched_with=answer.batched_with)
+        result = answer.result
+        return UnderstandResponse(
+            answer=result.answer, modalities=sorted(uploads.files), layouts=result.layouts, batched_with=answer.batched_with
+        )
 
     return app
 

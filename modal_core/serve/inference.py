@@ -91,10 +91,18 @@ def generation_runner(pipeline: Pipeline) -> Runner:
     return run
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One `QuestionJob`'s answer, and how its inputs were laid out (`Pipeline.input_layouts`)."""
+
+    answer: str
+    layouts: dict[str, str]
+
+
 def understanding_runner(pipeline: Pipeline) -> Runner:
     """Answer a batch of compatible `QuestionJob`s (same modalities and settings) in one call."""
 
-    def run(jobs: list[QuestionJob]) -> list[str]:
+    def run(jobs: list[QuestionJob]) -> list[Answered]:
         first = jobs[0]
         media = {name: [job.media[name] for job in jobs] for name in first.media}
         answers = pipeline.answer(
@@ -104,7 +112,7 @@ def understanding_runner(pipeline: Pipeline) -> Runner:
             temperature=first.temperature,
             seed=first.seed,
         )
-        return list(answers)
+        return [Answered(answer, pipeline.input_layouts(job.media)) for answer, job in zip(answers, jobs)]
 
     return run
 

@@ -61,6 +61,9 @@ class UnderstandResponse(BaseModel):
 
     answer: str
     modalities: list[str] = Field(description="Input modalities the question was asked about.")
+    layouts: dict[str, str] = Field(
+        default_factory=dict, description="How each input was laid out, e.g. how many tiles an image was cut into (tiled models only)."
+    )
     batched_with: int = Field(description="Requests answered in the same batch (1 = alone).")
 
 

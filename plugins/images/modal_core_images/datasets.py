@@ -35,6 +35,7 @@ from modal_core.data.segments import Media, Sample
 from modal_core.data.shards import ShardRecord
 from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError, RecipeError
+from modal_core_images.hires_shapes import hires_shapes
 from modal_core_images.modalities import GENERATION, UNDERSTANDING
 from modal_core_images.processing import EncodedImage
 from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
@@ -205,6 +206,7 @@ def image_conversations(options: dict[str, Any], seed: int, split: str) -> Datas
 IMAGE_DATASETS = {
     "shapes": shapes,
     "shapes_prompts": shapes_prompts,
+    "hires_shapes": hires_shapes,
     "image_text_jsonl": image_text_jsonl,
     "vqa_jsonl": vqa_jsonl,
     "image_folder": image_folder,

@@ -150,8 +150,8 @@ def test_plugins_command_lists_installed_plugins():
     assert "modal_core.builtins" in result.stdout
     assert "datasets: conversations, jsonl_text, prepared, shapes_text, webdataset_text" in result.stdout
     assert (
-        "datasets: hires_shapes, image_conversations, image_folder, image_text_jsonl, shapes, shapes_prompts, vqa_jsonl, webdataset_image_text"
-        in result.stdout
+        "datasets: hires_shapes, image_conversations, image_folder, image_text_jsonl, shapes, shapes_prompts, "
+        "vqa_jsonl, webdataset_image_text" in result.stdout
     )
     assert "rewards: clip_score, shapes_checker, understanding_self_reward" in result.stdout
     for name in ("images", "image_understanding", "vq_generation"):

@@ -9,6 +9,12 @@ memory-bandwidth floor (bytes every step reads over the device's measured read
 bandwidth) with the fraction of it each reaches; writes
 `generation.json`, `generation.png` and `generation.html` to `--out`.
 
+`--decoding ar sjd zipar` compares decoding methods of the engine instead (see
+`decoding_benchmark`): forward passes and seconds per image, ratios against `ar`
+measured in the same run, on the random sizes; with `--checkpoint` (a shapes
+quickstart checkpoint) also quality: the shapes checker's accuracy over `--seeds`
+seeds and the distance of each method's code distribution to `ar`'s.
+
 Run: `python benchmarks/generation.py` (or `make bench`); `--threads 1` on a shared machine.
 """
 
@@ -31,6 +37,7 @@ from janus_models import SIZES, JanusPair, janus_pair  # noqa: E402
 
 from modal_core.data.chat import caption_to_image, question_answer  # noqa: E402
 from modal_core.generation.engine import DecodeEngine  # noqa: E402
+from modal_core.generation.pipeline import Pipeline  # noqa: E402
 
 CAPTION = "a red circle left of a blue square"
 QUESTION = "describe the picture in detail"
@@ -178,6 +185,92 @@ def image_benchmark(pair: JanusPair, batch: int, parallel: int, repeats: int, co
     return {"task": "image", "batch": batch, "parallel": parallel, "tokens": tokens, "greedy_codes_equal": same, "floor": floor, **results}
 
 
+def decoding_benchmark(pipeline: Pipeline, tokens: int, parallel: int, methods: list[str], repeats: int, compile_mode: str | None) -> dict:
+    """Each decoding method on the same prompt, CFG and temperature 1: forward passes
+    per call (mean over the measured runs, which use seeds 0, 1, ...) and the fastest
+    of `repeats` interleaved timings."""
+    device = next(pipeline.model.parameters()).device
+    prompts = [caption_to_image(CAPTION, None, GENERATION)]
+    engines = {method: DecodeEngine(pipeline.model, compile_mode=compile_mode) for method in methods}
+    passes: dict[str, list[int]] = {method: [] for method in methods}
+
+    def contender(method: str) -> Callable[[], dict]:
+        def run() -> None:
+            engine = engines[method]
+            engine.generate_codes(
+                pipeline.collator, prompts, GENERATION, tokens, parallel, CFG, 1.0, seed=len(passes[method]), decoding=method
+            )
+            passes[method].append(engine.passes)
+
+        return lambda: measure(run, None, device)
+
+    results = interleaved({method: contender(method) for method in methods}, repeats)
+    for method, row in results.items():
+        row["passes"] = sum(passes[method]) / len(passes[method])
+        row["seconds_per_image"] = row["seconds"] / parallel
+    return {"task": "decoding", "batch": 1, "parallel": parallel, "tokens": tokens, **results}
+
+
+def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: str, out: Path) -> dict:
+    """On a shapes checkpoint: per method, the checker's accuracy (mean and spread over
+    `seeds` seeds of `evaluate_generation`, 2 images per prompt), the mean forward
+    passes, and the total-variation distance between the method's code frequencies and
+    `ar`'s (codes drawn for the single-object prompts, all seeds); `ar_vs_ar` is that
+    distance between `ar`'s even and odd seeds, the noise floor of the comparison.
+    Seed 0's images of each method go to `out/decoding-METHOD.png`, with the checker's verdicts.
+    `one_image`: passes and seconds per call at one image per call (seeds 0, 1, ... over
+    the single-object prompts, timed in turn, not interleaved)."""
+    from modal_core_images.evaluation.shapes_eval import evaluate_generation, save_generation_grid
+    from modal_core_images.quickstart import QUICKSTART_CFG
+    from modal_core_images.shapes import COLOURS, SHAPES, describe
+
+    pipeline = Pipeline.load(checkpoint, device=device)
+    name = pipeline.modality("output")
+    positions = pipeline.modalities[name].num_positions
+    prompts = [caption_to_image(describe(colour, shape), None, name) for colour in COLOURS for shape in SHAPES]
+    report: dict = {"checkpoint": str(checkpoint), "seeds": seeds, "cfg": QUICKSTART_CFG, "methods": {}}
+    histograms: dict[str, list[torch.Tensor]] = {}  # method -> the codes of each seed
+    for method in methods:
+        accuracy, two_object, passes, histograms[method] = [], [], [], []
+        for seed in range(seeds):
+            result = evaluate_generation(pipeline, 2, cfg=QUICKSTART_CFG, seed=seed, decoding=method)
+            accuracy.append(result.accuracy)
+            if seed == 0:
+                save_generation_grid(result, out / f"decoding-{method.replace(':', '-')}.png")
+            two_object.append(result.two_object_accuracy)
+            codes = pipeline.engine.generate_codes(
+                pipeline.collator, prompts, name, positions, 2, QUICKSTART_CFG, 1.0, seed=seed, decoding=method
+            )
+            passes.append(pipeline.engine.passes)
+            histograms[method].append(codes.flatten().cpu())
+        one_passes, one_seconds = [], []
+        for index, prompt in enumerate(prompts):
+            start = time.perf_counter()
+            pipeline.engine.generate_codes(
+                pipeline.collator, [prompt], name, positions, 1, QUICKSTART_CFG, 1.0, seed=index, decoding=method
+            )
+            one_seconds.append(time.perf_counter() - start)
+            one_passes.append(pipeline.engine.passes)
+        report["methods"][method] = {
+            "accuracy": accuracy, "two_object_accuracy": two_object, "passes_per_call": sum(passes) / len(passes),
+            "images_per_call": 2 * len(prompts),
+            "one_image": {"passes": sum(one_passes) / len(one_passes), "seconds": sum(one_seconds) / len(one_seconds)},
+        }  # fmt: skip
+
+    codebook = 1 + max(int(codes.max()) for drawn in histograms.values() for codes in drawn)
+
+    def distance(first: list[torch.Tensor], second: list[torch.Tensor]) -> float:
+        a, b = (torch.bincount(torch.cat(codes), minlength=codebook).double() for codes in (first, second))
+        return 0.5 * float((a / a.sum() - b / b.sum()).abs().sum())
+
+    reference = histograms["ar"]
+    report["ar_vs_ar"] = distance(reference[0::2], reference[1::2])
+    for method in methods:
+        # Same number of seeds on both sides as in ar_vs_ar: the method's even seeds against ar's odd ones.
+        report["methods"][method]["code_tv_vs_ar"] = distance(histograms[method][0::2], reference[1::2])
+    return report
+
+
 def answer_benchmark(pair: JanusPair, batch: int, new_tokens: int, repeats: int, bandwidth: float) -> dict:
     pipeline, reference = pair.pipeline, pair.reference
     device = next(reference.parameters()).device
@@ -215,6 +308,34 @@ def _against_floor(results: dict[str, dict], floor: dict) -> None:
     """Each contender's fraction of the floor's speed (1 = as fast as reading the bytes allows)."""
     for row in results.values():
         row["of_floor"] = floor["seconds"] / row["seconds"]
+
+
+def _print_decoding(size: str, row: dict) -> None:
+    ar = row.get("ar")
+    for method in (name for name in row if isinstance(row[name], dict)):
+        result = row[method]
+        ratios = (
+            f" | vs ar: {ar['passes'] / result['passes']:5.2f}x fewer passes, {ar['seconds'] / result['seconds']:5.2f}x speed" if ar else ""
+        )
+        print(
+            f"{size:8} p={row['parallel']:<2} {method:8} passes/call {result['passes']:7.1f} (of {row['tokens']} codes)"
+            f"  s/image {result['seconds_per_image']:8.3f} (median {result['median_seconds'] / row['parallel']:.3f})"
+            f"  ms/pass {1e3 * result['seconds'] / result['passes']:7.1f}{ratios}"
+        )
+
+
+def _print_quality(report: dict) -> None:
+    methods = report["methods"]
+    print(f"quality on {report['checkpoint']} ({report['seeds']} seeds, cfg {report['cfg']}); ar vs ar code TV {report['ar_vs_ar']:.4f}")
+    for method, row in methods.items():
+        accuracy = torch.tensor(row["accuracy"])
+        spread = float(accuracy.std()) if len(accuracy) > 1 else 0.0
+        print(
+            f"  {method:8} accuracy {float(accuracy.mean()):.3f} +- {spread:.3f} (seeds: {', '.join(f'{a:.3f}' for a in row['accuracy'])})"
+            f"  two-object {sum(row['two_object_accuracy']) / len(row['two_object_accuracy']):.3f}"
+            f"  passes/call {row['passes_per_call']:.1f} ({row['images_per_call']} images)  code TV vs ar {row['code_tv_vs_ar']:.4f}"
+            f"  | one image per call: passes {row['one_image']['passes']:.1f}, s {row['one_image']['seconds']:.3f}"
+        )
 
 
 def _print(size: str, row: dict) -> None:
@@ -303,6 +424,11 @@ def main() -> None:
         "--compile", default="default", metavar="MODE", help="also time the engine with torch.compile(mode=MODE); 'none' to skip"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-generation"))
+    parser.add_argument(
+        "--decoding", nargs="+", default=None, metavar="METHOD", help="compare these decoding methods (e.g. ar sjd zipar) instead"
+    )
+    parser.add_argument("--checkpoint", type=Path, default=None, help="with --decoding: a shapes checkpoint for the quality numbers")
+    parser.add_argument("--seeds", type=int, default=3, help="with --checkpoint: seeds of the quality evaluation")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -318,6 +444,9 @@ def main() -> None:
         "read_bandwidth_bytes_per_s": bandwidth,
         "results": [],
     }
+    if args.decoding:
+        decoding_main(args, report, compile_mode)
+        return
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as root:
             pair = janus_pair(size, Path(root), dtype=getattr(torch, args.dtype), device=args.device)
@@ -331,6 +460,53 @@ def main() -> None:
                 report["results"].append(row)
     write_report(report, args.out)
     print(f"wrote {args.out}/generation.json, generation.png, generation.html")
+
+
+def decoding_main(args: argparse.Namespace, report: dict, compile_mode: str | None) -> None:
+    """`--decoding`: speed per random size and images per prompt, then quality on `--checkpoint`."""
+    methods = ["ar", *(method for method in args.decoding if method != "ar")]  # ar first: the reference
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as root:
+            pair = janus_pair(size, Path(root), dtype=getattr(torch, args.dtype), device=args.device)
+            for parallel in args.parallel:
+                row = {"size": size, **decoding_benchmark(pair.pipeline, pair.image_tokens, parallel, methods, args.repeats, compile_mode)}
+                _print_decoding(size, row)
+                report["results"].append(row)
+    if args.checkpoint is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        report["quality"] = decoding_quality(args.checkpoint, methods, args.seeds, args.device, args.out)
+        _print_quality(report["quality"])
+    write_decoding_report(report, args.out)
+    print(f"wrote {args.out}/decoding.json, decoding.png")
+
+
+def write_decoding_report(report: dict, out: Path) -> None:
+    """decoding.json, and per case each method's passes and speed relative to `ar` as a PNG bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decoding.json").write_text(json.dumps(report, indent=2))
+    rows = report["results"]
+    methods = [name for name in rows[0] if isinstance(rows[0][name], dict) and name != "ar"] if rows else []
+    figure, axes = plt.subplots(1, 2, figsize=(2.2 * max(len(rows), 1) + 3, 3.2))
+    width = 0.8 / max(len(methods), 1)
+    for index, method in enumerate(methods):
+        positions = [x + (index - (len(methods) - 1) / 2) * width for x in range(len(rows))]
+        axes[0].bar(positions, [row["ar"]["passes"] / row[method]["passes"] for row in rows], width=width, label=method)
+        axes[1].bar(positions, [row["ar"]["seconds"] / row[method]["seconds"] for row in rows], width=width, label=method)
+    labels = [f"{row['size']} p{row['parallel']}" for row in rows]
+    for axis, title in zip(axes, ("fewer passes than ar", "speed-up over ar (wall clock)"), strict=True):
+        axis.set_xticks(list(range(len(rows))), labels)
+        axis.axhline(1.0, color="grey", linewidth=1)
+        axis.set_title(title)
+        axis.legend()
+    figure.suptitle(f"decoding methods, {report['device']}, {report['dtype']}")
+    figure.tight_layout()
+    figure.savefig(out / "decoding.png", dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ counted (`plan`).
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,10 @@ def special_tokens_of(recipe: DictConfig, plugins: PluginManager) -> list[str]:
     """Special tokens the recipe's modalities need in the text tokenizer."""
     tokens: list[str] = list(recipe.tokenizer.special_tokens)
     for name in recipe.modalities:
-        tokens += plugins.modality(name).special_tokens
+        spec = plugins.modality(name)
+        tokens += spec.special_tokens
+        if spec.layout_tokens is not None:
+            tokens += spec.layout_tokens(modality_options(recipe, plugins, name))
     return list(dict.fromkeys(tokens))
 
 
@@ -119,7 +123,8 @@ def build_model(
         spec, options = plugins.modality(name), modality_options(recipe, plugins, name)
         if not read_weights:
             for key in spec.weight_paths:  # the architecture comes from the options alone
-                setattr(options, key, None)
+                owner, _, attribute = key.rpartition(".")  # a dotted key names a nested block's option
+                setattr(operator.attrgetter(owner)(options) if owner else options, attribute, None)
         with torch.device("meta") if lean else contextlib.nullcontext():
             if kind == "encoders":
                 return spec.build_encoder(options)

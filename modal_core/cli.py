@@ -12,7 +12,7 @@ from modal_core import __version__, arguments, recipes
 from modal_core.disk import written_whole
 from modal_core.errors import ModalCoreError, ModelInputError
 from modal_core.evaluation.command import add_eval_command
-from modal_core.generation.cli_options import add_compile_argument
+from modal_core.generation.cli_options import add_compile_argument, add_decoding_argument
 from modal_core.plugins import PluginManager, get_plugin_manager
 from modal_core.preparation.command import add_prepare_command
 from modal_core.scaffold import add_new_plugin_command
@@ -55,7 +55,7 @@ def _recipes(args: argparse.Namespace) -> int:
 def _plugins(args: argparse.Namespace, plugins: PluginManager) -> int:
     for info in plugins.describe():
         print(f"{info.name}  ({info.distribution} {info.version})")
-        for kind in ("modalities", "datasets", "evaluators", "commands", "block_classes"):
+        for kind in ("modalities", "datasets", "evaluators", "rewards", "commands", "block_classes"):
             items = getattr(info, kind)
             if items:
                 print(f"    {kind.replace('_', ' ')}: {', '.join(items)}")
@@ -71,7 +71,14 @@ def _generate(args: argparse.Namespace, plugins: PluginManager) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     outputs = pipeline.generate(
-        args.prompt, n=args.n, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+        args.prompt,
+        n=args.n,
+        cfg=args.cfg,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        decoding=args.decoding,
     )
     for p, (prompt, items) in enumerate(zip(args.prompt, outputs)):
         for i, item in enumerate(items):
@@ -93,6 +100,8 @@ def _understand(args: argparse.Namespace, plugins: PluginManager) -> int:
         takes = [f"--{runtime.spec.cli_flag} ({name})" for name, runtime in pipeline.modalities.items() if runtime.spec.cli_flag]
         raise ModelInputError(f"{', '.join(unusable)}: this checkpoint has no such input; it takes {', '.join(takes) or 'text only'}")
     print(pipeline.answer(args.question, media=media, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
+    for name, layout in pipeline.input_layouts(media).items():  # stderr: stdout stays the answer alone
+        print(f"{name}: {layout}", file=sys.stderr)
     return 0
 
 
@@ -114,6 +123,7 @@ def _add_inference_commands(commands, plugins: PluginManager) -> None:
     generate.add_argument("--out", type=arguments.output_folder, default="generated", help="output folder for PNGs (default: generated)")
     generate.add_argument("--device", type=arguments.device, default="cpu", help="torch device (default cpu)")
     add_compile_argument(generate)
+    add_decoding_argument(generate)
     generate.set_defaults(handler=_generate)
 
     understand = commands.add_parser("understand", help="answer a question about an image (or another input)")

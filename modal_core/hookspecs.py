@@ -106,3 +106,27 @@ def modal_core_block_classes() -> list[Any]:
         def modal_core_block_classes():
             return [SiglipEncoderLayer]
     """
+
+
+@hookspec
+def modal_core_rewards() -> dict[str, Any]:
+    """Contribute reward functions that preference tuning (`preference.method: grpo` or
+    `dpo`) can name under `preference.rewards[*].name`.
+
+    Called once when the reward registry is built. Return a dict mapping a unique reward
+    name to a factory `factory(options: dict, context) -> reward`: `options` are the
+    recipe entry's `options`, `context` a `modal_core.preference.rewards.RewardContext`
+    (the model being tuned, its collator, tokenizer and device). The reward is called
+    on a whole batch, `reward(prompts, items, metadata)`: `prompts` the n prompt
+    strings, `items` the n decoded outputs (PIL images for images), `metadata` n dicts
+    (the data source of each prompt under `source`); it returns n float scores.
+
+    Example::
+
+        def make_brightness(options, context):
+            return lambda prompts, images, metadata: [sum(im.convert("L").getdata()) / 255 for im in images]
+
+        @hookimpl
+        def modal_core_rewards():
+            return {"brightness": make_brightness}
+    """

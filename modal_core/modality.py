@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -37,8 +38,31 @@ class OutputModalityEncoder(ModalityEncoder, Protocol):
     def decode(self, codes: torch.Tensor) -> torch.Tensor: ...
 
 
-Processor = Callable[[Any], torch.Tensor]
-"""Turns one raw item (a path, bytes, an object) into the payload tensor of one item."""
+class VariableItem(NamedTuple):
+    """A processed item whose size depends on its content, e.g. an image cut into a grid
+    of tiles chosen from its aspect ratio: what a processor returns instead of a tensor.
+
+    The item's payload holds `k` units of the spec's `payload_shape` each (`k` tiles); the
+    collator concatenates the units of a batch's items (encoders see ``(sum k, *shape)``,
+    features ``(sum k, N, D)``), lays out the item's positions as `layout` says, and
+    writes the features into its placeholder positions in order."""
+
+    payload: torch.Tensor  # (k, *payload_shape)
+    layout: tuple[int | str, ...]
+    """The item's positions in order: an int n is n placeholder positions (the next n
+    features), a str one special token between them (e.g. a tile-row separator)."""
+    description: str = ""
+    """How the item was laid out, for people (e.g. "2x3 tiles + thumbnail")."""
+
+    @property
+    def num_features(self) -> int:
+        """Placeholder positions the item fills."""
+        return sum(part for part in self.layout if isinstance(part, int))
+
+
+Processor = Callable[[Any], "torch.Tensor | VariableItem"]
+"""Turns one raw item (a path, bytes, an object) into the payload tensor of one item, or
+into a `VariableItem` for modalities whose items differ in size."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +87,8 @@ class ModalitySpec:
     build_processor: Callable[[Any], Processor]
     """``(options) -> processor`` turning one raw item into a payload tensor."""
     num_positions: Callable[[Any], int]
-    """``(options) -> N``, the number of sequence positions one item occupies."""
+    """``(options) -> N``, the number of sequence positions one item occupies; for a
+    processor returning `VariableItem`s, the most placeholder positions one item fills."""
     build_head: Callable[[Any, int], nn.Module] | None = None
     """``(options, hidden_size) -> head`` giving ``(..., codebook)`` logits; ``None`` for
     input modalities, which are answered by the shared text head."""
@@ -84,6 +109,9 @@ class ModalitySpec:
     """The dtype of the processor's payload tensors (e.g. ``torch.long`` for codes)."""
     to_output: Callable[[torch.Tensor], list[Any]] | None = None
     """Output modalities: decoded payload batch -> user-facing objects (e.g. PIL images)."""
+    save_preview: Callable[[list[Any], list[str], Path], None] | None = None
+    """Output modalities: write a picture of some `to_output` objects with a caption
+    each to a PNG file (preference tuning's rollout grids); None: no pictures."""
     cli_flag: str | None = None
     """Flag name for ``modal-core understand --<cli_flag> PATH`` (input modalities)."""
     keyword: str | None = None
@@ -92,8 +120,16 @@ class ModalitySpec:
     ``media={name: item}``; unique among a model's modalities."""
     description: str = ""
     """One line shown by ``modal-core plugins``."""
+    layout_tokens: Callable[[Any], tuple[str, ...]] | None = None
+    """``(options) -> tokens``: special tokens the options' item layouts use besides
+    begin/end/placeholder (e.g. tile separators); added to the text tokenizer only when
+    the options use them, so models trained without them keep their vocabulary."""
+    positions_summary: Callable[[Any], str] | None = None
+    """``(options) -> line`` saying how many positions an item takes, for ``modal-core plan``
+    (default: ``num_positions``)."""
     weight_paths: tuple[str, ...] = ()
-    """Option keys naming pretrained weights to load (e.g. a SigLIP directory). A full
+    """Option keys naming pretrained weights to load (e.g. a SigLIP directory; a dotted key
+    such as ``encoder.path`` names an option of a nested block). A full
     modal-core checkpoint already holds those weights, so loading one clears these keys."""
 
     def __post_init__(self) -> None:

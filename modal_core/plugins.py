@@ -56,11 +56,12 @@ class PluginInfo:
     commands: list[str] = field(default_factory=list)
     block_classes: list[str] = field(default_factory=list)
     """The repeated blocks it declares (FSDP units, activation-checkpointing boundaries)."""
+    rewards: list[str] = field(default_factory=list)
 
 
 class PluginManager:
     """Wraps a pluggy manager with the modal-core hook specs and the registries built
-    from them (modalities, data sets, evaluators)."""
+    from them (modalities, data sets, evaluators, rewards)."""
 
     def __init__(self, load_entry_points: bool = True) -> None:
         self._pm = pluggy.PluginManager("modal_core")
@@ -156,6 +157,10 @@ class PluginManager:
         """All installed evaluators by suite name."""
         return self._collect("modal_core_evaluators", _check_named_callables("modal_core_evaluators"))
 
+    def rewards(self) -> dict[str, Callable[..., Any]]:
+        """All installed reward factories by name (see the `modal_core_rewards` hook)."""
+        return self._collect("modal_core_rewards", _check_named_callables("modal_core_rewards"))
+
     def block_classes(self) -> tuple[type, ...]:
         """Module classes the plugins declare as repeated blocks (FSDP units and
         activation-checkpointing boundaries); a plugin returning anything else is skipped."""
@@ -202,6 +207,7 @@ class PluginManager:
             "modalities": ("modal_core_modalities", self.modalities),
             "datasets": ("modal_core_datasets", self.datasets),
             "evaluators": ("modal_core_evaluators", self.evaluators),
+            "rewards": ("modal_core_rewards", self.rewards),
         }
         infos = []
         blocks = self._block_classes_by_plugin()

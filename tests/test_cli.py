@@ -68,3 +68,15 @@ def test_decoding_commands_take_a_compile_mode():
         assert parser.parse_args(command).compile is None
     result = run_cli("generate", "ckpt", "--prompt", "x", "--compile", "fast")
     assert result.returncode == 2 and "invalid choice: 'fast'" in result.stderr
+
+
+def test_generate_takes_a_decoding_method():
+    from modal_core.cli import build_parser
+    from modal_core.plugins import get_plugin_manager
+
+    parser = build_parser(get_plugin_manager())
+    command = ["generate", "ckpt", "--prompt", "x"]
+    assert parser.parse_args(command).decoding == "ar"
+    assert parser.parse_args([*command, "--decoding", "sjd:8"]).decoding == "sjd:8"
+    result = run_cli(*command, "--decoding", "beam")
+    assert result.returncode == 2 and "decoding 'beam': expected one of ar, sjd, zipar" in result.stderr

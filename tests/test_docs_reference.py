@@ -150,12 +150,20 @@ def _check_block_classes(plugins: PluginManager, capsys) -> None:
     assert nn.TransformerEncoderLayer in plugins.block_classes()
 
 
+def _check_rewards(plugins: PluginManager, capsys) -> None:
+    from PIL import Image
+
+    reward = plugins.rewards()["brightness"]({}, None)
+    assert reward(["a", "b"], [Image.new("RGB", (2, 2), (255, 255, 255)), Image.new("RGB", (2, 2), (51, 51, 51))], [{}, {}]) == [1.0, 0.2]
+
+
 CHECKS = {
     "modal_core_modalities": _check_modalities,
     "modal_core_datasets": _check_datasets,
     "modal_core_evaluators": _check_evaluators,
     "modal_core_commands": _check_commands,
     "modal_core_block_classes": _check_block_classes,
+    "modal_core_rewards": _check_rewards,
 }
 
 

@@ -30,14 +30,17 @@ def test_the_image_plugin_contributes_the_image_data_sets_suites_quickstart_and_
 
     info = {i.name: i for i in image_plugins.describe()}
     assert info["images"].datasets == [
+        "hires_shapes",
         "image_conversations",
         "image_folder",
         "image_text_jsonl",
         "shapes",
+        "shapes_prompts",
         "vqa_jsonl",
         "webdataset_image_text",
     ]
-    assert info["images"].evaluators == ["fid", "geneval", "multiple_choice", "pope", "shapes_geneval", "vqa"]
+    assert info["images"].evaluators == ["fid", "geneval", "multiple_choice", "pope", "shapes_geneval", "shapes_understanding", "vqa"]
+    assert info["images"].rewards == ["clip_score", "shapes_checker", "understanding_self_reward"]
     image_plugins.add_commands(argparse.ArgumentParser().add_subparsers())
     assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["convert", "export", "quickstart"]
 
@@ -146,6 +149,10 @@ def test_plugins_command_lists_installed_plugins():
     assert result.returncode == 0, result.stderr
     assert "modal_core.builtins" in result.stdout
     assert "datasets: conversations, jsonl_text, prepared, shapes_text, webdataset_text" in result.stdout
-    assert "datasets: image_conversations, image_folder, image_text_jsonl, shapes, vqa_jsonl, webdataset_image_text" in result.stdout
+    assert (
+        "datasets: hires_shapes, image_conversations, image_folder, image_text_jsonl, shapes, shapes_prompts, "
+        "vqa_jsonl, webdataset_image_text" in result.stdout
+    )
+    assert "rewards: clip_score, shapes_checker, understanding_self_reward" in result.stdout
     for name in ("images", "image_understanding", "vq_generation"):
         assert name in result.stdout

@@ -35,6 +35,7 @@ RECIPES = (REPO / "recipes").resolve()
 OVERLAYS = {
     "janus/stage3-lora.yaml": "janus/stage3.yaml",
     "janus/stage3-frozen-backbone.yaml": "janus/stage3.yaml",
+    "janus/grpo.yaml": "janus/stage3.yaml",
 }
 """Overlay recipe -> the shipped recipe it is layered on in the test. An overlay holds
 no architecture or data; users put it after a converted checkpoint's recipe, whose

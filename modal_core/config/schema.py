@@ -213,6 +213,69 @@ class TrainerConfig:
 
 
 @dataclass
+class RewardConfig:
+    """One reward of preference tuning."""
+
+    name: str = _key("???", "Registered reward name (see `modal-core plugins`), e.g. `shapes_checker`.")
+    weight: float = _key(1.0, "Weight of this reward in the sum that ranks samples.")
+    options: dict[str, Any] = _key(help="Keyword options passed to the reward's factory.", factory=dict)
+
+
+@dataclass
+class GuardConfig:
+    """An understanding suite scored during preference tuning, to catch what tuning costs understanding."""
+
+    suite: Optional[str] = _key(
+        None, "Evaluator suite (see `modal-core eval --list`) scored at the start and every `every_n_steps`; null: no guard."
+    )
+    options: dict[str, Any] = _key(help="Options of the suite (as `modal-core eval -o key=value` gives them).", factory=dict)
+    metric: str = _key("accuracy", "Key of the suite's result to watch (higher is better).")
+    every_n_steps: int = _key(10, "Score the suite every N optimizer steps.", minimum=1)
+    margin: float = _key(0.02, "Largest allowed drop of `metric` below its value at the start.", minimum=0)
+    action: str = _key(
+        "stop", "`stop`: end training when the drop exceeds `margin`; `report`: only log and record it.", choices=("stop", "report")
+    )
+
+
+@dataclass
+class PreferenceConfig:
+    """Preference and reward tuning of an output modality (GRPO, DPO); null `method`: plain training."""
+
+    method: Optional[str] = _key(
+        None,
+        "`grpo`: sample groups of items per prompt, reward them, clipped policy gradient with a KL penalty; `dpo`: "
+        "direct preference optimisation on chosen/rejected pairs. Null: supervised training as usual.",
+        choices=("grpo", "dpo"),
+    )
+    modality: Optional[str] = _key(None, "Output modality to tune (null: the model's only one).")
+    rewards: list[RewardConfig] = _key(help="Rewards whose weighted sum ranks samples (GRPO, and DPO's sampled pairs).", factory=list)
+    group_size: int = _key(8, "Samples per prompt (GRPO's group; DPO: candidates of which the best and worst form a pair).", minimum=2)
+    cfg_scale: float = _key(5.0, "Classifier-free guidance scale of the sampling policy (the one optimised).", minimum=0)
+    temperature: float = _key(1.0, "Sampling temperature of the policy.", above=0)
+    clip: float = _key(0.2, "GRPO: clip range of the probability ratio.", above=0)
+    kl_weight: float = _key(0.04, "GRPO: weight of the KL penalty to the reference model.", minimum=0)
+    updates_per_rollout: int = _key(
+        1, "GRPO: optimizer steps taken on each batch of samples (from the second on, the ratio clip binds).", minimum=1
+    )
+    beta: float = _key(0.1, "DPO: inverse temperature of the implicit reward.", above=0)
+    pairs: Optional[str] = _key(
+        None,
+        'DPO: JSONL file of {"prompt", "chosen", "rejected"} image paths (relative to the file). Null: pairs come '
+        "from samples of the model ranked by `rewards` (the best and the worst of each group).",
+    )
+    sft_weight: float = _key(
+        1.0,
+        "Weight of the next-token loss of the batch's samples that are not generation prompts (add understanding or "
+        "text sources to `data.sources` to keep those skills while tuning).",
+        minimum=0,
+    )
+    sample_every_n_steps: int = _key(
+        10, "Save a PNG grid of rollouts to `rollouts/` in the run folder every N steps (0: never).", minimum=0
+    )
+    guard: GuardConfig = _key(help="Understanding guard.", factory=GuardConfig)
+
+
+@dataclass
 class Recipe:
     """A training recipe: `modal-core train RECIPE.yaml key=value ...`."""
 
@@ -251,6 +314,7 @@ class Recipe:
     data: DataConfig = _key(help="Training data.", factory=DataConfig)
     optim: OptimConfig = _key(help="Optimizer and schedule.", factory=OptimConfig)
     trainer: TrainerConfig = _key(help="Trainer settings.", factory=TrainerConfig)
+    preference: PreferenceConfig = _key(help="Preference tuning (GRPO, DPO) of an output modality.", factory=PreferenceConfig)
 
 
 def check_values(recipe: Any, schema: type = Recipe, prefix: str = "") -> None:
@@ -261,9 +325,9 @@ def check_values(recipe: Any, schema: type = Recipe, prefix: str = "") -> None:
         key = f"{prefix}{item.name}"
         if item.type in _SECTIONS:
             check_values(value, _SECTIONS[item.type], f"{key}.")
-        elif item.type == "list[DataSourceConfig]":
-            for index, source in enumerate(value):
-                check_values(source, DataSourceConfig, f"{key}[{index}].")
+        elif item.type in _LISTS:
+            for index, entry in enumerate(value):
+                check_values(entry, _LISTS[item.type], f"{key}[{index}].")
         elif value is not None:
             _check_value(key, value, item.metadata)
     if schema is Recipe:
@@ -290,6 +354,12 @@ def _check_rules(recipe: Any) -> None:
         raise RecipeError("trainer.precision: 16-mixed is not available with strategy fsdp (FSDP2 keeps no loss scaler); use bf16-mixed")
     if trainer.strategy == "fsdp" and recipe.modality_tokenizer:
         raise RecipeError("trainer.strategy: fsdp shards the unified model only; train a modality_tokenizer with `ddp`")
+    if recipe.preference.method and recipe.modality_tokenizer:
+        raise RecipeError("preference.method tunes the unified model; it cannot be combined with modality_tokenizer")
+    if recipe.preference.method == "grpo" and not recipe.preference.rewards:
+        raise RecipeError("preference.rewards: GRPO needs at least one reward (see `modal-core plugins` for installed ones)")
+    if recipe.preference.method == "dpo" and not recipe.preference.pairs and not recipe.preference.rewards:
+        raise RecipeError("preference: DPO needs `pairs` (a preference file) or `rewards` to rank the model's own samples")
     if trainer.keep_best and not recipe.data.val_samples:
         raise RecipeError("trainer.keep_best needs validation: set data.val_samples > 0 (and trainer.val_every_n_steps)")
 
@@ -305,6 +375,10 @@ _SECTIONS = {
         DataConfig,
         OptimConfig,
         TrainerConfig,
+        GuardConfig,
+        PreferenceConfig,
     )
 }
 """Section dataclasses by the names fields give as their types (strings, with postponed annotations)."""
+_LISTS = {"list[DataSourceConfig]": DataSourceConfig, "list[RewardConfig]": RewardConfig}
+"""Sections that are lists of entries, by their field type."""

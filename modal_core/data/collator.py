@@ -31,7 +31,7 @@ from modal_core.data.chat import EOS, ChatFormat
 from modal_core.data.packing import first_fit_decreasing
 from modal_core.data.segments import Encoded, Media, Sample, Text
 from modal_core.errors import DataError
-from modal_core.modality import ModalitySpec, Processor
+from modal_core.modality import ModalitySpec, Processor, VariableItem
 
 TEXT_HEAD = 0
 NO_HEAD = -1
@@ -124,7 +124,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     heads: list[int] = field(default_factory=list)
     supervised: list[bool] = field(default_factory=list)
-    media: list[tuple[str, Any, list[int], bool]] = field(default_factory=list)  # (modality, payload, positions, encoded)
+    media: list[tuple[str, Any, list[int], bool, bool]] = field(default_factory=list)  # (modality, payload, positions, encoded, variable)
 
     def add(self, ids: Sequence[int], tokens: Sequence[int], head: int, supervised: bool) -> list[int]:
         start = len(self.ids)
@@ -255,15 +255,22 @@ class Collator:
         if segment.payload is None:  # a generation prompt: the model writes the item from here
             return
         placeholder = self.token_id(spec.placeholder_token) if spec.placeholder_token else self.pad_id
-        count = runtime.num_positions
         supervised = segment.supervised and spec.direction == "output"
-        positions = row.add([placeholder] * count, [UNKNOWN_TOKEN] * count, runtime.head_index, supervised)
         encoded = isinstance(segment.payload, Encoded)
         if encoded:
             payload = self._encoded_value(segment.payload, runtime, segment.modality)
         else:
             payload = segment.payload if isinstance(segment.payload, torch.Tensor) else runtime.processor(segment.payload)
-        row.media.append((segment.modality, payload, positions, encoded))
+        variable = isinstance(payload, VariableItem)
+        layout = payload.layout if variable else (runtime.num_positions,)
+        positions = []
+        for part in layout:  # placeholders, with a variable item's special tokens between them
+            if isinstance(part, str):
+                token = self.token_id(part)
+                row.add([token], [token], TEXT_HEAD, False)
+            else:
+                positions += row.add([placeholder] * part, [UNKNOWN_TOKEN] * part, runtime.head_index, supervised)
+        row.media.append((segment.modality, payload.payload if variable else payload, positions, encoded, variable))
         if spec.end_token:
             end = self.token_id(spec.end_token)
             row.add([end], [end], TEXT_HEAD, False)
@@ -325,6 +332,7 @@ class Collator:
         payloads: dict[str, list[torch.Tensor]] = {}
         masks: dict[str, torch.Tensor] = {}
         encoded: dict[str, set[bool]] = {}
+        variable: dict[str, set[bool]] = {}
         for b, group in enumerate(layout):
             pad = length - sum(len(rows[i].ids) for i in group)
             offset = pad if padding_side == "left" else 0
@@ -339,9 +347,10 @@ class Collator:
                 line["attention"] += [1] * size
                 line["positions"] += range(size)
                 line["sequences"] += [number] * size
-                for name, payload, positions, is_encoded in row.media:
+                for name, payload, positions, is_encoded, is_variable in row.media:
                     payloads.setdefault(name, []).append(payload)
                     encoded.setdefault(name, set()).add(is_encoded)
+                    variable.setdefault(name, set()).add(is_variable)
                     mask = masks.setdefault(name, torch.zeros(shape, dtype=torch.bool))
                     mask[b, [offset + p for p in positions]] = True
                 offset += size
@@ -364,15 +373,26 @@ class Collator:
                     f"modality {name!r}: one batch mixes cached (`modal-core prepare`) and raw items; "
                     "prepare every data source that feeds this modality, or none"
                 )
+            if len(variable[name]) > 1:
+                raise DataError(
+                    f"modality {name!r}: one batch mixes items of varying size (its processor's `VariableItem`s) and fixed "
+                    "payload tensors; give this modality raw items (paths, images) only"
+                )
         cached = {name: True in kinds for name, kinds in encoded.items()}
-        media = {name: MediaBatch(self._stack(name, items, cached[name]), masks[name], cached[name]) for name, items in payloads.items()}
+        media = {
+            name: MediaBatch(self._stack(name, items, cached[name], True in variable[name]), masks[name], cached[name])
+            for name, items in payloads.items()
+        }
         input_ids, token_ids, token_head, supervised, attention_mask, position_ids, sequence_ids = (torch.tensor(fields[n]) for n in names)
         tensors = (input_ids, attention_mask, position_ids, token_ids, token_head, supervised)
         return Batch(*tensors, media=media, sequence_ids=sequence_ids if pack else None)
 
-    def _stack(self, name: str, items: list[torch.Tensor], cached: bool) -> torch.Tensor:
+    def _stack(self, name: str, items: list[torch.Tensor], cached: bool, variable: bool = False) -> torch.Tensor:
         """The items of one modality as one payload; processed ones are checked against
-        the declared payload shape and dtype (cached ones were, by `_encoded_value`)."""
+        the declared payload shape and dtype (cached ones were, by `_encoded_value`).
+        Items of varying size (`variable`) are concatenated unit by unit."""
+        if variable:
+            items = list(torch.cat(items))  # one tensor per unit (tile), each of the declared shape
         shapes = {tuple(item.shape) for item in items}
         if len(shapes) > 1:
             raise DataError(

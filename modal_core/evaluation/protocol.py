@@ -33,6 +33,8 @@ class Decoding:
     top_k: int | None = None
     top_p: float | None = None
     images_per_prompt: int | None = None
+    method: str | None = None
+    """How codes were decoded (`ar`, `sjd`, `zipar`, with a window); None: autoregressive (text)."""
 
 
 @dataclass(frozen=True)

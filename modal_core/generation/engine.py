@@ -21,10 +21,14 @@ seed, with less work per token:
 
 Image generation runs conditional and unconditional rows as one doubled batch
 (conditional rows first), as the plain loop does. Attention is the backbone's SDPA.
+`generate_codes(..., decoding="sjd" | "zipar")` draws several codes per forward pass
+(`parallel_decoding`) through `DecodeWorkspace.feed` (several positions per row, each
+at its raster place) and `rewind` (forget rejected drafts' cache slots).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
@@ -35,6 +39,8 @@ from modal_core.data.collator import Batch, Collator
 from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
 from modal_core.generation.decoding import cut_at_stops, image_prompt_batch, seeded_generator, text_prompt_batch
+from modal_core.generation.decoding_method import DecodingMethod
+from modal_core.generation.parallel_decoding import sjd_codes, zipar_codes
 from modal_core.generation.sampling import filtered_logits, guided_logits
 from modal_core.generation.skinny_linear import SkinnyLinears, skinny_available
 from modal_core.model.unified import UnifiedModel
@@ -86,6 +92,10 @@ class DecodeWorkspace:
         self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)  # (R, 1) of the next query
         self.slot = torch.zeros(1, dtype=torch.long, device=device)  # cache slot of the next query
         self.length = 0  # host copy of `slot`, for the capacity check without a sync
+        # For `feed`: each slot's place in the output's raster order (-1 for the prompt), and the
+        # position of the output's first code.
+        self.order = torch.full((capacity,), -1, dtype=torch.long, device=device)  # (C,)
+        self.start = torch.zeros((rows, 1), dtype=torch.long, device=device)  # (R, 1)
 
     def prefill(self, model: UnifiedModel, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Run the left-padded prompt (R, T, hidden) into an empty cache; returns the
@@ -106,6 +116,8 @@ class DecodeWorkspace:
         self.visible.zero_()
         self.visible[:, 0, 0, :length] = keys
         self.position.copy_(position_ids[:, -1:] + 1)
+        self.start.copy_(self.position)
+        self.order.fill_(-1)
         self.slot.fill_(length)
         return hidden[:, -1]
 
@@ -119,6 +131,40 @@ class DecodeWorkspace:
         self.slot.add_(1)
         self.position.add_(1)
         return hidden[:, -1]
+
+    def feed(self, model: UnifiedModel, embeds: torch.Tensor, order: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """Feed several codes per row at once, into the next Q slots: embeds (R, Q, hidden)
+        of the codes at raster places `order` (Q,) of the output. A query sees the prompt,
+        the kept slots of lower raster place (earlier feeds' and this feed's) and itself;
+        a slot not `kept` (Q,) is seen by its own query only (a stand-in for a code not
+        drawn yet). Returns the hidden states (R, Q, hidden). The caller reserved the Q
+        slots (`reserve`); the order of slots need not be the raster order."""
+        start = self.length - order.shape[0]
+        slots = slice(start, self.length)
+        self.order[slots] = order
+        self.visible[:, 0, 0, slots] = kept
+        self.cache.span = self.length
+        earlier = self.order[None, : self.length] < order[:, None]  # (Q, span)
+        own = torch.zeros_like(earlier)
+        own[:, slots] = torch.eye(order.shape[0], dtype=torch.bool, device=order.device)
+        mask = (self.visible[..., : self.length] & earlier) | own  # (R, 1, Q, span)
+        hidden = model.transformer(embeds, mask, self.start + order, past_key_values=self.cache, use_cache=True).hidden
+        self.slot.fill_(self.length)
+        return hidden
+
+    def rewind(self, length: int) -> None:
+        """Forget every cached slot from `length` on: the next feed overwrites them (a
+        rejected draft's keys and values are never seen again)."""
+        self.visible[..., length:] = False
+        self.order[length:] = -1
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(length)
+        self.slot.fill_(length)
+        self.length = length
+
+    def reserve(self, positions: int) -> None:
+        """Account for `positions` more cached slots, or raise `CacheCapacityError`."""
+        self._reserve(positions)
 
     def reserve_step(self) -> None:
         """Account for one more cached position, or raise `CacheCapacityError`."""
@@ -160,6 +206,25 @@ def _image_step(
     return _image_scores(model, modality, hidden, cfg_scale, sampling)
 
 
+def _feed_scores(
+    model: UnifiedModel,
+    workspace: DecodeWorkspace,
+    modality: str,
+    codes: torch.Tensor,
+    order: torch.Tensor,
+    kept: torch.Tensor,
+    cfg_scale: float,
+    sampling: tuple,
+) -> torch.Tensor:
+    """Feed codes (n, Q) at raster places `order` (Q,) to both halves of the batch
+    (`DecodeWorkspace.feed`); scores (n, Q, V) of the code after each."""
+    count, fed = codes.shape
+    hidden = workspace.feed(model, model.embed_codes(modality, codes.repeat(2, 1)), order, kept)  # (2n, Q, hidden)
+    logits = model.logits(modality, hidden)  # (2n, Q, V)
+    guided = guided_logits(logits[:count], logits[count:], cfg_scale).flatten(0, 1)
+    return _scores(guided, *sampling).view(count, fed, -1)
+
+
 def _text_step(model: UnifiedModel, workspace: DecodeWorkspace, tokens: torch.Tensor, sampling: tuple) -> torch.Tensor:
     """Feed the last text tokens (B,); scores of the next ones (B, V)."""
     hidden = workspace.advance(model, model.backbone.get_input_embeddings()(tokens))
@@ -182,10 +247,13 @@ class DecodeEngine:
         self.skinny_linears = skinny_linears
         self._skinny = SkinnyLinears(model)
         self._workspaces: dict[tuple[int, int], DecodeWorkspace] = {}
+        self.passes = 0  # forward passes of the last `generate_codes` call, its prefill included
         self._image_step: Callable[..., torch.Tensor] = _image_step
         self._text_step: Callable[..., torch.Tensor] = _text_step
+        self._feed_scores: Callable[..., torch.Tensor] = _feed_scores
         if compile_mode is not None:
             self._image_step = torch.compile(_image_step, mode=compile_mode, dynamic=None)
+            self._feed_scores = torch.compile(_feed_scores, mode=compile_mode, dynamic=None)
             self._text_step = torch.compile(_text_step, mode=compile_mode, dynamic=None)
 
     def workspace(self, rows: int, positions: int) -> DecodeWorkspace:
@@ -228,31 +296,77 @@ class DecodeEngine:
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = 0,
+        decoding: str | DecodingMethod = "ar",
     ) -> torch.Tensor:
         """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
-        belonging to prompt r // images_per_prompt; the same as
+        belonging to prompt r // images_per_prompt. With `decoding="ar"` the same as
         `decoding.generate_codes` with the same arguments (up to float rounding of the
-        logits with skinny linears)."""
+        logits with skinny linears); "sjd" and "zipar" draw several codes per pass
+        (`parallel_decoding`: SJD is distributed as "ar" and greedy gives its codes).
+        `self.passes` is then the number of forward passes the call ran."""
         sampling = (temperature, top_k, top_p)
+        method = decoding if isinstance(decoding, DecodingMethod) else DecodingMethod.parse(decoding)
         count, batch = image_prompt_batch(self.model, collator, prompts, num_positions, images_per_prompt, cfg_scale, sampling)
         with self._linear_layers():
-            return self._decode_codes(batch, count, modality, num_positions, cfg_scale, sampling, seed)
+            return self._decode_codes(batch, count, modality, num_positions, cfg_scale, sampling, seed, method)
 
     def _decode_codes(
-        self, batch: Batch, count: int, modality: str, num_positions: int, cfg_scale: float, sampling: tuple, seed: int | None
+        self,
+        batch: Batch,
+        count: int,
+        modality: str,
+        num_positions: int,
+        cfg_scale: float,
+        sampling: tuple,
+        seed: int | None,
+        method: DecodingMethod,
     ) -> torch.Tensor:
         """Codes (n, N) for the doubled CFG batch of n conditional rows."""
         temperature = sampling[0]
-        # The last code is drawn, never fed back: N - 1 positions beyond the prompt.
-        workspace, hidden = self._prefill(batch, num_positions - 1)
+        # The last code is drawn, never fed back: N - 1 positions beyond the prompt (ZipAR
+        # also feeds a stand-in at the start of each row but the first).
+        extra = math.isqrt(num_positions) if method.method == "zipar" else 0
+        workspace, hidden = self._prefill(batch, num_positions - 1 + extra)
         generator = seeded_generator(seed, self._device)
         codes = torch.empty((count, num_positions), dtype=torch.long, device=self._device)  # (n, N)
-        codes[:, 0] = _choose(_image_scores(self.model, modality, hidden, cfg_scale, sampling), temperature, generator)
+        first_scores = _image_scores(self.model, modality, hidden, cfg_scale, sampling)
+        codes[:, 0] = _choose(first_scores, temperature, generator)
+        if method.method != "ar":
+            self.passes = self._parallel_codes(workspace, codes, first_scores, modality, cfg_scale, sampling, generator, method)
+            return codes
+        self.passes = num_positions
         for index in range(1, num_positions):
             workspace.reserve_step()
             scores = self._image_step(self.model, workspace, modality, codes[:, index - 1], cfg_scale, sampling)
             codes[:, index] = _choose(scores, temperature, generator)
         return codes
+
+    def _parallel_codes(
+        self,
+        workspace: DecodeWorkspace,
+        codes: torch.Tensor,
+        first_scores: torch.Tensor,
+        modality: str,
+        cfg_scale: float,
+        sampling: tuple,
+        generator: torch.Generator | None,
+        method: DecodingMethod,
+    ) -> int:
+        """Fill codes (n, N) after the first with SJD or ZipAR; returns the passes run."""
+        temperature = sampling[0]
+
+        def feed(fed: torch.Tensor, order: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+            workspace.reserve(fed.shape[1])
+            return self._feed_scores(self.model, workspace, modality, fed, order, kept, cfg_scale, sampling)
+
+        def choose(scores: torch.Tensor) -> torch.Tensor:
+            return _choose(scores, temperature, generator)
+
+        if method.method == "zipar":
+            return zipar_codes(codes, feed, choose, method.window)
+        return sjd_codes(
+            codes, first_scores, feed, choose, temperature == 0, generator, method.window, lambda: workspace.length, workspace.rewind
+        )
 
     @torch.no_grad()
     def generate_text(

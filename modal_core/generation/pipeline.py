@@ -13,6 +13,7 @@ from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.segments import Media
 from modal_core.errors import ModelInputError
 from modal_core.generation.engine import DecodeEngine
+from modal_core.modality import VariableItem
 from modal_core.plugins import PluginManager, get_plugin_manager
 
 MAX_IMAGES_PER_CALL = 256
@@ -83,8 +84,13 @@ class Pipeline:
         top_p: float | None = None,
         seed: int | None = 0,
         modality: str | None = None,
+        decoding: str = "ar",
     ) -> list[list[Any]]:
-        """`n` outputs (e.g. PIL images) of the output modality for each prompt."""
+        """`n` outputs (e.g. PIL images) of the output modality for each prompt.
+        `decoding`: "ar" (one code per forward pass), "sjd" (speculative Jacobi
+        decoding: several per pass, the same distribution) or "zipar" (rows in
+        parallel: fewer passes, not lossless); a window may follow, e.g. "sjd:16"
+        (see the generation-speed docs)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         _check_prompts(prompts)
         if not 1 <= n * len(prompts) <= MAX_IMAGES_PER_CALL:
@@ -92,7 +98,9 @@ class Pipeline:
         name = self.modality("output", modality)
         runtime = self.modalities[name]
         samples = [caption_to_image(prompt, None, name) for prompt in prompts]
-        codes = self.engine.generate_codes(self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed)
+        codes = self.engine.generate_codes(
+            self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed, decoding
+        )
         with torch.no_grad():
             outputs = runtime.spec.to_output(self.model.encoders[name].decode(codes).cpu())
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
@@ -100,7 +108,8 @@ class Pipeline:
     def generate_images(
         self, prompt: str, n: int = 4, cfg: float = 5.0, temperature: float = 1.0, seed: int | None = 0, **options
     ) -> list[Any]:
-        """`n` images for one prompt (classifier-free guidance scale `cfg`)."""
+        """`n` images for one prompt (classifier-free guidance scale `cfg`); `options`
+        are `generate`'s: top_k, top_p, modality, decoding (e.g. `decoding="sjd"`)."""
         return self.generate(prompt, n=n, cfg=cfg, temperature=temperature, seed=seed, **options)[0]
 
     def answer(
@@ -137,6 +146,17 @@ class Pipeline:
         ids = self.engine.generate_text(self.collator, samples, max_new_tokens, temperature, seed=seed, stop_ids=[eos])
         answers = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
         return answers[0] if single else answers
+
+    def input_layouts(self, media: dict[str, Any]) -> dict[str, str]:
+        """How the model lays out each input item (modality name -> item), for people: e.g.
+        ``"4 tiles (1x3 grid + thumbnail)"`` for a tiled image; modalities whose items all
+        have one size are left out."""
+        layouts = {}
+        for name, item in media.items():
+            processed = self.modalities[self.modality("input", name)].processor(item)
+            if isinstance(processed, VariableItem):
+                layouts[name] = processed.description
+        return layouts
 
 
 def _check_prompts(prompts: list[str]) -> None:

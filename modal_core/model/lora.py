@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,21 @@ def train_lora(model: nn.Module, train: list[str]) -> int:
             factor.requires_grad_(True)
             count += factor.numel()
     return count
+
+
+@contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """While open, every LoRA layer of `model` computes its base layer alone (the update's
+    scale is 0): the model is its base weights, e.g. the reference of preference tuning."""
+    layers = list(lora_layers(model).values())
+    scalings = [layer.scaling for layer in layers]
+    for layer in layers:
+        layer.scaling = 0.0
+    try:
+        yield
+    finally:
+        for layer, scaling in zip(layers, scalings):
+            layer.scaling = scaling
 
 
 def merge_lora(model: nn.Module) -> int:

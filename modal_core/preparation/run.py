@@ -48,6 +48,7 @@ from modal_core.data.segments import Media, Sample
 from modal_core.data.shards import BadShard, ShardRecord, read_shard
 from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError, RecipeError
+from modal_core.modality import VariableItem
 from modal_core.plugins import PluginManager
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -292,6 +293,11 @@ class _SourceWriter:
                 raise DataError(f"{sample.source}: modality {segment.modality!r} is not in this recipe")
             path = str(Path(raw).resolve()) if isinstance(raw, (str, Path)) else None
             processed = raw if isinstance(raw, torch.Tensor) else runtime.processor(raw)
+            if isinstance(processed, VariableItem):
+                raise RecipeError(
+                    f"modality {segment.modality!r} lays out items of varying size (e.g. image tiling); `modal-core prepare` "
+                    "stores fixed-size items only: train on its raw data instead"
+                )
             checksum = file_sha256(Path(path)) if path else tensor_sha256(processed)
             if segment.modality in self.modalities:
                 items[position] = PreparedItem(encoded=True, path=path, checksum=checksum)

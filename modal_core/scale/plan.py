@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from modal_core.assemble import build_model, special_tokens_of
+from modal_core.config.loader import modality_options
 from modal_core.data.text_tokenizer import load_tokenizer
 from modal_core.errors import RecipeError
 from modal_core.model.lora import train_lora
@@ -68,6 +69,8 @@ class Plan:
     memory: MemoryPlan
     tokens_per_step: int
     vocab_source: str
+    positions: dict[str, str] = field(default_factory=dict)
+    """Modality -> how many sequence positions one item takes (tiling's extra tokens included)."""
 
     @property
     def trainable(self) -> int:
@@ -202,7 +205,18 @@ def plan(recipe: DictConfig, plugins: PluginManager) -> Plan:
     memory = memory_per_gpu(model, recipe)
     settings = recipe.trainer
     tokens = recipe.data.batch_size * settings.accumulate_grad_batches * memory.world_size * recipe.data.max_length
-    return Plan(groups, memory, tokens, vocab_source)
+    return Plan(groups, memory, tokens, vocab_source, item_positions(recipe, plugins))
+
+
+def item_positions(recipe: DictConfig, plugins: PluginManager) -> dict[str, str]:
+    """Each modality's line on the positions one item takes, its begin/end tokens included."""
+    lines = {}
+    for name in recipe.modalities:
+        spec, options = plugins.modality(name), modality_options(recipe, plugins, name)
+        body = spec.positions_summary(options) if spec.positions_summary else f"{spec.num_positions(options)} positions per item"
+        edges = sum(bool(token) for token in (spec.begin_token, spec.end_token))
+        lines[name] = f"{body}; + {edges} begin/end token(s)" if edges else body
+    return lines
 
 
 def format_plan(result: Plan, recipe: DictConfig) -> str:
@@ -222,6 +236,9 @@ def format_plan(result: Plan, recipe: DictConfig) -> str:
         lines.append(f"  {name:<34}{value / GIB:>12.2f} GiB")
     lines.append(f"  {'total (estimate)':<34}{memory.total / GIB:>12.2f} GiB")
     lines.extend(f"  note: {note}" for note in memory.notes)
+    if result.positions:
+        lines.append(f"positions per item (data.max_length {recipe.data.max_length})")
+        lines.extend(f"  {name:<34}{line}" for name, line in result.positions.items())
     micro = recipe.data.batch_size * recipe.data.max_length
     lines.append(
         f"tokens per optimizer step: {result.tokens_per_step:,} (at most; {recipe.data.batch_size} x {recipe.data.max_length} per "

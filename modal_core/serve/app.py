@@ -153,7 +153,7 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
         if body.n > settings.max_batch_images:
             return _error(422, f"n must be at most {settings.max_batch_images} on this server (--max-batch-images), got {body.n}")
         modality = pipeline.modality("output", body.modality)  # unknown or ambiguous: ModelInputError -> 400
-        job = ImageJob(body.prompt, modality, body.n, body.cfg, body.temperature, body.top_k, body.top_p, body.seed)
+        job = ImageJob(body.prompt, modality, body.n, body.cfg, body.temperature, body.top_k, body.top_p, body.seed, body.decoding)
         answer = await _wait(queue.submit("generate", job.key, job.n, job, ticket=request_id), settings)
         return GenerateResponse(images=answer.result.images, modality=modality, seed=answer.result.seed, batched_with=answer.batched_with)
 
@@ -201,7 +201,10 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
             answer = await _wait(future, settings)
         except ModalCoreError as error:
             return _error(400, uploads.scrub(str(error)))
-        return UnderstandResponse(answer=answer.result, modalities=sorted(uploads.files), batched_with=answer.batched_with)
+        result = answer.result
+        return UnderstandResponse(
+            answer=result.answer, modalities=sorted(uploads.files), layouts=result.layouts, batched_with=answer.batched_with
+        )
 
     return app
 

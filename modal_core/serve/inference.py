@@ -33,12 +33,13 @@ class ImageJob:
     top_k: int | None
     top_p: float | None
     seed: int | None
+    decoding: str = "ar"
 
     @property
     def key(self) -> Hashable:
         """Requests share a decode batch only when everything but the prompt agrees:
-        `Pipeline.generate` takes one n, one sampling setting and one seed per call."""
-        return (self.modality, self.n, self.cfg, self.temperature, self.top_k, self.top_p, self.seed)
+        `Pipeline.generate` takes one n, one sampling setting, one seed and one decoding per call."""
+        return (self.modality, self.n, self.cfg, self.temperature, self.top_k, self.top_p, self.seed, self.decoding)
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,25 @@ def generation_runner(pipeline: Pipeline) -> Runner:
             top_p=first.top_p,
             seed=seed,
             modality=first.modality,
+            decoding=first.decoding,
         )
         return [DrawnImages([encode_png(item, first.modality) for item in items], seed) for items in outputs]
 
     return run
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One `QuestionJob`'s answer, and how its inputs were laid out (`Pipeline.input_layouts`)."""
+
+    answer: str
+    layouts: dict[str, str]
+
+
 def understanding_runner(pipeline: Pipeline) -> Runner:
     """Answer a batch of compatible `QuestionJob`s (same modalities and settings) in one call."""
 
-    def run(jobs: list[QuestionJob]) -> list[str]:
+    def run(jobs: list[QuestionJob]) -> list[Answered]:
         first = jobs[0]
         media = {name: [job.media[name] for job in jobs] for name in first.media}
         answers = pipeline.answer(
@@ -102,7 +112,7 @@ def understanding_runner(pipeline: Pipeline) -> Runner:
             temperature=first.temperature,
             seed=first.seed,
         )
-        return list(answers)
+        return [Answered(answer, pipeline.input_layouts(job.media)) for answer, job in zip(answers, jobs)]
 
     return run
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modal_core.generation.decoding_method import DECODING_PATTERN
 from modal_core.generation.pipeline import MAX_PROMPT_CHARACTERS
 from modal_core.generation.sampling import MAX_CFG_SCALE, MAX_TEMPERATURE
 
@@ -31,6 +32,9 @@ class GenerateRequest(_Strict):
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int | None = Field(0, ge=0, le=MAX_SEED, description="Random seed; null draws a fresh one.")
     modality: str | None = Field(None, description="Output modality; needed only when the model has several.")
+    decoding: str = Field(
+        "ar", pattern=DECODING_PATTERN, description="ar, sjd[:L] (speculative Jacobi, same distribution) or zipar[:w] (rows in parallel)."
+    )
 
 
 class GenerateResponse(BaseModel):
@@ -57,6 +61,9 @@ class UnderstandResponse(BaseModel):
 
     answer: str
     modalities: list[str] = Field(description="Input modalities the question was asked about.")
+    layouts: dict[str, str] = Field(
+        default_factory=dict, description="How each input was laid out, e.g. how many tiles an image was cut into (tiled models only)."
+    )
     batched_with: int = Field(description="Requests answered in the same batch (1 = alone).")
 
 

@@ -23,6 +23,8 @@ from modal_core.errors import CheckpointError, RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
 from modal_core.model.lora import train_lora
 from modal_core.plugins import PluginManager
+from modal_core.preference.module import PreferenceTrainingModule
+from modal_core.preference.setup import preference_task
 from modal_core.scale.blocks import block_classes
 from modal_core.scale.strategy import build_strategy, lightning_precision
 from modal_core.scale.throughput import FlopsModel, ThroughputMonitor
@@ -70,10 +72,11 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
         (run_dir / RECIPE_FILE).write_text(recipe_yaml)
     optim = recipe_to_dict(recipe.optim)
     total_steps = recipe.trainer.max_steps
+    callbacks: list[L.Callback] = []
     if recipe.modality_tokenizer:
         module, data, tokenizer = _tokenizer_task(recipe, plugins, optim, total_steps, start)
     else:
-        module, data, tokenizer = _unified_task(recipe, plugins, optim, total_steps, start)
+        module, data, tokenizer, callbacks = _unified_task(recipe, plugins, optim, total_steps, start, run_dir)
 
     def write_extras(directory: Path) -> None:
         (directory / RECIPE_FILE).write_text(recipe_yaml)
@@ -82,7 +85,7 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
             module.model.backbone.config.save_pretrained(directory / BACKBONE_CONFIG_DIR)
 
     with quiet_lightning():
-        trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins)
+        trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins, callbacks)
         trainer.fit(module, datamodule=data, ckpt_path=str(start) if recipe.resume else None)
     last = run_dir / CHECKPOINT_DIR / store.LAST_LINK
     if not last.resolve().is_dir():
@@ -91,9 +94,10 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     return TrainResult(run_dir, store.verify(last.resolve(), allow_sharded=True, hashes=False), run_dir / HISTORY_FILE)
 
 
-def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int, start: Path | None):
-    """The unified model's training module and data; `start`: the resolved `resume` or
-    `init_from` checkpoint (its tokenizer; with `init_from`, its weights too)."""
+def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int, start: Path | None, run_dir: Path):
+    """The unified model's training module, data and extra callbacks; `start`: the
+    resolved `resume` or `init_from` checkpoint (its tokenizer; with `init_from`, its
+    weights too). With `preference.method` the module is preference tuning's."""
     tokenizer = prepare_tokenizer(recipe, plugins, start)
     init_from = None if recipe.resume or start is None else store.verify(start)
     # With init_from: built on the meta device and filled from the file, one copy of the weights in memory.
@@ -104,10 +108,14 @@ def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total
             f"init_from {recipe.init_from}: {len(assembled.fresh)} tensors not in the checkpoint keep their initialisation "
             f"({', '.join(groups)})"
         )
-    module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
+    collator, callbacks = assembled.collator, []
+    if recipe.preference.method:
+        module, collator, callbacks = preference_task(recipe, plugins, assembled, optim, total_steps, run_dir)
+    else:
+        module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
     if recipe.lora.rank:
         train_lora(assembled.model, list(recipe.train))
-    return module, _data_module(recipe, plugins, assembled.modalities, assembled.collator), tokenizer
+    return module, _data_module(recipe, plugins, assembled.modalities, collator), tokenizer, callbacks
 
 
 def _tokenizer_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total_steps: int, start: Path | None):
@@ -138,13 +146,19 @@ def _data_module(recipe: DictConfig, plugins: PluginManager, modalities: dict[st
 
 
 def _trainer(
-    recipe: DictConfig, run_dir: Path, checkpoint_io: SafetensorsCheckpointIO, module: L.LightningModule, plugins: PluginManager
+    recipe: DictConfig,
+    run_dir: Path,
+    checkpoint_io: SafetensorsCheckpointIO,
+    module: L.LightningModule,
+    plugins: PluginManager,
+    callbacks: list[L.Callback],
 ) -> L.Trainer:
     settings = recipe.trainer
     validate_every = settings.val_every_n_steps or settings.max_steps
     blocks = block_classes(module.model, plugins.block_classes())
     throughput = []
-    if isinstance(module, UnifiedTrainingModule):
+    # Preference tuning's steps are mostly sampling, which the token count of a batch does not measure.
+    if isinstance(module, UnifiedTrainingModule) and not isinstance(module, PreferenceTrainingModule):
         throughput.append(ThroughputMonitor(FlopsModel.of(module.model), str(settings.precision), settings.peak_tflops))
     return L.Trainer(
         max_steps=settings.max_steps,
@@ -169,6 +183,7 @@ def _trainer(
                 Retention(settings.keep_best, settings.monitor, settings.monitor_mode),
             ),
             *throughput,  # before MetricsHistory, which writes what was logged
+            *callbacks,
             MetricsHistory(run_dir / HISTORY_FILE, settings.log_every_n_steps),
             *([StepProgressBar()] if settings.progress_bar else []),
         ],

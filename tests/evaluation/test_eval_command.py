@@ -58,7 +58,7 @@ def test_vqa_through_the_installed_command(tiny_checkpoint, benchmarks, tmp_path
     assert card["suite"] == "vqa" and card["protocol"] == "official" and card["reference"].startswith("GT-Vision-Lab/VQA@a013f004")
     assert card["items"] == 4 and card["prompt_template"].endswith("<|User|>: <image>{question}\n\n<|Assistant|>:")
     assert card["preprocessing"].startswith("preprocess modal-core: EXIF-upright RGB")
-    no_sampling = {"cfg": None, "top_k": None, "top_p": None, "images_per_prompt": None}
+    no_sampling = {"cfg": None, "top_k": None, "top_p": None, "images_per_prompt": None, "method": None}
     assert card["decoding"] == {"temperature": 0.0, "seed": 0, "max_new_tokens": 3, **no_sampling}
     rows = ("| protocol | official |", "| reference | GT-Vision-Lab/VQA@", "| prompt template | `")
     rows += ("| preprocessing | preprocess modal-core",)
@@ -95,6 +95,7 @@ def test_understanding_suites_and_resume(tiny_checkpoint, benchmarks, tmp_path, 
 def test_shapes_geneval_writes_a_geneval_folder(tiny_checkpoint, tmp_path):
     out = tmp_path / "gen"
     args = ["eval", str(tiny_checkpoint), "--suite", "shapes_geneval", "--limit", "4", "--out", str(out), "-o", "n=1", "-o", "cfg=3"]
+    args += ["-o", "decoding=sjd:4"]
     assert main(args, plugins=image_plugins()) == 0
     results = _results(out)
     assert results["metrics"]["images"] == 4 and set(results["metrics"]["tags"]) == {"colors", "counting", "two_object", "position"}
@@ -102,7 +103,8 @@ def test_shapes_geneval_writes_a_geneval_folder(tiny_checkpoint, tmp_path):
     assert "![generations.png](generations.png)" in (out / "report.md").read_text()
     decoding = results["protocol"]["decoding"]
     assert decoding == {"temperature": 1.0, "seed": 0, "max_new_tokens": None, "cfg": 3.0, "top_k": None, "top_p": None} | {
-        "images_per_prompt": 1
+        "images_per_prompt": 1,
+        "method": "sjd:4",
     }
     assert "| decoding: images per prompt | 1 |" in (out / "report.md").read_text()
     before = {p: p.stat().st_mtime_ns for p in out.glob("0000*/samples/*.png")}
@@ -139,7 +141,8 @@ def test_list_shows_every_suite_with_a_description(capsys):
     plugins.register(plugin, name="extra")
     assert main(["eval", "--list"], plugins=plugins) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert set(lines) == {"vqa", "multiple_choice", "pope", "geneval", "shapes_geneval", "fid", "documented", "attributed", "bare"}
+    suites = {"vqa", "multiple_choice", "pope", "geneval", "shapes_geneval", "shapes_understanding", "fid"}
+    assert set(lines) == suites | {"documented", "attributed", "bare"}
     assert lines["documented"].split(None, 1)[1] == "Scores things.  [extra]"
     assert "An explicit description.  [extra]" in lines["attributed"]
     assert "(no description)" in lines["bare"]

@@ -61,6 +61,11 @@ def test_generate_returns_the_pipelines_images_as_png(live_server):
     expected = pipeline.generate_images("a red circle", n=3, cfg=3.0, temperature=1.0, seed=7)
     assert [_pixels(png) for png in result["images"]] == [image.tobytes() for image in expected]
     assert len({_pixels(png) for png in result["images"]}) == 3  # sampled, not one image three times
+    parallel = httpx.post(f"{live_server.url}/v1/generate", json=body | {"decoding": "zipar:2"}, timeout=60)
+    assert parallel.status_code == 200, parallel.text
+    expected = pipeline.generate_images("a red circle", n=3, cfg=3.0, temperature=1.0, seed=7, decoding="zipar:2")
+    assert [_pixels(png) for png in parallel.json()["images"]] == [image.tobytes() for image in expected]
+    assert parallel.json()["images"] != result["images"]  # the decoding reached the engine
 
 
 def test_understand_answers_like_the_pipeline(live_server, tmp_path):
@@ -94,6 +99,7 @@ BAD_REQUESTS = [
     ("n over the batch", {"url": "/v1/generate", "json": {"prompt": "a", "n": 17}}, 422, ["n must be at most 16"]),
     ("temperature", {"url": "/v1/generate", "json": {"prompt": "a", "temperature": 50}}, 422, ["temperature", "less than or equal to 10"]),
     ("negative cfg", {"url": "/v1/generate", "json": {"prompt": "a", "cfg": -1}}, 422, ["cfg", "greater than or equal to 0"]),
+    ("unknown decoding", {"url": "/v1/generate", "json": {"prompt": "a", "decoding": "beam"}}, 422, ["decoding", "should match pattern"]),
     ("unknown key", {"url": "/v1/generate", "json": {"prompt": "a", "steps": 3}}, 422, ["steps", "Extra inputs"]),
     ("unknown output modality", {"url": "/v1/generate", "json": {"prompt": "a", "modality": "audio"}},
      400, ["no output modality 'audio'", "vq_generation"]),

@@ -158,6 +158,9 @@ def test_the_progress_text_follows_the_clients_own_request(live_server, page):
     def progress(words: str) -> None:
         page.wait_for_function(f"() => document.getElementById('progress-text').textContent.startsWith({words!r})", timeout=30_000)
 
+    # One draw first: the first call of a process pays one-off costs (building the CPU
+    # kernel, warming the cache) that, on a loaded machine, outlast the waits below.
+    assert httpx.post(f"{live_server.url}/v1/generate", json={"prompt": "a red circle", "n": 1, "seed": 0}, timeout=120).status_code == 200
     queue._runners["generate"] = gated
     others = []
     try:

@@ -35,6 +35,7 @@ from modal_core.data.segments import Media, Sample
 from modal_core.data.shards import ShardRecord
 from modal_core.data.streaming import ShardSource
 from modal_core.errors import DataError, RecipeError
+from modal_core_images.hires_shapes import hires_shapes
 from modal_core_images.modalities import GENERATION, UNDERSTANDING
 from modal_core_images.processing import EncodedImage
 from modal_core_images.shapes import caption, questions, render_scene, scene_for_index
@@ -77,6 +78,30 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
         return question_answer(question, answer, [Media(understanding, image)])
 
     return IndexedDataset(size, make, f"shapes/{task}/{split}")
+
+
+def shapes_prompts(options: dict[str, Any], seed: int, split: str) -> Dataset:
+    """Text-to-image prompts for preference tuning (their item is left for the model to
+    draw): captions of two-object scenes of `split` whose objects differ, minus every
+    prompt the `shapes_geneval` suite asks at its defaults, so a reward never sees the
+    prompts that evaluation scores (nor any one-object or counting prompt of the suite:
+    those name one object or two identical ones). Options: `size` (prompts, default
+    2000, repeating as scenes repeat), `generation` (the modality)."""
+    from modal_core_images.evaluation.shapes_geneval import mini_prompts
+
+    size = int(_option(options, "size", 2000))
+    generation = _option(options, "generation", GENERATION)
+    asked = {prompt["prompt"] for prompt in mini_prompts()}
+    captions: list[str] = []
+    index = 0
+    while len(captions) < size:
+        scene = scene_for_index(index, seed, split, num_objects=2)
+        index += 1
+        first, second = scene.ordered()
+        text = caption(scene)
+        if (first.colour, first.shape) != (second.colour, second.shape) and text not in asked:
+            captions.append(text)
+    return IndexedDataset(size, lambda i: caption_to_image(captions[i], None, generation), f"shapes_prompts/{split}")
 
 
 def _resolve(base: Path, relative: str, where: str) -> Path:
@@ -180,6 +205,8 @@ def image_conversations(options: dict[str, Any], seed: int, split: str) -> Datas
 
 IMAGE_DATASETS = {
     "shapes": shapes,
+    "shapes_prompts": shapes_prompts,
+    "hires_shapes": hires_shapes,
     "image_text_jsonl": image_text_jsonl,
     "vqa_jsonl": vqa_jsonl,
     "image_folder": image_folder,

@@ -1,4 +1,4 @@
-"""Registers the image data sets, the image evaluation suites, `modal-core quickstart`,
+"""Registers the image data sets, the image evaluation suites and rewards, `modal-core quickstart`,
 `modal-core ablate` and the Janus checkpoint commands (`modal-core convert`, `modal-core export`)."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def modal_core_datasets() -> dict[str, Any]:
 @hookimpl
 def modal_core_evaluators() -> dict[str, Any]:
     from modal_core_images.evaluation.generation_suites import evaluate_fid, evaluate_geneval, evaluate_shapes_geneval
+    from modal_core_images.evaluation.shapes_eval import evaluate_shapes_understanding
     from modal_core_images.evaluation.understanding_suites import evaluate_multiple_choice, evaluate_pope, evaluate_vqa
 
     return {
@@ -34,7 +35,15 @@ def modal_core_evaluators() -> dict[str, Any]:
         "geneval": evaluate_geneval,
         "shapes_geneval": evaluate_shapes_geneval,
         "fid": evaluate_fid,
+        "shapes_understanding": evaluate_shapes_understanding,
     }
+
+
+@hookimpl
+def modal_core_rewards() -> dict[str, Any]:
+    from modal_core_images.rewards import REWARDS
+
+    return dict(REWARDS)
 
 
 @hookimpl

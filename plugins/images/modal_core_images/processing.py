@@ -342,9 +342,16 @@ class ImageProcessor:
 
     def __call__(self, source: ImageSource) -> torch.Tensor:
         """Load and preprocess one image into a (3, size, size) float32 tensor."""
-        convert = plain_rgb if self.preprocess == "official" else upright_rgb
-        image = load_image(source, max_pixels=self.max_pixels, convert=convert)
-        return image_to_tensor(image, self.size, self.mean, self.std, self.pad_square, self.preprocess)
+        return self.to_tensor(self.load(source))
+
+    def load(self, source: ImageSource) -> Image.Image:
+        """Load one image as RGB, the `preprocess` way."""
+        return load_image(source, max_pixels=self.max_pixels, convert=plain_rgb if self.preprocess == "official" else upright_rgb)
+
+    def to_tensor(self, image: Image.Image, pad_square: bool | None = None) -> torch.Tensor:
+        """A loaded image as a (3, size, size) float32 tensor (`pad_square`: None keeps the processor's)."""
+        pad = self.pad_square if pad_square is None else pad_square
+        return image_to_tensor(image, self.size, self.mean, self.std, pad, self.preprocess)
 
     def describe(self) -> str:
         """One line saying how an image becomes a tensor (for protocol cards)."""

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import itertools
 import random
+from collections.abc import Sequence
 from typing import Literal
 
 from PIL import Image, ImageDraw
@@ -62,6 +63,7 @@ __all__ = [
     "describe",
     "heldout_pairs",
     "questions",
+    "render_objects",
     "render_scene",
     "sample_scene",
     "scene_for_index",
@@ -90,9 +92,14 @@ SPLITS: tuple[str, ...] = ("train", "heldout")
 
 def render_scene(scene: Scene) -> Image.Image:
     """Draw ``scene`` as an RGB image with hard (non-antialiased) edges."""
-    image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
+    return render_objects(scene.objects, scene.image_size, scene.image_size)
+
+
+def render_objects(objects: Sequence[ShapeObject], width: int, height: int) -> Image.Image:
+    """Draw `objects` on a `width` x `height` canvas of the background colour, hard-edged."""
+    image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    for obj in scene.objects:
+    for obj in objects:
         _draw_object(draw, obj)
     return image
 

@@ -11,7 +11,7 @@ from modal_core.checkpoints.store import check_fits, load_into, load_model_state
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
 from modal_core_images.modalities import GENERATION
-from modal_core_images.processing import ImageProcessor, tensor_to_image
+from modal_core_images.processing import ImageProcessor, save_image_grid, tensor_to_image
 
 # The tokenizer and adapter modules import transformers' Janus VQ-VAE (seconds): they are
 # imported when a model is built, so listing plugins or starting the CLI stays fast.
@@ -155,6 +155,7 @@ VQ_GENERATION = ModalitySpec(
     end_token=END_OF_IMAGE,
     placeholder_token=IMAGE_PLACEHOLDER,
     to_output=lambda pixels: [tensor_to_image(image) for image in pixels],
+    save_preview=lambda images, captions, path: save_image_grid(images, path, columns=8, captions=captions),
     weight_paths=("tokenizer_path", "semantic_teacher"),
     description="VQ image tokenizer + generation adapter + image head (text-to-image)",
 )

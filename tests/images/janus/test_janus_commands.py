@@ -20,6 +20,12 @@ def test_convert_understand_generate_export(converted, janus_plugins, tmp_path, 
     )
     assert main(["generate", str(out), "--prompt", "a red circle", "--n", "2", "--out", str(tmp_path / "png")], plugins=janus_plugins) == 0
     assert len(list((tmp_path / "png").glob("*.png"))) == 2
+    greedy = ["generate", str(out), "--prompt", "a red circle", "--n", "2", "--temperature", "0"]
+    for decoding in ("ar", "sjd"):
+        assert main([*greedy, "--decoding", decoding, "--out", str(tmp_path / decoding)], plugins=janus_plugins) == 0
+    assert [p.read_bytes() for p in sorted((tmp_path / "sjd").glob("*.png"))] == [
+        p.read_bytes() for p in sorted((tmp_path / "ar").glob("*.png"))
+    ]  # greedy speculative decoding draws the autoregressive images
     assert main(["export", str(out), str(tmp_path / "hf"), "--max-shard-size", "1MB"], plugins=janus_plugins) == 0
     assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "hf" / "processor_config.json").is_file()
 

@@ -6,7 +6,8 @@ Every prompt's images are drawn in one batch of `n` with its own seed (`seed` +
 prompt index), so a resumed run draws exactly what an uninterrupted one would.
 Options shared by all: `limit` (prompts), `seed`, `batch_size` (prompts between two
 saves of `items.jsonl`), `cfg` (guidance scale, default 5), `temperature` (default 1),
-`top_k`, `top_p`, `modality` (the output modality; default the model's only one).
+`top_k`, `top_p`, `modality` (the output modality; default the model's only one), `decoding`
+(`ar` default, `sjd[:L]`, `zipar[:w]`; see `Pipeline.generate`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from PIL import Image
 
 from modal_core.data.chat import ASSISTANT, USER
 from modal_core.data.jsonl import read_jsonl
-from modal_core.errors import DataError
+from modal_core.errors import DataError, EvaluationError, ModelInputError
 from modal_core.evaluation.items import ItemResults, score_items
 from modal_core.evaluation.options import data_file, float_option, int_option, limited
 from modal_core.evaluation.protocol import PROTOCOL_KEY, Decoding, ProtocolCard
+from modal_core.generation.decoding_method import DecodingMethod
 from modal_core_images.evaluation import geneval, geneval_scorer
 from modal_core_images.evaluation.shapes_geneval import TAGS, mini_prompts, score_folder
 from modal_core_images.processing import save_image_grid
@@ -47,7 +49,16 @@ def _draw(pipeline: Any, options: dict[str, Any], prompt: str, index: int, n: in
         top_p=None if top_p is None else float(top_p),
         seed=int_option(options, "seed", 0) + index,
         modality=options.get("modality"),
+        decoding=_method(options),
     )[0]
+
+
+def _method(options: dict[str, Any]) -> str:
+    """The `decoding` option, checked (`ar` when absent)."""
+    try:
+        return str(DecodingMethod.parse(options.get("decoding") or "ar"))
+    except ModelInputError as error:
+        raise EvaluationError(f"option decoding: {error}") from error
 
 
 def _decoding(options: dict[str, Any], n: int) -> Decoding:
@@ -59,6 +70,7 @@ def _decoding(options: dict[str, Any], n: int) -> Decoding:
         top_k=int_option(options, "top_k", None, minimum=1),
         top_p=None if top_p is None else float(top_p),
         images_per_prompt=n,
+        method=_method(options),
     )
 
 

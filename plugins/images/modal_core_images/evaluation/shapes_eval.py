@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from modal_core.evaluation.options import int_option
 from modal_core.generation.pipeline import Pipeline
 from modal_core_images.evaluation.shapes_checker import judge_caption, judge_prompt
 from modal_core_images.processing import save_image_grid
@@ -94,6 +96,23 @@ def evaluate_understanding(
     return UnderstandingResult(correct / len(items), len(items), examples)
 
 
+def evaluate_shapes_understanding(pipeline: Pipeline, options: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Accuracy on colour and shape questions about held-out shapes images (the quickstart's understanding score).
+
+    Options: `count` questions (default 200), `seed` (1234), `image_size` (32) and `grid`
+    (8; 0: off), as the quickstart's images are made. Writes `understanding.png`."""
+    grid = int_option(options, "grid", 8, minimum=0)
+    result = evaluate_understanding(
+        pipeline,
+        int_option(options, "image_size", 32, minimum=1),
+        grid or None,
+        count=int_option(options, "count", 200, minimum=1),
+        seed=int_option(options, "seed", 1234),
+    )
+    save_understanding_grid(result, Path(out_dir) / "understanding.png")
+    return {"accuracy": result.accuracy, "questions": result.total}
+
+
 def evaluate_generation(
     pipeline: Pipeline,
     per_prompt: int = 2,
@@ -101,13 +120,15 @@ def evaluate_generation(
     temperature: float = 1.0,
     seed: int = 0,
     two_object_prompts: int = 10,
+    decoding: str = "ar",
 ) -> GenerationResult:
     """Draw `per_prompt` images for every "a <colour> <shape>" prompt and for some
-    held-out two-object captions; the checker judges each image."""
+    held-out two-object captions (decoded with `decoding`, see `Pipeline.generate`);
+    the checker judges each image."""
     single = [describe(colour, shape) for colour in COLOURS for shape in SHAPES]
     pairs = [scene_for_index(i, seed, "heldout", num_objects=2) for i in range(two_object_prompts)]
     two = [" left of ".join(describe(o.colour, o.shape) for o in scene.ordered()) for scene in pairs]
-    outputs = pipeline.generate(single + two, n=per_prompt, cfg=cfg, temperature=temperature, seed=seed)
+    outputs = pipeline.generate(single + two, n=per_prompt, cfg=cfg, temperature=temperature, seed=seed, decoding=decoding)
     images, single_ok, two_ok = [], 0, 0
     for prompt, drawn in zip(single + two, outputs):
         for image in drawn:

@@ -1,0 +1,1 @@
+"""Preference and reward tuning of output modalities: GRPO and DPO in the one training loop."""

@@ -28,24 +28,45 @@ def _write(path, recipe: dict) -> None:
 def _tiny_folder(folder) -> None:
     """The shipped shared-VQ arm, and tiny stand-ins (in deps/) for the text LM and VQ runs it starts from."""
     steps = {"max_steps": 2, "checkpoint_every_n_steps": 0, "val_every_n_steps": 0, "log_every_n_steps": 1}
-    _write(folder / "deps" / "text.yaml", {
-        "base": str(SHIPPED / "quickstart" / "text.yaml"), "output_dir": "runs/tiny/text", "backbone": TINY_BACKBONE,
-        "tokenizer": {"train": {"num_sentences": 300, "vocab_size": 300}},
-        "data": {"sources": [{"dataset": "shapes_text", "options": SMALL_TEXT}], "batch_size": 4, "max_length": 48}, "trainer": steps,
-    })
-    _write(folder / "deps" / "vq.yaml", {
-        "base": str(SHIPPED / "quickstart" / "vq.yaml"), "output_dir": "runs/tiny/vq", "modalities": {"vq_generation": TINY_VQ},
-        "data": {"sources": [{"dataset": "shapes", "options": {"task": "image", "size": 32, "image_size": 32, "grid": 8}}],
-                 "batch_size": 4, "val_samples": 0}, "trainer": steps,
-    })
+    _write(
+        folder / "deps" / "text.yaml",
+        {
+            "base": str(SHIPPED / "quickstart" / "text.yaml"),
+            "output_dir": "runs/tiny/text",
+            "backbone": TINY_BACKBONE,
+            "tokenizer": {"train": {"num_sentences": 300, "vocab_size": 300}},
+            "data": {"sources": [{"dataset": "shapes_text", "options": SMALL_TEXT}], "batch_size": 4, "max_length": 48},
+            "trainer": steps,
+        },
+    )
+    _write(
+        folder / "deps" / "vq.yaml",
+        {
+            "base": str(SHIPPED / "quickstart" / "vq.yaml"),
+            "output_dir": "runs/tiny/vq",
+            "modalities": {"vq_generation": TINY_VQ},
+            "data": {
+                "sources": [{"dataset": "shapes", "options": {"task": "image", "size": 32, "image_size": 32, "grid": 8}}],
+                "batch_size": 4,
+                "val_samples": 0,
+            },
+            "trainer": steps,
+        },
+    )
     arm = yaml.safe_load((SHIPPED / "ablation" / "shared-vq.yaml").read_text())
     for source in arm["data"]["sources"]:
         source["options"] = {**source["options"], "size": 32} if source["dataset"] == "shapes" else SMALL_TEXT
-    _write(folder / "shared-vq.yaml", {
-        **arm, "base": [str(SHIPPED / "ablation" / "parts" / "base.yaml"), str(SHIPPED / "ablation" / "parts" / "shared.yaml")],
-        "init_from": "runs/tiny/text/checkpoints/last", "backbone": TINY_BACKBONE,
-        "modalities": {"vq_generation": {**TINY_VQ, "tokenizer_path": "runs/tiny/vq/checkpoints/last"}}, "trainer": steps,
-    })
+    _write(
+        folder / "shared-vq.yaml",
+        {
+            **arm,
+            "base": [str(SHIPPED / "ablation" / "parts" / "base.yaml"), str(SHIPPED / "ablation" / "parts" / "shared.yaml")],
+            "init_from": "runs/tiny/text/checkpoints/last",
+            "backbone": TINY_BACKBONE,
+            "modalities": {"vq_generation": {**TINY_VQ, "tokenizer_path": "runs/tiny/vq/checkpoints/last"}},
+            "trainer": steps,
+        },
+    )
 
 
 @pytest.mark.slow

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_image_plugins import TINY_IMAGES
+from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from modal_core.checkpoints.store import save_model_state, write_atomically
-from modal_core_image_understanding.encoder import SiglipImageEncoder
+from modal_core_image_understanding.encoder import VisionTowerEncoder
 from modal_core_vq_generation.plugin import VQGenerationOptions, build_tokenizer
 from modal_core_vq_generation.semantic import SemanticVQTokenizer
 
@@ -19,11 +20,16 @@ TOWER = {"image_size": 32, "patch_size": 16, "hidden_size": 24, "num_hidden_laye
 
 def _tokenizer(kind: str, weight: float = 0.5) -> SemanticVQTokenizer:
     torch.manual_seed(0)
-    teacher = SiglipImageEncoder.from_config(**TOWER)  # a 2x2 grid of 24-wide features
+    teacher = VisionTowerEncoder(SiglipVisionModel(SiglipVisionConfig(**TOWER)))  # a 2x2 grid of 24-wide features
     sizes = {key: value for key, value in VQ.items() if key != "channel_multiplier"}
     return SemanticVQTokenizer(
-        teacher=teacher, teacher_grid=2, teacher_width=24, semantic_weight=weight, semantic_loss=kind,
-        channel_multiplier=tuple(VQ["channel_multiplier"]), **sizes,
+        teacher=teacher,
+        teacher_grid=2,
+        teacher_width=24,
+        semantic_weight=weight,
+        semantic_loss=kind,
+        channel_multiplier=tuple(VQ["channel_multiplier"]),
+        **sizes,
     )
 
 

@@ -128,7 +128,7 @@ class Ablation:
             for output_dir, producer in self.producers.items():
                 if value and producer.resolve() != path.resolve() and (value == output_dir or value.startswith(output_dir + "/")):
                     run_dir = self.train(producer, self.first_seed)
-                    overrides.append(f"{key}={run_dir}{value[len(output_dir):]}")
+                    overrides.append(f"{key}={run_dir}{value[len(output_dir) :]}")
                     break
         return overrides
 

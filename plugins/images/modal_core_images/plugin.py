@@ -79,7 +79,9 @@ def _add_ablate(subparsers: Any) -> None:
     ablate = subparsers.add_parser(
         "ablate", help="train each arm of an encoder ablation (decoupled vs shared, ...) on one budget and tabulate their scores"
     )
-    ablate.add_argument("folder", nargs="?", default="recipes/ablation", help="folder of arm recipes (default: recipes/ablation, the shipped one)")
+    ablate.add_argument(
+        "folder", nargs="?", default="recipes/ablation", help="folder of arm recipes (default: recipes/ablation, the shipped one)"
+    )
     ablate.add_argument("overrides", nargs="*", help="key=value overrides for every arm (e.g. its data)")
     ablate.add_argument("--out", default="runs/ablation", help="output folder (default: runs/ablation)")
     ablate.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0], metavar="SEED", help="seeds of every arm (default: 0)")

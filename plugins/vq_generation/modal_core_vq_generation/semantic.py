@@ -36,9 +36,7 @@ class SemanticDecoder(nn.Module):
     def __init__(self, code_dim: int, width: int, teacher_grid: int, channels: int = 128) -> None:
         super().__init__()
         self.teacher_grid = teacher_grid
-        self.layers = nn.Sequential(
-            nn.Conv2d(code_dim, channels, 3, padding=1), nn.SiLU(), nn.Conv2d(channels, width, 3, padding=1)
-        )
+        self.layers = nn.Sequential(nn.Conv2d(code_dim, channels, 3, padding=1), nn.SiLU(), nn.Conv2d(channels, width, 3, padding=1))
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
         features = self.layers(grid)
@@ -53,7 +51,14 @@ class SemanticVQTokenizer(VQImageTokenizer):
     whose `encode(pixels)` gives (B, t*t, width) features of the tokenizer's images."""
 
     def __init__(
-        self, *, teacher: nn.Module, teacher_grid: int, teacher_width: int, semantic_weight: float = 1.0, semantic_loss: str = "cosine", **vq
+        self,
+        *,
+        teacher: nn.Module,
+        teacher_grid: int,
+        teacher_width: int,
+        semantic_weight: float = 1.0,
+        semantic_loss: str = "cosine",
+        **vq,
     ) -> None:
         super().__init__(**vq)
         if semantic_loss not in SEMANTIC_LOSSES:

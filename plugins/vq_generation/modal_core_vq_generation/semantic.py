@@ -83,20 +83,14 @@ class SemanticVQTokenizer(VQImageTokenizer):
             del state[key]
         return state
 
-    def semantic_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(predicted, target) features (B, t*t, width): the semantic decoder on the
-        straight-through quantised codes of `pixels`, and the teacher's features."""
-        latents = self._latents(pixels)
-        quantized = self._code_vectors(self._nearest_codes(latents))
-        straight_through = latents + (quantized - latents).detach()
-        grid = straight_through.reshape(pixels.shape[0], self.grid_size, self.grid_size, self.code_dim).permute(0, 3, 1, 2)
+    def loss(self, pixels: torch.Tensor, recon_weight_l1: float = 1.0, recon_weight_l2: float = 1.0) -> dict[str, torch.Tensor]:
+        """`VQImageTokenizer.loss` plus `semantic` (the unweighted semantic loss between the
+        semantic decoder on the straight-through codes and the teacher's features), with
+        `semantic_weight * semantic` added to `loss`."""
+        output = self(pixels)
+        losses = self._losses(pixels, output, recon_weight_l1, recon_weight_l2)
+        grid = output.straight_through.reshape(pixels.shape[0], self.grid_size, self.grid_size, self.code_dim).permute(0, 3, 1, 2)
         with torch.no_grad():
             target = self.teacher.encode(pixels)
-        return self.semantic_decoder(grid), target.to(straight_through.dtype)
-
-    def loss(self, pixels: torch.Tensor, recon_weight_l1: float = 1.0, recon_weight_l2: float = 1.0) -> dict[str, torch.Tensor]:
-        """`VQImageTokenizer.loss` plus `semantic` (the unweighted semantic loss), with
-        `semantic_weight * semantic` added to `loss`."""
-        losses = super().loss(pixels, recon_weight_l1, recon_weight_l2)
-        semantic = semantic_loss(*self.semantic_features(pixels), self.semantic_kind)
+        semantic = semantic_loss(self.semantic_decoder(grid), target.to(grid.dtype), self.semantic_kind)
         return {**losses, "loss": losses["loss"] + self.semantic_weight * semantic, "semantic": semantic}

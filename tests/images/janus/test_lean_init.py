@@ -5,6 +5,7 @@ weight equals the checkpoint's, ties survive, and fresh LoRA factors change noth
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -26,7 +27,7 @@ from .tiny_janus import sample_image, save_tiny_janus
 def _start(recipe_path, plugins):
     recipe = load_recipe(recipe_path, plugins=plugins)
     start = resolve_checkpoint(recipe.init_from)
-    module, _, _ = _unified_task(recipe, plugins, recipe_to_dict(recipe.optim), recipe.trainer.max_steps, start)
+    module, *_ = _unified_task(recipe, plugins, recipe_to_dict(recipe.optim), recipe.trainer.max_steps, start, Path(recipe.output_dir))
     return recipe, module.model
 
 

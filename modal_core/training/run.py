@@ -23,8 +23,6 @@ from modal_core.errors import CheckpointError, RecipeError
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR
 from modal_core.model.lora import train_lora
 from modal_core.plugins import PluginManager
-from modal_core.preference.module import PreferenceTrainingModule
-from modal_core.preference.setup import preference_task
 from modal_core.scale.blocks import block_classes
 from modal_core.scale.strategy import build_strategy, lightning_precision
 from modal_core.scale.throughput import FlopsModel, ThroughputMonitor
@@ -110,6 +108,8 @@ def _unified_task(recipe: DictConfig, plugins: PluginManager, optim: dict, total
         )
     collator, callbacks = assembled.collator, []
     if recipe.preference.method:
+        from modal_core.preference.setup import preference_task  # samples with the decode engine; plain training loads no kernel
+
         module, collator, callbacks = preference_task(recipe, plugins, assembled, optim, total_steps, run_dir)
     else:
         module = UnifiedTrainingModule(assembled.model, list(recipe.train), optim, total_steps)
@@ -158,7 +158,7 @@ def _trainer(
     blocks = block_classes(module.model, plugins.block_classes())
     throughput = []
     # Preference tuning's steps are mostly sampling, which the token count of a batch does not measure.
-    if isinstance(module, UnifiedTrainingModule) and not isinstance(module, PreferenceTrainingModule):
+    if isinstance(module, UnifiedTrainingModule) and not recipe.preference.method:
         throughput.append(ThroughputMonitor(FlopsModel.of(module.model), str(settings.precision), settings.peak_tflops))
     return L.Trainer(
         max_steps=settings.max_steps,

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from conftest import with_image_plugins
+from conftest import run_cli, with_image_plugins
 
-from modal_core import recipes, train
-from modal_core.checkpoints.store import load_into
+from modal_core import recipes
+from modal_core.checkpoints.store import load_into, resolve_checkpoint
 from modal_core.config.loader import load_recipe, modality_options
 from modal_core.plugins import PluginManager
 from modal_core_images.evaluation.shapes_diagnosis import (
@@ -85,11 +85,14 @@ def test_the_quickstart_vq_passes_the_checker_on_heldout_ground_truth(tmp_path):
     plugins = with_image_plugins(PluginManager(load_entry_points=False))
     overrides = [f"output_dir={tmp_path / 'vq'}", "trainer.val_every_n_steps=0", "trainer.progress_bar=false"]
     recipe = load_recipe(recipes.find("quickstart/vq"), overrides, plugins)
-    result = train(recipe, plugins=plugins)
+    # Trained by the command in a fresh process: in pytest's process, after the image-plugin
+    # tests, the same training once reached 0.94 (a leak not yet found; see the issue note).
+    trained = run_cli("train", str(recipes.find("quickstart/vq")), *overrides)
+    assert trained.returncode == 0, trained.stderr[-2000:]
     options = modality_options(recipe, plugins, GENERATION)
     spec = plugins.modality(GENERATION)
     tokenizer = spec.build_encoder(options)
-    load_into(tokenizer, result.checkpoint)
+    load_into(tokenizer, resolve_checkpoint(tmp_path / "vq"))
     tokenizer.eval()
     ceiling = reconstruction_ceiling(tokenizer, spec.build_processor(options), spec.to_output, heldout_scenes(200, IMAGE_SIZE, GRID))
     assert ceiling.ground_truth == 1.0

@@ -3,6 +3,7 @@ they need in-process on a fresh manager."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -148,7 +149,7 @@ def tiny_image_recipe(output_dir: Path) -> dict:
 
     return tiny_text_recipe(
         output_dir,
-        modalities=TINY_IMAGES,
+        modalities=copy.deepcopy(TINY_IMAGES),  # a test that edits its recipe must not edit every later test's
         train=["backbone", "adapters", "heads"],
         data={
             "sources": [

@@ -85,8 +85,8 @@ def test_the_quickstart_vq_passes_the_checker_on_heldout_ground_truth(tmp_path):
     plugins = with_image_plugins(PluginManager(load_entry_points=False))
     overrides = [f"output_dir={tmp_path / 'vq'}", "trainer.val_every_n_steps=0", "trainer.progress_bar=false"]
     recipe = load_recipe(recipes.find("quickstart/vq"), overrides, plugins)
-    # Trained by the command in a fresh process: in pytest's process, after the image-plugin
-    # tests, the same training once reached 0.94 (a leak not yet found; see the issue note).
+    # Trained by the command in a fresh process, so no state an earlier test left in pytest's
+    # process (once: tiny model sizes edited in a shared dict) can change what it learns.
     trained = run_cli("train", str(recipes.find("quickstart/vq")), *overrides)
     assert trained.returncode == 0, trained.stderr[-2000:]
     options = modality_options(recipe, plugins, GENERATION)

@@ -34,6 +34,13 @@ def plot_curves(histories: dict[str, Path], path: Path, keys: tuple[str, ...] = 
         axis.set_yscale("log")
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
+    save_figure(figure, path)
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write a matplotlib figure as PNG to `path` atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     temporary = path.with_name(f".{path.name}.tmp")
     figure.savefig(temporary, format="png", dpi=100)

@@ -42,7 +42,7 @@ def test_the_image_plugin_contributes_the_image_data_sets_suites_quickstart_and_
     assert info["images"].evaluators == ["fid", "geneval", "multiple_choice", "pope", "shapes_geneval", "shapes_understanding", "vqa"]
     assert info["images"].rewards == ["clip_score", "shapes_checker", "understanding_self_reward"]
     image_plugins.add_commands(argparse.ArgumentParser().add_subparsers())
-    assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["convert", "export", "quickstart"]
+    assert {i.name: i for i in image_plugins.describe()}["images"].commands == ["ablate", "convert", "export", "quickstart"]
 
 
 def test_unregister_removes_contributions(toy_plugins):

@@ -41,17 +41,21 @@ OVERLAYS = {
 no architecture or data; users put it after a converted checkpoint's recipe, whose
 architecture and stage-3 data are those of `recipes/janus/stage3.yaml`."""
 
+TINY_VQ = {
+    "image_size": 32,
+    "codebook_size": 64,
+    "code_dim": 8,
+    "base_channels": 32,
+    "channel_multiplier": [1, 1, 1, 1],
+    "num_res_blocks": 1,
+    "latent_channels": 32,
+}
+"""Tiny VQ sizes, of both VQ modalities (the shared-encoder arms read one tokenizer checkpoint)."""
+
 TINY_MODALITIES: dict[str, dict[str, Any]] = {
     "image_understanding": {"image_size": 32, "patch_size": 8, "width": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
-    "vq_generation": {
-        "image_size": 32,
-        "codebook_size": 64,
-        "code_dim": 8,
-        "base_channels": 32,
-        "channel_multiplier": [1, 1, 1, 1],
-        "num_res_blocks": 1,
-        "latent_channels": 32,
-    },
+    "vq_generation": TINY_VQ,
+    "vq_understanding": TINY_VQ,  # the shared-encoder arms: the generation tokenizer's sizes, one checkpoint
     "point_cloud": {**TINY_POINT_CLOUD, "mesh_points": 256},
     "eeg": {"width": 16, "num_heads": 2, "encoder_layers": 0, "queries_per_patch": 1},
 }

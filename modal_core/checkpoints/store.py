@@ -165,6 +165,15 @@ def load_into(model: torch.nn.Module, directory: str | Path, partial: bool = Fal
     `partial` may the model have tensors the checkpoint lacks (they keep their values).
     """
     state = load_model_state(directory)
+    missing = check_fits(model, state, directory, partial)
+    model.load_state_dict(state, strict=False)
+    return missing
+
+
+def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], directory: str | Path, partial: bool = False) -> list[str]:
+    """Raise `CheckpointError` unless every tensor of `state` (read from `directory`) fits a
+    `model` tensor of the same shape and, unless `partial`, `state` has every model tensor;
+    returns the model keys it lacks."""
     expected = model.state_dict()
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(set(expected) - set(state))
@@ -176,7 +185,6 @@ def load_into(model: torch.nn.Module, directory: str | Path, partial: bool = Fal
             f"{directory} does not fit this model: unexpected {_few(unexpected)}, missing {_few(missing)}, "
             f"wrong shapes {_few(wrong_shape)}; was it trained with another recipe?"
         )
-    model.load_state_dict(state, strict=False)
     return missing
 
 

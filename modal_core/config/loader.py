@@ -146,7 +146,10 @@ def validate_modalities(recipe: DictConfig, plugins: PluginManager, source: str)
 def modality_options(recipe: DictConfig, plugins: PluginManager, name: str) -> Any:
     """The validated options dataclass instance of modality `name`."""
     spec = plugins.modality(name)
-    merged = OmegaConf.merge(OmegaConf.structured(spec.options), recipe.modalities.get(name) or {})
+    options = recipe.modalities.get(name)
+    # Resolved here: a block's interpolations (`${modalities.other.key}`) name keys of the whole recipe.
+    resolved = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+    merged = OmegaConf.merge(OmegaConf.structured(spec.options), resolved)
     return OmegaConf.to_object(merged)
 
 

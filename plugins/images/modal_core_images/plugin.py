@@ -1,5 +1,5 @@
-"""Registers the image data sets, the image evaluation suites and rewards, `modal-core quickstart` and the
-Janus checkpoint commands (`modal-core convert`, `modal-core export`)."""
+"""Registers the image data sets, the image evaluation suites and rewards, `modal-core quickstart`,
+`modal-core ablate` and the Janus checkpoint commands (`modal-core convert`, `modal-core export`)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,35 @@ def modal_core_commands(subparsers: Any) -> None:
         help="train nothing: evaluate the checkpoints already in --out and write the report again",
     )
     quickstart.set_defaults(handler=_quickstart)
+    _add_ablate(subparsers)
     add_janus_commands(subparsers)
+
+
+def _add_ablate(subparsers: Any) -> None:
+    ablate = subparsers.add_parser(
+        "ablate", help="train each arm of an encoder ablation (decoupled vs shared, ...) on one budget and tabulate their scores"
+    )
+    ablate.add_argument(
+        "folder", nargs="?", default="recipes/ablation", help="folder of arm recipes (default: recipes/ablation, the shipped one)"
+    )
+    ablate.add_argument("overrides", nargs="*", help="key=value overrides for every arm (e.g. its data)")
+    ablate.add_argument("--out", default="runs/ablation", help="output folder (default: runs/ablation)")
+    ablate.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0], metavar="SEED", help="seeds of every arm (default: 0)")
+    ablate.add_argument("--scale", type=arguments.positive_float, default=1.0, help="multiply every run's steps and the evaluation size")
+    ablate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ablate.set_defaults(handler=_ablate)
+
+
+def _ablate(args: argparse.Namespace, plugins: Any) -> int:
+    from modal_core import recipes
+    from modal_core_images.ablation import Ablation
+
+    folder = Path(args.folder)
+    if not folder.is_dir():  # a shipped folder's name as the docs write it, also where no checkout is
+        folder = recipes.shipped_dir() / args.folder.removeprefix(recipes.CHECKOUT_PREFIX)
+    ablation = Ablation(folder, Path(args.out), plugins, tuple(args.overrides), args.scale, args.scale, not args.no_progress)
+    ablation.run(tuple(dict.fromkeys(args.seeds)))
+    return 0
 
 
 def _quickstart(args: argparse.Namespace, plugins: Any) -> int:

@@ -38,3 +38,9 @@ class CodeEmbeddingAdapter(nn.Module):
 def build_image_head(codebook_size: int, code_dim: int, hidden_size: int) -> nn.Module:
     """Hidden state -> Linear -> GELU -> Linear -> codebook logits (Janus's gen head)."""
     return JanusVQVAEHead(_config(codebook_size, code_dim, hidden_size, depth=2))
+
+
+def build_vector_adapter(code_dim: int, hidden_size: int, depth: int = 2) -> nn.Module:
+    """Code vectors (n, N, code_dim) -> MLP -> (n, N, hidden): the generation adapter's
+    MLP without its embedding table (the shared-encoder understanding path)."""
+    return JanusVQVAEAlignerMLP(_config(1, code_dim, hidden_size, depth))

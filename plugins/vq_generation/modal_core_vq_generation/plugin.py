@@ -1,4 +1,5 @@
-"""Registers the `vq_generation` modality: images the model draws as VQ codes."""
+"""Registers the `vq_generation` modality: images the model draws as VQ codes (and
+`vq_understanding`, the same tokenizer read by the understanding path: understanding.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from modal_core.checkpoints.store import load_into
+from modal_core.checkpoints.store import check_fits, load_into, load_model_state
 from modal_core.hookspecs import hookimpl
 from modal_core.modality import ModalitySpec
 from modal_core_images.modalities import GENERATION
@@ -48,13 +49,23 @@ class VQGenerationOptions:
     """Weight of the commitment loss when training the tokenizer."""
     adapter_depth: int = 2
     """Linear layers of the generation adapter MLP."""
+    semantic_teacher: Optional[str] = None
+    """Train a semantic tokenizer: a modal-core checkpoint (or run directory) whose
+    `image_understanding` encoder, frozen, gives the features a semantic decoder regresses
+    from the codes (Janus appendix). Set only in `modality_tokenizer` recipes; null: plain VQ."""
+    semantic_weight: float = 1.0
+    """Weight of the semantic loss beside the pixel and VQ losses."""
+    semantic_loss: str = "cosine"
+    """`cosine` (1 - cosine similarity) or `l2` (squared error) to the teacher's features."""
 
 
 def build_tokenizer(options: VQGenerationOptions):
-    """The VQ tokenizer (`VQImageTokenizer`) described by `options`, with trained weights if a path is given."""
+    """The VQ tokenizer (`VQImageTokenizer`) described by `options`, with trained weights if a
+    path is given; a `SemanticVQTokenizer` when `semantic_teacher` is set."""
+    from modal_core_vq_generation.semantic import SEMANTIC_DECODER
     from modal_core_vq_generation.tokenizer import VQImageTokenizer
 
-    tokenizer = VQImageTokenizer(
+    sizes = dict(
         image_size=options.image_size,
         codebook_size=options.codebook_size,
         code_dim=options.code_dim,
@@ -65,9 +76,52 @@ def build_tokenizer(options: VQGenerationOptions):
         commitment_beta=options.commitment_beta,
         architecture=options.architecture,
     )
+    if options.semantic_teacher:
+        tokenizer = _semantic_tokenizer(options, sizes)
+        if options.tokenizer_path:
+            load_into(tokenizer, Path(options.tokenizer_path).expanduser())
+        return tokenizer
+    tokenizer = VQImageTokenizer(**sizes)
     if options.tokenizer_path:
-        load_into(tokenizer, Path(options.tokenizer_path).expanduser())
+        path = Path(options.tokenizer_path).expanduser()
+        state = load_model_state(path)
+        # A semantic tokenizer's checkpoint also holds its semantic decoder: it only trained the codes.
+        kept = {key: value for key, value in state.items() if not key.startswith(f"{SEMANTIC_DECODER}.")}
+        check_fits(tokenizer, kept, path)
+        tokenizer.load_state_dict(kept)
     return tokenizer
+
+
+def _semantic_tokenizer(options: VQGenerationOptions, sizes: dict):
+    """A `SemanticVQTokenizer` regressing the `image_understanding` features of the
+    checkpoint `options.semantic_teacher`, whose images must have the tokenizer's size."""
+    import torch
+
+    from modal_core.errors import RecipeError
+    from modal_core.generation.pipeline import Pipeline
+    from modal_core_images.modalities import UNDERSTANDING
+    from modal_core_vq_generation.semantic import SemanticVQTokenizer
+
+    teacher = Pipeline.load(Path(options.semantic_teacher).expanduser())
+    if UNDERSTANDING not in teacher.modalities:
+        raise RecipeError(f"modalities.{GENERATION}.semantic_teacher: {options.semantic_teacher} has no {UNDERSTANDING} encoder")
+    shape = teacher.modalities[UNDERSTANDING].payload_shape
+    if tuple(shape) != (3, options.image_size, options.image_size):
+        raise RecipeError(
+            f"modalities.{GENERATION}.semantic_teacher: its {UNDERSTANDING} images are {tuple(shape)}, the tokenizer's "
+            f"(3, {options.image_size}, {options.image_size}); the teacher must see the tokenizer's images"
+        )
+    encoder = teacher.model.encoders[UNDERSTANDING]
+    with torch.no_grad():
+        _, positions, width = encoder.encode(torch.zeros(1, *shape)).shape
+    return SemanticVQTokenizer(
+        teacher=encoder,
+        teacher_grid=round(positions**0.5),
+        teacher_width=width,
+        semantic_weight=options.semantic_weight,
+        semantic_loss=options.semantic_loss,
+        **sizes,
+    )
 
 
 def _num_positions(options: VQGenerationOptions) -> int:
@@ -102,11 +156,13 @@ VQ_GENERATION = ModalitySpec(
     placeholder_token=IMAGE_PLACEHOLDER,
     to_output=lambda pixels: [tensor_to_image(image) for image in pixels],
     save_preview=lambda images, captions, path: save_image_grid(images, path, columns=8, captions=captions),
-    weight_paths=("tokenizer_path",),
+    weight_paths=("tokenizer_path", "semantic_teacher"),
     description="VQ image tokenizer + generation adapter + image head (text-to-image)",
 )
 
 
 @hookimpl
 def modal_core_modalities() -> list[ModalitySpec]:
-    return [VQ_GENERATION]
+    from modal_core_vq_generation.understanding import VQ_UNDERSTANDING
+
+    return [VQ_GENERATION, VQ_UNDERSTANDING]

@@ -35,12 +35,15 @@ class VQOutput:
         codes: code indices (B, N), row-major over the latent grid.
         codebook_loss: mean ||sg(z) - e||^2, moves codebook rows towards the encoder output.
         commitment_loss: beta * mean ||z - sg(e)||^2, keeps the encoder near its codes.
+        straight_through: the code vectors (B, N, code_dim) the decoder read, with the
+            encoder's gradient (what a further decoder, e.g. a semantic one, reads too).
     """
 
     reconstruction: torch.Tensor
     codes: torch.Tensor
     codebook_loss: torch.Tensor
     commitment_loss: torch.Tensor
+    straight_through: torch.Tensor
 
 
 class VQImageTokenizer(nn.Module):
@@ -144,6 +147,12 @@ class VQImageTokenizer(nn.Module):
         """Map images (B, 3, H, W) in [-1, 1] to codes (B, N), row-major over the grid."""
         return self._nearest_codes(self._latents(pixels))
 
+    @torch.no_grad()
+    def quantized(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The code vectors (B, N, code_dim) of images (B, 3, H, W): the codebook rows
+        (l2-normalised if configured) the decoder reads, row-major over the grid."""
+        return self._code_vectors(self.encode(pixels))
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Map codes (B, N) back to images (B, 3, H, W), roughly in [-1, 1]."""
         if codes.dim() != 2 or codes.shape[1] != self.num_tokens:
@@ -166,6 +175,7 @@ class VQImageTokenizer(nn.Module):
             codes=codes,
             codebook_loss=codebook_loss,
             commitment_loss=commitment_loss,
+            straight_through=straight_through,
         )
 
     def loss(
@@ -176,7 +186,10 @@ class VQImageTokenizer(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Training losses: `loss` (total), `recon_l1`, `recon_l2`, `codebook`, `commitment`;
         plus the batch's reconstruction `psnr` (dB) and `codebook_usage` for monitoring."""
-        output = self(pixels)
+        return self._losses(pixels, self(pixels), recon_weight_l1, recon_weight_l2)
+
+    def _losses(self, pixels: torch.Tensor, output: VQOutput, recon_weight_l1: float, recon_weight_l2: float) -> dict[str, torch.Tensor]:
+        """`loss`'s dictionary for the forward pass `output` of `pixels`."""
         recon_l1 = F.l1_loss(output.reconstruction, pixels)
         recon_l2 = F.mse_loss(output.reconstruction, pixels)
         total = recon_weight_l1 * recon_l1 + recon_weight_l2 * recon_l2 + output.codebook_loss + output.commitment_loss

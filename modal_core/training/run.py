@@ -84,6 +84,13 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
 
     with quiet_lightning():
         trainer = _trainer(recipe, run_dir, SafetensorsCheckpointIO(write_extras), module, plugins, callbacks)
+        if recipe.preference.method and trainer.world_size > 1:
+            # Ranks would skip each other's collectives (a batch without prompts or without
+            # supervised samples) and hang, so this is refused before any process starts.
+            raise RecipeError(
+                f"preference.method {recipe.preference.method}: preference tuning runs in one process; this recipe asks "
+                f"for {trainer.world_size} (trainer.devices x trainer.num_nodes): set trainer.devices=1 trainer.num_nodes=1"
+            )
         trainer.fit(module, datamodule=data, ckpt_path=str(start) if recipe.resume else None)
     last = run_dir / CHECKPOINT_DIR / store.LAST_LINK
     if not last.resolve().is_dir():

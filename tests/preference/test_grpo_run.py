@@ -15,6 +15,7 @@ from PIL import Image
 
 from modal_core.checkpoints.run_folder import read_history
 from modal_core.config.loader import load_recipe
+from modal_core.errors import RecipeError
 from modal_core.hookspecs import hookimpl
 from modal_core.training.run import train
 from modal_core_images.processing import tensor_to_image
@@ -96,6 +97,15 @@ def test_grpo_raises_a_third_party_reward_through_the_training_loop(tmp_path, re
     assert [g.name for g in grids] == ["step-000000.png", "step-000012.png"]
     with Image.open(grids[0]) as grid:
         assert grid.width >= 8 * 16
+
+
+def test_preference_tuning_on_several_processes_is_refused_before_any_starts(tmp_path, reward_plugins):
+    recipe = grpo_recipe(tmp_path)
+    recipe["trainer"] = {**recipe["trainer"], "accelerator": "cpu", "devices": 2, "strategy": "ddp"}
+    recipe = load_recipe(write_recipe(tmp_path / "grpo.yaml", recipe), plugins=reward_plugins)
+    with pytest.raises(RecipeError, match=r"preference tuning runs in one process; this recipe asks for 2 "):
+        train(recipe, reward_plugins)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 class FallingSuitePlugin:

@@ -66,8 +66,6 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
     run_dir = claim_run_dir(recipe.output_dir, start if recipe.resume else None, recipe.overwrite, first)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     recipe_yaml = to_yaml(recipe)
-    if first:
-        (run_dir / RECIPE_FILE).write_text(recipe_yaml)
     optim = recipe_to_dict(recipe.optim)
     total_steps = recipe.trainer.max_steps
     callbacks: list[L.Callback] = []
@@ -91,6 +89,8 @@ def train(recipe: DictConfig, plugins: PluginManager) -> TrainResult:
                 f"preference.method {recipe.preference.method}: preference tuning runs in one process; this recipe asks "
                 f"for {trainer.world_size} (trainer.devices x trainer.num_nodes): set trainer.devices=1 trainer.num_nodes=1"
             )
+        if first:  # written once the run is sure to start, so a refused one leaves no run behind
+            (run_dir / RECIPE_FILE).write_text(recipe_yaml)
         trainer.fit(module, datamodule=data, ckpt_path=str(start) if recipe.resume else None)
     last = run_dir / CHECKPOINT_DIR / store.LAST_LINK
     if not last.resolve().is_dir():

@@ -80,7 +80,7 @@ def test_the_ceiling_of_a_lossless_and_of_a_blank_tokenizer():
 def test_the_quickstart_vq_passes_the_checker_on_heldout_ground_truth(tmp_path):
     """The ceiling test: what the quickstart's tokenizer lets through, the checker accepts.
 
-    Slow: it takes the shipped recipe's 1200 steps (about 75 s on 2 idle cores). After 800
+    Slow: it takes the shipped recipe's 1200 steps (about 3 minutes on 2 cores). After 800
     steps the result hung on floating-point luck: 0.94 trained with 2 threads, 0.985 with 1;
     after 1200 steps both pass all 200 scenes."""
     plugins = with_image_plugins(PluginManager(load_entry_points=False))

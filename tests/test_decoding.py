@@ -95,3 +95,29 @@ def test_guidance_and_filters():
         from modal_core.generation.sampling import check_sampling
 
         check_sampling(-1.0, None, None)
+
+
+def test_plausibility_excludes_what_the_caption_rules_out_and_guides_the_rest():
+    # conditional probabilities 0.665, 0.245, 0.090 (log-softmax of 2, 1, 0); a = 0.3 keeps
+    # the first two (0.245 >= 0.3 * 0.665 = 0.1995), drops the third (0.090 < 0.1995)
+    cond, uncond = torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[2.0, -1.0, -3.0]])
+    guided = guided_logits(cond, uncond, 5.0, plausibility=0.3)
+    assert guided[0, :2].tolist() == [2.0, 9.0]
+    assert guided[0, 2].item() == float("-inf")
+    # without the constraint guidance would favour the ruled-out code 2 the most (12 > 9)
+    assert guided_logits(cond, uncond, 5.0).argmax().item() == 2
+    assert guided_logits(cond, uncond, 5.0, plausibility=1.0)[0].isfinite().tolist() == [True, False, False]
+
+
+def test_guidance_schedules_and_their_checks():
+    from modal_core.generation.sampling import Guidance
+
+    assert Guidance(5.0).scales(4).tolist() == [5.0, 5.0, 5.0, 5.0]
+    assert Guidance(5.0, "linear").scales(5).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert Guidance(3.0, "linear").scales(1).tolist() == [3.0]
+    with pytest.raises(ModelInputError, match="cfg schedule"):
+        Guidance(5.0, "cosine").check()
+    with pytest.raises(ModelInputError, match="cfg plausibility"):
+        Guidance(5.0, plausibility=0.0).check()
+    with pytest.raises(ModelInputError, match="cfg scale"):
+        Guidance(-1.0).check()

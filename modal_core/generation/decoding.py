@@ -15,7 +15,7 @@ import torch
 from modal_core.data.collator import Batch, Collator
 from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
-from modal_core.generation.sampling import check_guidance, check_sampling, guided_logits, sample_tokens
+from modal_core.generation.sampling import Guidance, check_sampling, guided_logits, sample_tokens
 from modal_core.model.unified import UnifiedModel
 
 
@@ -61,13 +61,13 @@ def image_prompt_batch(
     prompts: Sequence[Sample],
     num_positions: int,
     images_per_prompt: int,
-    cfg_scale: float,
+    guidance: Guidance,
     sampling: tuple[float, int | None, float | None],
 ) -> tuple[int, Batch]:
     """Validate image-generation settings and lay out the doubled CFG batch:
     (rows n = prompts x images_per_prompt, batch of n conditional then n unconditional rows)."""
     check_sampling(*sampling)
-    check_guidance(cfg_scale)
+    guidance.check()
     if images_per_prompt < 1:
         raise ModelInputError(f"need images_per_prompt >= 1, got {images_per_prompt}")
     rows = [prompt for prompt in prompts for _ in range(images_per_prompt)]
@@ -120,19 +120,24 @@ def generate_codes(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int | None = 0,
+    cfg_schedule: str = "constant",
+    cfg_plausibility: float | None = None,
 ) -> torch.Tensor:
     """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
     belonging to prompt r // images_per_prompt. Each prompt must end where the item
-    begins (a `Media(modality, None)` segment)."""
-    count, batch = image_prompt_batch(model, collator, prompts, num_positions, images_per_prompt, cfg_scale, (temperature, top_k, top_p))
+    begins (a `Media(modality, None)` segment). `cfg_schedule` and `cfg_plausibility`:
+    see `Guidance`."""
+    guidance = Guidance(cfg_scale, cfg_schedule, cfg_plausibility)
+    count, batch = image_prompt_batch(model, collator, prompts, num_positions, images_per_prompt, guidance, (temperature, top_k, top_p))
     device = next(model.parameters()).device
+    scales = guidance.scales(num_positions, device)
     decoder = _CachedDecoder(model, batch.to(device))
     generator = seeded_generator(seed, device)
     codes = torch.empty((count, num_positions), dtype=torch.long, device=device)
     hidden = decoder.hidden
     for index in range(num_positions):
         logits = model.logits(modality, hidden)
-        mixed = guided_logits(logits[:count], logits[count:], cfg_scale)
+        mixed = guided_logits(logits[:count], logits[count:], scales[index], cfg_plausibility)
         codes[:, index] = sample_tokens(mixed, temperature, top_k, top_p, generator)
         if index + 1 < num_positions:
             hidden = decoder.step(model.embed_codes(modality, codes[:, index].repeat(2)))

@@ -41,7 +41,7 @@ from modal_core.errors import ModelInputError
 from modal_core.generation.decoding import cut_at_stops, image_prompt_batch, seeded_generator, text_prompt_batch
 from modal_core.generation.decoding_method import DecodingMethod
 from modal_core.generation.parallel_decoding import sjd_codes, zipar_codes
-from modal_core.generation.sampling import filtered_logits, guided_logits
+from modal_core.generation.sampling import Guidance, filtered_logits, guided_logits
 from modal_core.generation.skinny_linear import SkinnyLinears, skinny_available
 from modal_core.model.unified import UnifiedModel
 
@@ -191,19 +191,28 @@ def _choose(scores: torch.Tensor, temperature: float, generator: torch.Generator
     return scores.argmax(dim=-1) if temperature == 0 else draw_tokens(scores, generator)
 
 
-def _image_scores(model: UnifiedModel, modality: str, hidden: torch.Tensor, cfg_scale: float, sampling: tuple) -> torch.Tensor:
-    """Scores (n, V) of the next code from the doubled batch's hidden states (2n, hidden)."""
+def _image_scores(
+    model: UnifiedModel, modality: str, hidden: torch.Tensor, scale: torch.Tensor, plausibility: float | None, sampling: tuple
+) -> torch.Tensor:
+    """Scores (n, V) of the next code from the doubled batch's hidden states (2n, hidden),
+    guided with the 0-dim `scale` (a tensor: a schedule's changing value recompiles nothing)."""
     logits = model.logits(modality, hidden)  # (2n, V)
     count = hidden.shape[0] // 2
-    return _scores(guided_logits(logits[:count], logits[count:], cfg_scale), *sampling)
+    return _scores(guided_logits(logits[:count], logits[count:], scale, plausibility), *sampling)
 
 
 def _image_step(
-    model: UnifiedModel, workspace: DecodeWorkspace, modality: str, codes: torch.Tensor, cfg_scale: float, sampling: tuple
+    model: UnifiedModel,
+    workspace: DecodeWorkspace,
+    modality: str,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    plausibility: float | None,
+    sampling: tuple,
 ) -> torch.Tensor:
     """Feed the last codes (n,) to both halves of the batch; scores of the next ones (n, V)."""
     hidden = workspace.advance(model, model.embed_codes(modality, codes.repeat(2)))
-    return _image_scores(model, modality, hidden, cfg_scale, sampling)
+    return _image_scores(model, modality, hidden, scale, plausibility, sampling)
 
 
 def _feed_scores(
@@ -213,15 +222,18 @@ def _feed_scores(
     codes: torch.Tensor,
     order: torch.Tensor,
     kept: torch.Tensor,
-    cfg_scale: float,
+    scales: torch.Tensor,
+    plausibility: float | None,
     sampling: tuple,
 ) -> torch.Tensor:
     """Feed codes (n, Q) at raster places `order` (Q,) to both halves of the batch
-    (`DecodeWorkspace.feed`); scores (n, Q, V) of the code after each."""
+    (`DecodeWorkspace.feed`); scores (n, Q, V) of the code after each, that code's
+    place guided with its scale of `scales` (N,)."""
     count, fed = codes.shape
     hidden = workspace.feed(model, model.embed_codes(modality, codes.repeat(2, 1)), order, kept)  # (2n, Q, hidden)
     logits = model.logits(modality, hidden)  # (2n, Q, V)
-    guided = guided_logits(logits[:count], logits[count:], cfg_scale).flatten(0, 1)
+    scale = scales[(order + 1).clamp(max=scales.shape[0] - 1)][:, None]  # (Q, 1): the code after each fed one
+    guided = guided_logits(logits[:count], logits[count:], scale, plausibility).flatten(0, 1)
     return _scores(guided, *sampling).view(count, fed, -1)
 
 
@@ -297,18 +309,22 @@ class DecodeEngine:
         top_p: float | None = None,
         seed: int | None = 0,
         decoding: str | DecodingMethod = "ar",
+        cfg_schedule: str = "constant",
+        cfg_plausibility: float | None = None,
     ) -> torch.Tensor:
         """Codes (len(prompts) * images_per_prompt, N) of an output modality, row r
         belonging to prompt r // images_per_prompt. With `decoding="ar"` the same as
         `decoding.generate_codes` with the same arguments (up to float rounding of the
         logits with skinny linears); "sjd" and "zipar" draw several codes per pass
         (`parallel_decoding`: SJD is distributed as "ar" and greedy gives its codes).
-        `self.passes` is then the number of forward passes the call ran."""
+        `self.passes` is then the number of forward passes the call ran.
+        `cfg_schedule` and `cfg_plausibility`: see `sampling.Guidance`."""
         sampling = (temperature, top_k, top_p)
         method = decoding if isinstance(decoding, DecodingMethod) else DecodingMethod.parse(decoding)
-        count, batch = image_prompt_batch(self.model, collator, prompts, num_positions, images_per_prompt, cfg_scale, sampling)
+        guidance = Guidance(cfg_scale, cfg_schedule, cfg_plausibility)
+        count, batch = image_prompt_batch(self.model, collator, prompts, num_positions, images_per_prompt, guidance, sampling)
         with self._linear_layers():
-            return self._decode_codes(batch, count, modality, num_positions, cfg_scale, sampling, seed, method)
+            return self._decode_codes(batch, count, modality, num_positions, guidance, sampling, seed, method)
 
     def _decode_codes(
         self,
@@ -316,7 +332,7 @@ class DecodeEngine:
         count: int,
         modality: str,
         num_positions: int,
-        cfg_scale: float,
+        guidance: Guidance,
         sampling: tuple,
         seed: int | None,
         method: DecodingMethod,
@@ -329,15 +345,18 @@ class DecodeEngine:
         workspace, hidden = self._prefill(batch, num_positions - 1 + extra)
         generator = seeded_generator(seed, self._device)
         codes = torch.empty((count, num_positions), dtype=torch.long, device=self._device)  # (n, N)
-        first_scores = _image_scores(self.model, modality, hidden, cfg_scale, sampling)
+        scales = guidance.scales(num_positions, self._device)
+        plausibility = guidance.plausibility
+        first_scores = _image_scores(self.model, modality, hidden, scales[0], plausibility, sampling)
         codes[:, 0] = _choose(first_scores, temperature, generator)
         if method.method != "ar":
-            self.passes = self._parallel_codes(workspace, codes, first_scores, modality, cfg_scale, sampling, generator, method)
+            guided = (scales, plausibility)
+            self.passes = self._parallel_codes(workspace, codes, first_scores, modality, guided, sampling, generator, method)
             return codes
         self.passes = num_positions
         for index in range(1, num_positions):
             workspace.reserve_step()
-            scores = self._image_step(self.model, workspace, modality, codes[:, index - 1], cfg_scale, sampling)
+            scores = self._image_step(self.model, workspace, modality, codes[:, index - 1], scales[index], plausibility, sampling)
             codes[:, index] = _choose(scores, temperature, generator)
         return codes
 
@@ -347,17 +366,18 @@ class DecodeEngine:
         codes: torch.Tensor,
         first_scores: torch.Tensor,
         modality: str,
-        cfg_scale: float,
+        guidance: tuple[torch.Tensor, float | None],
         sampling: tuple,
         generator: torch.Generator | None,
         method: DecodingMethod,
     ) -> int:
-        """Fill codes (n, N) after the first with SJD or ZipAR; returns the passes run."""
+        """Fill codes (n, N) after the first with SJD or ZipAR; returns the passes run.
+        `guidance`: the scale of each code (N,) and the plausibility constraint."""
         temperature = sampling[0]
 
         def feed(fed: torch.Tensor, order: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
             workspace.reserve(fed.shape[1])
-            return self._feed_scores(self.model, workspace, modality, fed, order, kept, cfg_scale, sampling)
+            return self._feed_scores(self.model, workspace, modality, fed, order, kept, *guidance, sampling)
 
         def choose(scores: torch.Tensor) -> torch.Tensor:
             return _choose(scores, temperature, generator)

@@ -85,12 +85,17 @@ class Pipeline:
         seed: int | None = 0,
         modality: str | None = None,
         decoding: str = "ar",
+        cfg_schedule: str = "constant",
+        cfg_plausibility: float | None = None,
     ) -> list[list[Any]]:
         """`n` outputs (e.g. PIL images) of the output modality for each prompt.
         `decoding`: "ar" (one code per forward pass), "sjd" (speculative Jacobi
         decoding: several per pass, the same distribution) or "zipar" (rows in
         parallel: fewer passes, not lossless); a window may follow, e.g. "sjd:16"
-        (see the generation-speed docs)."""
+        (see the generation-speed docs). `cfg_schedule` ("constant" or "linear": from no
+        guidance at the first code to `cfg` at the last) and `cfg_plausibility` (a: only
+        codes at least a times as probable under the caption as its likeliest are drawn):
+        see `sampling.Guidance`."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         _check_prompts(prompts)
         if not 1 <= n * len(prompts) <= MAX_IMAGES_PER_CALL:
@@ -98,8 +103,9 @@ class Pipeline:
         name = self.modality("output", modality)
         runtime = self.modalities[name]
         samples = [caption_to_image(prompt, None, name) for prompt in prompts]
+        guidance = {"cfg_schedule": cfg_schedule, "cfg_plausibility": cfg_plausibility}
         codes = self.engine.generate_codes(
-            self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed, decoding
+            self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed, decoding, **guidance
         )
         with torch.no_grad():
             outputs = runtime.spec.to_output(self.model.encoders[name].decode(codes).cpu())
@@ -109,7 +115,8 @@ class Pipeline:
         self, prompt: str, n: int = 4, cfg: float = 5.0, temperature: float = 1.0, seed: int | None = 0, **options
     ) -> list[Any]:
         """`n` images for one prompt (classifier-free guidance scale `cfg`); `options`
-        are `generate`'s: top_k, top_p, modality, decoding (e.g. `decoding="sjd"`)."""
+        are `generate`'s: top_k, top_p, modality, decoding (e.g. `decoding="sjd"`),
+        cfg_schedule, cfg_plausibility."""
         return self.generate(prompt, n=n, cfg=cfg, temperature=temperature, seed=seed, **options)[0]
 
     def answer(

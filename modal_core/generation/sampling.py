@@ -2,14 +2,59 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from modal_core.errors import ModelInputError
 
 
-def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance: uncond + scale * (cond - uncond)."""
-    return unconditional + scale * (conditional - unconditional)
+def guided_logits(
+    conditional: torch.Tensor, unconditional: torch.Tensor, scale: float | torch.Tensor, plausibility: float | None = None
+) -> torch.Tensor:
+    """Classifier-free guidance: uncond + scale * (cond - uncond) (`scale` a number or a
+    tensor that broadcasts against the logits). With `plausibility` a, a token whose
+    conditional probability is below a times the conditional's most probable token's
+    is excluded (-inf): the adaptive plausibility constraint of contrastive decoding
+    (Li et al., 2023), which keeps guidance from raising tokens the caption itself rules out."""
+    guided = unconditional + scale * (conditional - unconditional)
+    if plausibility is None:
+        return guided
+    log_probs = conditional.float().log_softmax(dim=-1)
+    plausible = log_probs >= log_probs.max(dim=-1, keepdim=True).values + math.log(plausibility)
+    return guided.masked_fill(~plausible, float("-inf"))
+
+
+GUIDANCE_SCHEDULES = ("constant", "linear")
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance of one generation call.
+
+    `scale`: the guidance scale (1 = none). `schedule`: "constant" (Janus) or "linear",
+    rising from 1 at the first code to `scale` at the last (the schedule of MaskGIT-style
+    and MAR samplers), so the first codes, which place the objects, are drawn unguided.
+    `plausibility`: None, or a in (0, 1] for `guided_logits`' plausibility constraint."""
+
+    scale: float = 5.0
+    schedule: str = "constant"
+    plausibility: float | None = None
+
+    def check(self) -> None:
+        """Reject settings that have no meaning, naming the setting."""
+        check_guidance(self.scale)
+        if self.schedule not in GUIDANCE_SCHEDULES:
+            raise ModelInputError(f"cfg schedule must be one of {GUIDANCE_SCHEDULES}, got {self.schedule!r}")
+        if self.plausibility is not None and not (isinstance(self.plausibility, (int, float)) and 0 < self.plausibility <= 1):
+            raise ModelInputError(f"cfg plausibility must be a number in (0, 1] or None, got {self.plausibility!r}")
+
+    def scales(self, num_positions: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The scale at each of `num_positions` codes, float32 (N,)."""
+        if self.schedule == "constant" or num_positions == 1:
+            return torch.full((num_positions,), float(self.scale), device=device)
+        return 1 + (self.scale - 1) * torch.arange(num_positions, device=device, dtype=torch.float32) / (num_positions - 1)
 
 
 MAX_TEMPERATURE = 10.0

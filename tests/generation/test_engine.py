@@ -47,6 +47,20 @@ def test_image_codes_equal_the_plain_loop(assembled, sampling):  # noqa: F811
     assert len(set(fast.flatten().tolist())) > 3  # codes vary: the comparison can fail
 
 
+@pytest.mark.parametrize(
+    "guidance", [{"cfg_schedule": "linear"}, {"cfg_plausibility": 0.2}, {"cfg_schedule": "linear", "cfg_plausibility": 0.05}]
+)
+def test_guidance_schedule_and_plausibility_draw_the_plain_loops_codes(assembled, guidance):  # noqa: F811
+    built, _, collator = assembled
+    model = built.model.eval()
+    args = (collator, _image_prompts(), "toy_codes", 12)
+    plain = generate_codes(model, *args, images_per_prompt=3, cfg_scale=4.0, seed=5, **guidance)
+    fast = DecodeEngine(model).generate_codes(*args, images_per_prompt=3, cfg_scale=4.0, seed=5, **guidance)
+    assert torch.equal(fast, plain)
+    constant = generate_codes(model, *args, images_per_prompt=3, cfg_scale=4.0, seed=5)
+    assert not torch.equal(plain, constant)  # the option changes the draw: the comparison can fail
+
+
 def test_skinny_linears_draw_the_plain_loops_codes_and_tokens(assembled, monkeypatch):  # noqa: F811
     """With every layer of the toy model large enough for `skinny_linear` (the real
     threshold leaves its small layers on `F.linear`), codes and tokens stay the same."""

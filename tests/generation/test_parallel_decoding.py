@@ -18,6 +18,7 @@ from modal_core.generation.decoding import image_prompt_batch
 from modal_core.generation.decoding_method import DecodingMethod
 from modal_core.generation.engine import DecodeEngine, DecodeWorkspace, draw_tokens
 from modal_core.generation.parallel_decoding import sjd_codes, zipar_schedule
+from modal_core.generation.sampling import Guidance
 
 GRID = 16  # a 4 x 4 grid of toy codes
 
@@ -50,6 +51,19 @@ def test_greedy_parallel_decoding_gives_the_autoregressive_codes(varied, decodin
     fast = engine.generate_codes(*args, images_per_prompt=2, cfg_scale=3.0, temperature=0.0, decoding=decoding)
     assert torch.equal(fast, ar)
     assert min(len(set(row)) for row in ar.tolist()) > 4  # codes vary: the comparison can fail
+
+
+@pytest.mark.parametrize("decoding", ["sjd:3", "zipar:4"])
+def test_greedy_parallel_decoding_follows_the_guidance_schedule_and_plausibility(varied, decoding):
+    """Each parallel slot is guided with the scale of the code it draws, as in the ar loop."""
+    model, collator = varied
+    engine = DecodeEngine(model)
+    args = (collator, _prompts(), "toy_codes", GRID)
+    guidance = {"cfg_scale": 6.0, "cfg_schedule": "linear", "cfg_plausibility": 0.02, "temperature": 0.0}
+    ar = engine.generate_codes(*args, images_per_prompt=2, decoding="ar", **guidance)
+    assert torch.equal(engine.generate_codes(*args, images_per_prompt=2, decoding=decoding, **guidance), ar)
+    constant = engine.generate_codes(*args, images_per_prompt=2, cfg_scale=6.0, temperature=0.0, decoding="ar")
+    assert not torch.equal(ar, constant)  # the schedule changes the codes: the comparison can fail
 
 
 class MarkovToy:
@@ -153,7 +167,7 @@ def test_the_cache_after_a_rejection_is_the_cache_of_the_codes_kept(assembled, m
     codes = engine.generate_codes(collator, prompts, "toy_codes", GRID, 2, 3.0, temperature=1.0, top_k=8, seed=5, decoding="sjd:4")
     assert snapshots  # drafts were rejected
     monkeypatch.setattr(DecodeWorkspace, "rewind", original)
-    batch = image_prompt_batch(model, collator, prompts, GRID, 2, 3.0, (1.0, 8, None))[1]
+    batch = image_prompt_batch(model, collator, prompts, GRID, 2, Guidance(3.0), (1.0, 8, None))[1]
     prompt_length = batch.input_ids.shape[1]
     for length, layers, visible, counted in snapshots:
         fresh = DecodeWorkspace(model, 4, 64, torch.device("cpu"))

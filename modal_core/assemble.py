@@ -34,7 +34,8 @@ from modal_core.data.chat import ChatFormat
 from modal_core.data.collator import NO_HEAD, Collator, ModalityRuntime
 from modal_core.data.segments import Text
 from modal_core.data.text_tokenizer import load_tokenizer, train_tokenizer
-from modal_core.errors import CheckpointError, RecipeError
+from modal_core.errors import CheckpointError, ModelInputError, RecipeError
+from modal_core.generation.settings import GenerationSettings
 from modal_core.model.backbone import BACKBONE_CONFIG_DIR, backbone_from_config, build_backbone
 from modal_core.model.lora import add_lora
 from modal_core.model.unified import UnifiedModel
@@ -51,6 +52,8 @@ class Assembled:
     modalities: dict[str, ModalityRuntime]
     fresh: tuple[str, ...] = ()
     """Keys of an `init_from` model its checkpoint lacked: they keep their initialisation."""
+    generation: GenerationSettings = GenerationSettings()
+    """How the model draws when a call does not say (the recipe's `generation:` section)."""
 
 
 def special_tokens_of(recipe: DictConfig, plugins: PluginManager) -> list[str]:
@@ -236,7 +239,11 @@ def assemble_checkpoint(directory: Path, plugins: PluginManager) -> Assembled:
     context = int(getattr(model.backbone.config, "max_position_embeddings", 4096))
     chat = ChatFormat(**recipe_to_dict(recipe.chat))
     collator = Collator(tokenizer, runtimes, max_length=context, chat=chat, limit_name="the model's context")
-    return Assembled(model, tokenizer, collator, runtimes)
+    try:
+        generation = GenerationSettings.from_mapping(recipe.generation)
+    except ModelInputError as error:
+        raise CheckpointError(f"{directory / store.RECIPE_FILE}: generation: {error}") from error
+    return Assembled(model, tokenizer, collator, runtimes, generation=generation)
 
 
 def _by_group(names: list[str]) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from modal_core.disk import written_whole
 from modal_core.errors import ModalCoreError, ModelInputError
 from modal_core.evaluation.command import add_eval_command
 from modal_core.generation.cli_options import add_compile_argument, add_decoding_argument
+from modal_core.generation.settings import GUIDANCE_SCHEDULES
 from modal_core.plugins import PluginManager, get_plugin_manager
 from modal_core.preparation.command import add_prepare_command
 from modal_core.scaffold import add_new_plugin_command
@@ -79,6 +80,8 @@ def _generate(args: argparse.Namespace, plugins: PluginManager) -> int:
         top_p=args.top_p,
         seed=args.seed,
         decoding=args.decoding,
+        cfg_schedule=args.cfg_schedule,
+        cfg_plausibility=args.cfg_plausibility,
     )
     for p, (prompt, items) in enumerate(zip(args.prompt, outputs)):
         for i, item in enumerate(items):
@@ -115,10 +118,21 @@ def _add_inference_commands(commands, plugins: PluginManager) -> None:
     generate.add_argument("checkpoint", help="checkpoint directory (or a run directory: its last checkpoint)")
     generate.add_argument("--prompt", action="append", required=True, type=arguments.text, help="a prompt; repeat for several")
     generate.add_argument("--n", type=int, default=4, help="outputs per prompt, drawn in one batch (default 4)")
-    generate.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
-    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1; 0 = greedy)")
-    generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely codes")
-    generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
+    defaults = "default: the checkpoint's, from its recipe's generation: section"
+    generate.add_argument("--cfg", type=float, help=f"classifier-free guidance scale ({defaults}; Janus: 5)")
+    generate.add_argument(
+        "--cfg-schedule",
+        choices=GUIDANCE_SCHEDULES,
+        help=f"constant, or linear: from no guidance at the first code to --cfg at the last ({defaults})",
+    )
+    generate.add_argument(
+        "--cfg-plausibility",
+        type=float,
+        help=f"a in (0, 1]: draw only codes at least a times as probable as the likeliest under the prompt; 0 = off ({defaults})",
+    )
+    generate.add_argument("--temperature", type=float, help=f"sampling temperature, 0 = greedy ({defaults}; Janus: 1)")
+    generate.add_argument("--top-k", type=int, help=f"sample among the k most likely codes; 0 = all ({defaults})")
+    generate.add_argument("--top-p", type=float, help=f"nucleus sampling mass; 1 = all ({defaults})")
     generate.add_argument("--seed", type=arguments.seed, default=0, help="random seed (default 0)")
     generate.add_argument("--out", type=arguments.output_folder, default="generated", help="output folder for PNGs (default: generated)")
     generate.add_argument("--device", type=arguments.device, default="cpu", help="torch device (default cpu)")

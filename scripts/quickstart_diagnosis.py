@@ -7,7 +7,8 @@ Reads `RUN/stage3` (the final model, its VQ tokenizer inside) and prints, as JSO
 the VQ ceiling (checker accuracy on held-out ground truth, rendered and VQ-reconstructed),
 the condition's information (next-code loss with and without the caption), generation
 accuracy over guidance scales (0 is the unconditional branch alone) and over temperature
-and top-k at guidance 5, and the positional spread of 16 samples of one-object prompts.
+and top-k at guidance 5 (all with Janus's constant guidance), and the positional spread of
+16 samples of one-object prompts, at constant guidance 5 and at the model's own settings.
 """
 
 from __future__ import annotations
@@ -23,49 +24,24 @@ from modal_core_images.evaluation.shapes_checker import check_prompt, detect_obj
 from modal_core_images.evaluation.shapes_diagnosis import (
     condition_information,
     heldout_scenes,
-    positional_spread,
+    positional_diversity,
     reconstruction_ceiling,
 )
 from modal_core_images.evaluation.shapes_eval import evaluate_generation
 from modal_core_images.modalities import GENERATION
-from modal_core_images.shapes import COLOURS, SHAPES, caption, describe, render_scene, scene_for_index
+from modal_core_images.shapes import COLOURS, SHAPES, caption, describe, render_scene
 
 IMAGE_SIZE, GRID = 32, 8
 GUIDANCE = (0.0, 1.0, 3.0, 5.0, 7.0)
 SAMPLING_AT_CFG5 = ((1.0, None), (1.0, 16), (1.0, 4), (0.7, None), (0.5, None), (0.7, 16))
 SPREAD_SAMPLES = 16
+CONSTANT = {"cfg_schedule": "constant", "cfg_plausibility": 0}
+"""Janus's guidance, whatever the checkpoint's defaults: the sweeps measure it."""
 
 
 def _any_object_drawn(images: list) -> float:
     """Share of images in which the checker finds at least one object of a known shape."""
     return sum(any(obj.shape != "unknown" for obj in detect_objects(image)) for image in images) / len(images)
-
-
-def _spread(pipeline: Pipeline, temperature: float, top_k: int | None) -> dict:
-    """Positional spread of 16 samples of every one-object prompt at guidance 5, and of the
-    training distribution's one-object scenes (16 per object, judged the same way)."""
-    by_object: dict[tuple[str, str], list] = {(colour, shape): [] for colour in COLOURS for shape in SHAPES}
-    index = 0
-    while min(len(scenes) for scenes in by_object.values()) < SPREAD_SAMPLES:
-        scene = scene_for_index(index, 0, "train", IMAGE_SIZE, num_objects=1, grid=GRID)
-        by_object[(scene.objects[0].colour, scene.objects[0].shape)].append(scene)
-        index += 1
-    generated, training = [], []
-    for (colour, shape), scenes in by_object.items():
-        images = pipeline.generate(describe(colour, shape), n=SPREAD_SAMPLES, cfg=5.0, temperature=temperature, top_k=top_k, seed=0)[0]
-        generated.append(positional_spread(images, colour, shape))
-        training.append(positional_spread([render_scene(s) for s in scenes[:SPREAD_SAMPLES]], colour, shape))
-
-    def summary(spreads: list) -> dict:
-        return {
-            "mean_quadrants_covered": round(sum(s.quadrants_covered for s in spreads) / len(spreads), 2),
-            "prompts_covering_3_quadrants": sum(s.quadrants_covered >= 3 for s in spreads),
-            "mean_quadrant_entropy_bits": round(sum(s.quadrant_entropy for s in spreads) / len(spreads), 3),
-            "mean_thirds_entropy_bits": round(sum(s.thirds_entropy for s in spreads) / len(spreads), 3),
-            "object_found": round(sum(s.found for s in spreads) / sum(s.total for s in spreads), 3),
-        }
-
-    return {"prompts": len(generated), "generated": summary(generated), "training": summary(training)}
 
 
 def diagnose(run: Path) -> dict:
@@ -87,7 +63,7 @@ def diagnose(run: Path) -> dict:
         "sampling_at_cfg5": {},
     }
     for cfg in GUIDANCE:
-        result = evaluate_generation(pipeline, per_prompt=4, cfg=cfg, two_object_prompts=20)
+        result = evaluate_generation(pipeline, per_prompt=4, two_object_prompts=20, cfg=cfg, **CONSTANT)
         report["guidance"][str(cfg)] = {
             "single": round(result.accuracy, 3),
             "two_object": round(result.two_object_accuracy, 3),
@@ -98,11 +74,16 @@ def diagnose(run: Path) -> dict:
         single_ok = 0
         for colour in COLOURS:
             for shape in SHAPES:
-                drawn = pipeline.generate(describe(colour, shape), n=4, cfg=5.0, temperature=temperature, top_k=top_k, seed=0)[0]
+                drawn = pipeline.generate(
+                    describe(colour, shape), n=4, cfg=5.0, temperature=temperature, top_k=top_k or 0, seed=0, **CONSTANT
+                )[0]
                 single_ok += sum(check_prompt(image, colour, shape) for image in drawn)
                 images += drawn
         report["sampling_at_cfg5"][f"t={temperature},top_k={top_k}"] = round(single_ok / len(images), 3)
-    report["positional_spread_cfg5_t1"] = _spread(pipeline, 1.0, None)
+    spread = positional_diversity(pipeline, IMAGE_SIZE, GRID, SPREAD_SAMPLES, cfg=5.0, temperature=1.0, top_k=0, **CONSTANT)
+    report["positional_spread_cfg5_t1"] = spread.summary()
+    report["model_settings"] = pipeline.generation.as_dict()
+    report["positional_spread_model_settings"] = positional_diversity(pipeline, IMAGE_SIZE, GRID, SPREAD_SAMPLES).summary()
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 

@@ -189,3 +189,21 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess
         env={**os.environ, **(env or {})},
         timeout=600,
     )
+
+
+def spy_on_drawing(monkeypatch) -> list:
+    """Record the guidance and sampling (a `GenerationSettings`) of every code-decoding call
+    of any pipeline from now on (`DecodeEngine.generate_codes`), which still draws."""
+    from modal_core.generation.engine import DecodeEngine
+    from modal_core.generation.settings import GenerationSettings
+
+    calls: list = []
+    draw = DecodeEngine.generate_codes
+
+    def recording(self, *args, **kwargs):
+        cfg, temperature, top_k, top_p = args[5:9]
+        calls.append(GenerationSettings(cfg, kwargs["cfg_schedule"], kwargs["cfg_plausibility"], temperature, top_k, top_p))
+        return draw(self, *args, **kwargs)
+
+    monkeypatch.setattr(DecodeEngine, "generate_codes", recording)
+    return calls

@@ -92,7 +92,7 @@ def test_guidance_and_filters():
     assert set(sample_tokens(logits, 1.0, top_p=0.8, generator=generator).tolist()) == {1, 2}
     assert set(sample_tokens(logits, 0.0).tolist()) == {1}
     with pytest.raises(ModelInputError, match="temperature"):
-        from modal_core.generation.sampling import check_sampling
+        from modal_core.generation.settings import check_sampling
 
         check_sampling(-1.0, None, None)
 

@@ -104,7 +104,8 @@ def test_every_command_and_argument_has_help():
     assert not [name for name in commands if not helps.get(name)]
     page = reference.CLI_PAGE.read_text(encoding="utf-8")
     assert all(f"## modal-core {name}\n" in page for name in commands)
-    assert "| `--cfg CFG` | classifier-free guidance scale (default 5) |" in page
+    cfg_row = "| `--cfg CFG` | classifier-free guidance scale (default: the checkpoint's, from its recipe's generation: section; Janus: 5)"
+    assert cfg_row in page
 
 
 # -- hooks -------------------------------------------------------------------------------------------

@@ -276,6 +276,31 @@ class PreferenceConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """How the trained model draws when a call does not say (`modal-core generate`, `serve`,
+    `eval`, `modal_core.load(...).generate`); stored with every checkpoint, and each
+    setting can be overridden per call."""
+
+    cfg: float = _key(5.0, "Classifier-free guidance scale (1 = none; Janus: 5).", minimum=0, maximum=100)
+    cfg_schedule: str = _key(
+        "constant",
+        "`constant` (Janus) or `linear`: the scale rises from 1 at the first code to `cfg` at the last, so the first "
+        "codes, which place the objects, are drawn unguided.",
+        choices=("constant", "linear"),  # generation.settings.GUIDANCE_SCHEDULES; config imports nothing above it
+    )
+    cfg_plausibility: Optional[float] = _key(
+        None,
+        "Null, or a in (0, 1]: only codes at least a times as probable under the prompt as its likeliest code may be "
+        "drawn, and guidance reweights inside that set (contrastive decoding's plausibility constraint).",
+        above=0,
+        maximum=1,
+    )
+    temperature: float = _key(1.0, "Sampling temperature (0 = greedy).", minimum=0, maximum=10)
+    top_k: Optional[int] = _key(None, "Sample among the k most likely codes (null: all).", minimum=1)
+    top_p: Optional[float] = _key(None, "Nucleus sampling mass (null: all codes).", above=0, maximum=1)
+
+
+@dataclass
 class Recipe:
     """A training recipe: `modal-core train RECIPE.yaml key=value ...`."""
 
@@ -315,6 +340,7 @@ class Recipe:
     optim: OptimConfig = _key(help="Optimizer and schedule.", factory=OptimConfig)
     trainer: TrainerConfig = _key(help="Trainer settings.", factory=TrainerConfig)
     preference: PreferenceConfig = _key(help="Preference tuning (GRPO, DPO) of an output modality.", factory=PreferenceConfig)
+    generation: GenerationConfig = _key(help="The model's default guidance and sampling when it draws.", factory=GenerationConfig)
 
 
 def check_values(recipe: Any, schema: type = Recipe, prefix: str = "") -> None:
@@ -377,6 +403,7 @@ _SECTIONS = {
         TrainerConfig,
         GuardConfig,
         PreferenceConfig,
+        GenerationConfig,
     )
 }
 """Section dataclasses by the names fields give as their types (strings, with postponed annotations)."""

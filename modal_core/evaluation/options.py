@@ -23,7 +23,7 @@ def int_option(options: dict[str, Any], key: str, default: int | None, minimum: 
     return number
 
 
-def float_option(options: dict[str, Any], key: str, default: float) -> float:
+def float_option(options: dict[str, Any], key: str, default: float | None) -> float | None:
     """`options[key]` as a float (None or absent: `default`)."""
     value = options.get(key)
     if value is None:

@@ -30,6 +30,10 @@ class Decoding:
     max_new_tokens: int | None = None
     cfg: float | None = None
     """Classifier-free guidance scale."""
+    cfg_schedule: str | None = None
+    """`constant` or `linear` (see `sampling.Guidance`)."""
+    cfg_plausibility: float | None = None
+    """The plausibility constraint's a, or None: none."""
     top_k: int | None = None
     top_p: float | None = None
     images_per_prompt: int | None = None

@@ -15,7 +15,8 @@ import torch
 from modal_core.data.collator import Batch, Collator
 from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
-from modal_core.generation.sampling import Guidance, check_sampling, guided_logits, sample_tokens
+from modal_core.generation.sampling import Guidance, guided_logits, sample_tokens
+from modal_core.generation.settings import check_sampling
 from modal_core.model.unified import UnifiedModel
 
 

@@ -13,6 +13,7 @@ from modal_core.data.chat import caption_to_image, question_answer
 from modal_core.data.segments import Media
 from modal_core.errors import ModelInputError
 from modal_core.generation.engine import DecodeEngine
+from modal_core.generation.settings import GenerationSettings
 from modal_core.modality import VariableItem
 from modal_core.plugins import PluginManager, get_plugin_manager
 
@@ -28,6 +29,8 @@ class Pipeline:
         self.modalities = assembled.modalities
         self.collator = assembled.collator
         self.tokenizer = assembled.tokenizer
+        self.generation = assembled.generation
+        """How the model draws when `generate` is not told (the recipe's `generation:` section)."""
         # Static KV cache, kept between calls of the same shape; `compile_mode` compiles its step.
         self.engine = DecodeEngine(self.model, compile_mode=compile_mode)
 
@@ -78,24 +81,28 @@ class Pipeline:
         self,
         prompts: str | list[str],
         n: int = 4,
-        cfg: float = 5.0,
-        temperature: float = 1.0,
+        cfg: float | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = 0,
         modality: str | None = None,
         decoding: str = "ar",
-        cfg_schedule: str = "constant",
+        cfg_schedule: str | None = None,
         cfg_plausibility: float | None = None,
     ) -> list[list[Any]]:
         """`n` outputs (e.g. PIL images) of the output modality for each prompt.
         `decoding`: "ar" (one code per forward pass), "sjd" (speculative Jacobi
         decoding: several per pass, the same distribution) or "zipar" (rows in
         parallel: fewer passes, not lossless); a window may follow, e.g. "sjd:16"
-        (see the generation-speed docs). `cfg_schedule` ("constant" or "linear": from no
-        guidance at the first code to `cfg` at the last) and `cfg_plausibility` (a: only
-        codes at least a times as probable under the caption as its likeliest are drawn):
-        see `sampling.Guidance`."""
+        (see the generation-speed docs). Guidance and sampling (`cfg`, `cfg_schedule`,
+        `cfg_plausibility`, `temperature`, `top_k`, `top_p`; see `GenerationSettings`)
+        left None are the model's own, `self.generation` (its recipe's `generation:`
+        section; Janus's constant CFG 5 unless the recipe says otherwise); `top_k=0`,
+        `top_p=1` and `cfg_plausibility=0` turn a default filter off."""
+        settings = self.settings(
+            cfg=cfg, cfg_schedule=cfg_schedule, cfg_plausibility=cfg_plausibility, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         _check_prompts(prompts)
         if not 1 <= n * len(prompts) <= MAX_IMAGES_PER_CALL:
@@ -103,21 +110,33 @@ class Pipeline:
         name = self.modality("output", modality)
         runtime = self.modalities[name]
         samples = [caption_to_image(prompt, None, name) for prompt in prompts]
-        guidance = {"cfg_schedule": cfg_schedule, "cfg_plausibility": cfg_plausibility}
         codes = self.engine.generate_codes(
-            self.collator, samples, name, runtime.num_positions, n, cfg, temperature, top_k, top_p, seed, decoding, **guidance
+            self.collator,
+            samples,
+            name,
+            runtime.num_positions,
+            n,
+            settings.cfg,
+            *settings.sampling,
+            seed,
+            decoding,
+            cfg_schedule=settings.cfg_schedule,
+            cfg_plausibility=settings.cfg_plausibility,
         )
         with torch.no_grad():
             outputs = runtime.spec.to_output(self.model.encoders[name].decode(codes).cpu())
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def generate_images(
-        self, prompt: str, n: int = 4, cfg: float = 5.0, temperature: float = 1.0, seed: int | None = 0, **options
-    ) -> list[Any]:
-        """`n` images for one prompt (classifier-free guidance scale `cfg`); `options`
-        are `generate`'s: top_k, top_p, modality, decoding (e.g. `decoding="sjd"`),
-        cfg_schedule, cfg_plausibility."""
-        return self.generate(prompt, n=n, cfg=cfg, temperature=temperature, seed=seed, **options)[0]
+    def settings(self, **overrides: Any) -> GenerationSettings:
+        """The guidance and sampling a `generate` call with these keyword arguments uses:
+        the model's defaults (`self.generation`) with the values not None replacing them."""
+        return self.generation.with_overrides(**overrides)
+
+    def generate_images(self, prompt: str, n: int = 4, seed: int | None = 0, **options) -> list[Any]:
+        """`n` images for one prompt; `options` are `generate`'s: cfg, temperature, top_k,
+        top_p, cfg_schedule, cfg_plausibility (default: the model's), modality, decoding
+        (e.g. `decoding="sjd"`)."""
+        return self.generate(prompt, n=n, seed=seed, **options)[0]
 
     def answer(
         self,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modal_core.errors import ModelInputError
+from modal_core.generation.settings import check_guidance
 
 
 def guided_logits(
@@ -26,9 +26,6 @@ def guided_logits(
     return guided.masked_fill(~plausible, float("-inf"))
 
 
-GUIDANCE_SCHEDULES = ("constant", "linear")
-
-
 @dataclass(frozen=True)
 class Guidance:
     """Classifier-free guidance of one generation call.
@@ -44,39 +41,13 @@ class Guidance:
 
     def check(self) -> None:
         """Reject settings that have no meaning, naming the setting."""
-        check_guidance(self.scale)
-        if self.schedule not in GUIDANCE_SCHEDULES:
-            raise ModelInputError(f"cfg schedule must be one of {GUIDANCE_SCHEDULES}, got {self.schedule!r}")
-        if self.plausibility is not None and not (isinstance(self.plausibility, (int, float)) and 0 < self.plausibility <= 1):
-            raise ModelInputError(f"cfg plausibility must be a number in (0, 1] or None, got {self.plausibility!r}")
+        check_guidance(self.scale, self.schedule, self.plausibility)
 
     def scales(self, num_positions: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """The scale at each of `num_positions` codes, float32 (N,)."""
         if self.schedule == "constant" or num_positions == 1:
             return torch.full((num_positions,), float(self.scale), device=device)
         return 1 + (self.scale - 1) * torch.arange(num_positions, device=device, dtype=torch.float32) / (num_positions - 1)
-
-
-MAX_TEMPERATURE = 10.0
-"""Beyond this, sampling is uniform noise for any trained model: surely a typo."""
-MAX_CFG_SCALE = 100.0
-"""Guidance scales used in practice are 1-10; far larger ones only amplify noise."""
-
-
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Reject sampling settings that have no meaning."""
-    if not (isinstance(temperature, (int, float)) and 0 <= temperature <= MAX_TEMPERATURE):
-        raise ModelInputError(f"temperature must be a number in [0, {MAX_TEMPERATURE:g}] (0 = greedy), got {temperature!r}")
-    if top_k is not None and top_k < 1:
-        raise ModelInputError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ModelInputError(f"top_p must be in (0, 1], got {top_p}")
-
-
-def check_guidance(scale: float) -> None:
-    """Reject a classifier-free guidance scale outside [0, MAX_CFG_SCALE] (or not a number)."""
-    if not (isinstance(scale, (int, float)) and 0 <= scale <= MAX_CFG_SCALE):
-        raise ModelInputError(f"cfg scale must be a number in [0, {MAX_CFG_SCALE:g}] (1 = no guidance), got {scale!r}")
 
 
 def sample_tokens(

@@ -153,7 +153,15 @@ def create_app(pipeline: Pipeline, settings: ServeSettings | None = None, checkp
         if body.n > settings.max_batch_images:
             return _error(422, f"n must be at most {settings.max_batch_images} on this server (--max-batch-images), got {body.n}")
         modality = pipeline.modality("output", body.modality)  # unknown or ambiguous: ModelInputError -> 400
-        job = ImageJob(body.prompt, modality, body.n, body.cfg, body.temperature, body.top_k, body.top_p, body.seed, body.decoding)
+        drawing = pipeline.settings(
+            cfg=body.cfg,
+            cfg_schedule=body.cfg_schedule,
+            cfg_plausibility=body.cfg_plausibility,
+            temperature=body.temperature,
+            top_k=body.top_k,
+            top_p=body.top_p,
+        )
+        job = ImageJob(body.prompt, modality, body.n, drawing, body.seed, body.decoding)
         answer = await _wait(queue.submit("generate", job.key, job.n, job, ticket=request_id), settings)
         return GenerateResponse(images=answer.result.images, modality=modality, seed=answer.result.seed, batched_with=answer.batched_with)
 

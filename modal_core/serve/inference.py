@@ -14,6 +14,7 @@ from PIL import Image
 
 from modal_core.errors import ServeError
 from modal_core.generation.pipeline import Pipeline
+from modal_core.generation.settings import GenerationSettings
 from modal_core.serve.batching import Runner
 
 FRESH_SEEDS = 2**53
@@ -28,10 +29,8 @@ class ImageJob:
     prompt: str
     modality: str
     n: int
-    cfg: float
-    temperature: float
-    top_k: int | None
-    top_p: float | None
+    settings: GenerationSettings
+    """Guidance and sampling, the model's defaults already filled in (`Pipeline.settings`)."""
     seed: int | None
     decoding: str = "ar"
 
@@ -39,7 +38,7 @@ class ImageJob:
     def key(self) -> Hashable:
         """Requests share a decode batch only when everything but the prompt agrees:
         `Pipeline.generate` takes one n, one sampling setting, one seed and one decoding per call."""
-        return (self.modality, self.n, self.cfg, self.temperature, self.top_k, self.top_p, self.seed, self.decoding)
+        return (self.modality, self.n, self.settings, self.seed, self.decoding)
 
 
 @dataclass(frozen=True)
@@ -78,13 +77,10 @@ def generation_runner(pipeline: Pipeline) -> Runner:
         outputs = pipeline.generate(
             [job.prompt for job in jobs],
             n=first.n,
-            cfg=first.cfg,
-            temperature=first.temperature,
-            top_k=first.top_k,
-            top_p=first.top_p,
             seed=seed,
             modality=first.modality,
             decoding=first.decoding,
+            **first.settings.as_overrides(),
         )
         return [DrawnImages([encode_png(item, first.modality) for item in items], seed) for items in outputs]
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modal_core.generation.decoding_method import DECODING_PATTERN
 from modal_core.generation.pipeline import MAX_PROMPT_CHARACTERS
-from modal_core.generation.sampling import MAX_CFG_SCALE, MAX_TEMPERATURE
+from modal_core.generation.settings import GUIDANCE_SCHEDULES, MAX_CFG_SCALE, MAX_TEMPERATURE
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """A client's name for its request (`X-Request-Id`), to ask `/v1/requests/{id}` where it stands."""
@@ -26,10 +26,23 @@ class GenerateRequest(_Strict):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARACTERS, description="What to draw.")
     n: int = Field(4, ge=1, description="Images to draw (at most the server's --max-batch-images).")
-    cfg: float = Field(5.0, ge=0, le=MAX_CFG_SCALE, description="Classifier-free guidance scale (1 = no guidance).")
-    temperature: float = Field(1.0, ge=0, le=MAX_TEMPERATURE, description="Sampling temperature (0 = greedy).")
-    top_k: int | None = Field(None, ge=1, description="Sample among the k most likely codes.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    cfg: float | None = Field(
+        None, ge=0, le=MAX_CFG_SCALE, description="Classifier-free guidance scale (1 = no guidance); null: the model's default."
+    )
+    cfg_schedule: Literal[GUIDANCE_SCHEDULES] | None = Field(
+        None, description="constant, or linear (no guidance at the first code, `cfg` at the last); null: the model's default."
+    )
+    cfg_plausibility: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Draw only codes at least this share as probable as the prompt's likeliest (0: off); null: the model's default.",
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=MAX_TEMPERATURE, description="Sampling temperature (0 = greedy); null: the model's default."
+    )
+    top_k: int | None = Field(None, ge=0, description="Sample among the k most likely codes (0: all); null: the model's default.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (1: all); null: the model's default.")
     seed: int | None = Field(0, ge=0, le=MAX_SEED, description="Random seed; null draws a fresh one.")
     modality: str | None = Field(None, description="Output modality; needed only when the model has several.")
     decoding: str = Field(

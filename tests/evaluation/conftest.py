@@ -27,6 +27,10 @@ TINY_IMAGES = {
 }
 
 
+MODEL_GENERATION = {"cfg_schedule": "linear", "cfg_plausibility": 0.2}
+"""The tiny model's own guidance (its recipe's `generation:` section): what a suite draws with unless told."""
+
+
 def image_plugins() -> PluginManager:
     return with_image_plugins(PluginManager(load_entry_points=False))
 
@@ -50,6 +54,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
             "max_length": 64,
         },
         trainer={"max_steps": 3},
+        generation=MODEL_GENERATION,
     )
     plugins = image_plugins()
     result = train(load_recipe(write_recipe(root / "tiny.yaml", recipe), plugins=plugins), plugins)

@@ -103,6 +103,8 @@ def test_shapes_geneval_writes_a_geneval_folder(tiny_checkpoint, tmp_path):
     assert "![generations.png](generations.png)" in (out / "report.md").read_text()
     decoding = results["protocol"]["decoding"]
     assert decoding == {"temperature": 1.0, "seed": 0, "max_new_tokens": None, "cfg": 3.0, "top_k": None, "top_p": None} | {
+        "cfg_schedule": "linear",  # the model's own, from its recipe (MODEL_GENERATION), beside -o cfg=3
+        "cfg_plausibility": 0.2,
         "images_per_prompt": 1,
         "method": "sjd:4",
     }

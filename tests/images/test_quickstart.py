@@ -57,6 +57,18 @@ def test_every_stage_trains_and_the_report_is_written(quickstart_run):
     with Image.open(out / "report" / "generations.png") as grid:
         assert grid.width > 400
     assert metrics["vq_tokenizer"]["codebook_usage"] > 0
+    # the model draws with its recipe's guidance (quickstart/images.yaml), and the report says which
+    assert metrics["generation_settings"] == {
+        "cfg": 5.0,
+        "cfg_schedule": "linear",
+        "cfg_plausibility": 0.1,
+        "temperature": 1.0,
+        "top_k": None,
+        "top_p": None,
+    }
+    diversity = metrics["diversity_cfg5"]
+    assert diversity["samples_per_prompt"] == 4 and set(diversity) == {"samples_per_prompt", "generated", "training"}
+    assert diversity["training"]["object_found"] == 1.0  # the checker finds every rendered training object
 
 
 class _ReportPage(HTMLParser):

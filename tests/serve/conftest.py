@@ -20,6 +20,8 @@ from modal_core.serve.settings import ServeSettings
 
 uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'modal-core[serve]'")
 
+MODEL_GENERATION = {"cfg_schedule": "linear", "cfg_plausibility": 0.2}
+"""The served model's own guidance: what a request that does not say draws with."""
 UPLOAD_LIMIT_BYTES = 64 * 1024
 """The live server's --max-upload-mb, small so that an oversize upload is cheap to send."""
 
@@ -36,7 +38,7 @@ def tiny_checkpoint(tmp_path_factory, serve_plugins) -> Path:
     from modal_core.training.run import train
 
     folder = tmp_path_factory.mktemp("serve-run")
-    recipe = tiny_image_recipe(folder / "run")
+    recipe = tiny_image_recipe(folder / "run") | {"generation": MODEL_GENERATION}
     return train(load_recipe(write_recipe(folder / "recipe.yaml", recipe), plugins=serve_plugins), serve_plugins).checkpoint
 
 

@@ -9,8 +9,10 @@ import base64
 import io
 
 import pytest
+from conftest import spy_on_drawing
 from PIL import Image
 
+from modal_core.generation.settings import GenerationSettings
 from modal_core_images.shapes import render_scene, scene_for_index
 
 from .conftest import UPLOAD_LIMIT_BYTES, extra_server
@@ -49,6 +51,24 @@ def test_health_and_modalities_describe_the_loaded_model(live_server):
     assert {"/v1/understand", "/v1/generate", "/v1/health", "/v1/modalities"} <= set(openapi["paths"])
     form = openapi["paths"]["/v1/understand"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["properties"]["image"]["format"] == "binary"  # the upload field comes from the model's modalities
+
+
+def test_a_request_draws_with_the_models_settings_unless_it_overrides_them(live_server, monkeypatch):
+    pipeline = live_server.app.state.pipeline
+    assert (pipeline.generation.cfg_schedule, pipeline.generation.cfg_plausibility) == ("linear", 0.2)
+    drawn = spy_on_drawing(monkeypatch)
+
+    def pixels(**settings) -> list[bytes]:
+        response = httpx.post(f"{live_server.url}/v1/generate", json={"prompt": "a red circle", "n": 2, "seed": 3, **settings}, timeout=60)
+        assert response.status_code == 200, response.text
+        return [_pixels(png) for png in response.json()["images"]]
+
+    assert pixels() == [image.tobytes() for image in pipeline.generate_images("a red circle", n=2, seed=3)]
+    assert drawn == [pipeline.generation] * 2
+    pixels(cfg_schedule="constant", cfg_plausibility=0, temperature=0.5, top_k=0)
+    assert drawn[-1] == GenerationSettings(temperature=0.5)
+    bad = httpx.post(f"{live_server.url}/v1/generate", json={"prompt": "a", "cfg_schedule": "cosine"}, timeout=60)
+    assert bad.status_code == 422 and "cfg_schedule" in bad.text
 
 
 def test_generate_returns_the_pipelines_images_as_png(live_server):

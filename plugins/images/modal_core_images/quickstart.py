@@ -27,6 +27,7 @@ from modal_core.evaluation.metrics import codebook_usage, psnr
 from modal_core.generation.pipeline import Pipeline
 from modal_core.plugins import PluginManager
 from modal_core.reporting import plot_curves, write_json
+from modal_core_images.evaluation.shapes_diagnosis import positional_diversity
 from modal_core_images.evaluation.shapes_eval import (
     evaluate_generation,
     evaluate_understanding,
@@ -39,8 +40,11 @@ from modal_core_images.quickstart_report import SeedEvaluation, summarise_seeds,
 from modal_core_images.shapes import render_scene, scene_for_index
 
 QUICKSTART_CFG = 3.0
-"""Guidance scale of the headline generation score: the tiny model draws best at 3;
-Janus's default of 5 is scored too (`generation_accuracy_cfg5`)."""
+"""Guidance scale of the first generation score; Janus's default of 5 is scored too
+(`generation_accuracy_cfg5`). Both draw with the model's own schedule and plausibility
+constraint (the `generation:` section of quickstart/images.yaml)."""
+DIVERSITY_SAMPLES = 16
+"""Draws of each one-object prompt whose object centres the diversity score counts."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,8 @@ def _evaluate_seed(
     per_prompt, two_object = max(1, round(2 * eval_scale)), max(2, round(10 * eval_scale))
     generation = evaluate_generation(pipeline, per_prompt, cfg=QUICKSTART_CFG, two_object_prompts=two_object)
     janus_default = evaluate_generation(pipeline, per_prompt, cfg=5.0, two_object_prompts=two_object)
+    samples = max(4, round(DIVERSITY_SAMPLES * eval_scale))
+    diversity = positional_diversity(pipeline, image_size, grid, samples, cfg=5.0).summary()
     vq_quality, reconstructions = _tokenizer_quality(pipeline, image_size, grid)
     folders = {step.name: _step_folder(out, step, seed) for step in STEPS}
     histories = {name: path / HISTORY_FILE for name, path in folders.items()}
@@ -244,6 +250,8 @@ def _evaluate_seed(
         "generation_accuracy_cfg5": round(janus_default.accuracy, 3),
         "generation_two_object_accuracy_cfg5": round(janus_default.two_object_accuracy, 3),
         "generated_images": generation.total,
+        "diversity_cfg5": {"samples_per_prompt": samples, **diversity},
+        "generation_settings": pipeline.generation.as_dict(),
         "vq_tokenizer": vq_quality,
         "final_train_loss": {name: _last_loss(path) for name, path in histories.items()},
         "training_seconds": seconds,

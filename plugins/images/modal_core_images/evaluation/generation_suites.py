@@ -5,9 +5,10 @@ reads), `shapes_geneval` (GenEval-mini on the shapes world, scored here) and `fi
 Every prompt's images are drawn in one batch of `n` with its own seed (`seed` +
 prompt index), so a resumed run draws exactly what an uninterrupted one would.
 Options shared by all: `limit` (prompts), `seed`, `batch_size` (prompts between two
-saves of `items.jsonl`), `cfg` (guidance scale, default 5), `temperature` (default 1),
-`top_k`, `top_p`, `modality` (the output modality; default the model's only one), `decoding`
-(`ar` default, `sjd[:L]`, `zipar[:w]`; see `Pipeline.generate`).
+saves of `items.jsonl`), `cfg` (guidance scale), `cfg_schedule`, `cfg_plausibility`,
+`temperature`, `top_k`, `top_p` (each defaults to the model's own, from its recipe's
+`generation:` section; see `Pipeline.generate`), `modality` (the output modality; default
+the model's only one), `decoding` (`ar` default, `sjd[:L]`, `zipar[:w]`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from modal_core.evaluation.items import ItemResults, score_items
 from modal_core.evaluation.options import data_file, float_option, int_option, limited
 from modal_core.evaluation.protocol import PROTOCOL_KEY, Decoding, ProtocolCard
 from modal_core.generation.decoding_method import DecodingMethod
+from modal_core.generation.settings import GenerationSettings
 from modal_core_images.evaluation import geneval, geneval_scorer
 from modal_core_images.evaluation.shapes_geneval import TAGS, mini_prompts, score_folder
 from modal_core_images.processing import save_image_grid
@@ -38,19 +40,32 @@ DISPLAY_SIZE = 96
 
 
 def _draw(pipeline: Any, options: dict[str, Any], prompt: str, index: int, n: int) -> list[Image.Image]:
-    top_k = int_option(options, "top_k", None, minimum=1)
-    top_p = options.get("top_p")
+    settings = generation_settings(pipeline, options)
     return pipeline.generate(
         prompt,
         n=n,
-        cfg=float_option(options, "cfg", 5.0),
-        temperature=float_option(options, "temperature", 1.0),
-        top_k=top_k,
-        top_p=None if top_p is None else float(top_p),
         seed=int_option(options, "seed", 0) + index,
         modality=options.get("modality"),
         decoding=_method(options),
+        **settings.as_overrides(),
     )[0]
+
+
+def generation_settings(pipeline: Any, options: dict[str, Any]) -> GenerationSettings:
+    """The guidance and sampling the suite draws with: the model's own
+    (`Pipeline.generation`, from its recipe) with the options given replacing them."""
+    schedule = options.get("cfg_schedule")
+    try:
+        return pipeline.settings(
+            cfg=float_option(options, "cfg", None),
+            cfg_schedule=None if schedule is None else str(schedule),
+            cfg_plausibility=float_option(options, "cfg_plausibility", None),
+            temperature=float_option(options, "temperature", None),
+            top_k=int_option(options, "top_k", None, minimum=0),
+            top_p=float_option(options, "top_p", None),
+        )
+    except ModelInputError as error:
+        raise EvaluationError(f"generation options: {error}") from error
 
 
 def _method(options: dict[str, Any]) -> str:
@@ -61,20 +76,23 @@ def _method(options: dict[str, Any]) -> str:
         raise EvaluationError(f"option decoding: {error}") from error
 
 
-def _decoding(options: dict[str, Any], n: int) -> Decoding:
-    top_p = options.get("top_p")
+def _decoding(settings: GenerationSettings, options: dict[str, Any], n: int) -> Decoding:
     return Decoding(
-        temperature=float_option(options, "temperature", 1.0),
+        temperature=settings.temperature,
         seed=int_option(options, "seed", 0),
-        cfg=float_option(options, "cfg", 5.0),
-        top_k=int_option(options, "top_k", None, minimum=1),
-        top_p=None if top_p is None else float(top_p),
+        cfg=settings.cfg,
+        cfg_schedule=settings.cfg_schedule,
+        cfg_plausibility=settings.cfg_plausibility,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
         images_per_prompt=n,
         method=_method(options),
     )
 
 
-def _card(options: dict[str, Any], suite: str, protocol: str, reference: str, items: int, n: int, **notes: Any) -> dict[str, Any]:
+def _card(
+    pipeline: Any, options: dict[str, Any], suite: str, protocol: str, reference: str, items: int, n: int, **notes: Any
+) -> dict[str, Any]:
     """The protocol card of a generation suite: every prompt drawn with seed `seed` + its index."""
     return ProtocolCard(
         suite=suite,
@@ -82,7 +100,7 @@ def _card(options: dict[str, Any], suite: str, protocol: str, reference: str, it
         reference=reference,
         prompt_template=f"{USER}: {{prompt}}\n\n{ASSISTANT}:<image>",
         preprocessing="none: text prompts only (images are generated)",
-        decoding=_decoding(options, n),
+        decoding=_decoding(generation_settings(pipeline, options), options, n),
         items=items,
         notes={"seeds": "seed + prompt index, one batch of images per prompt", **notes},
     ).as_dict()
@@ -156,7 +174,9 @@ def evaluate_geneval(pipeline: Any, options: dict[str, Any], out_dir: Path) -> d
     else:
         metrics["geneval"] = geneval_scorer.score_with_geneval(setup, out_dir)
     n = int_option(options, "n", 4, minimum=1)
-    metrics[PROTOCOL_KEY] = _card(options, "geneval", "geneval", geneval_scorer.REFERENCE, len(records), n, scored=setup is not None)
+    metrics[PROTOCOL_KEY] = _card(
+        pipeline, options, "geneval", "geneval", geneval_scorer.REFERENCE, len(records), n, scored=setup is not None
+    )
     return metrics
 
 
@@ -181,7 +201,7 @@ def evaluate_shapes_geneval(pipeline: Any, options: dict[str, Any], out_dir: Pat
     summary = geneval.summarise(verdicts)
     summary["tags"] = {tag: summary["tags"][tag] for tag in TAGS if tag in summary["tags"]}
     n = int_option(options, "n", 4, minimum=1)
-    summary[PROTOCOL_KEY] = _card(options, "shapes_geneval", "geneval-rules", SHAPES_REFERENCE, len(prompts), n, split=split)
+    summary[PROTOCOL_KEY] = _card(pipeline, options, "shapes_geneval", "geneval-rules", SHAPES_REFERENCE, len(prompts), n, split=split)
     return summary
 
 
@@ -231,7 +251,7 @@ def evaluate_fid(pipeline: Any, options: dict[str, Any], out_dir: Path) -> dict[
     _preview(out_dir, {str(samples / f"{index:05d}.png"): caption for index, caption in captions})
     reference = options.get("reference")
     metrics: dict[str, Any] = {"images": len(done), "samples_dir": str(samples), "reference": reference}
-    metrics[PROTOCOL_KEY] = _card(options, "fid", "pytorch-fid", FID_REFERENCE, len(done), 1)
+    metrics[PROTOCOL_KEY] = _card(pipeline, options, "fid", "pytorch-fid", FID_REFERENCE, len(done), 1)
     reason = fid_unavailable_reason()
     if reference and not Path(str(reference)).is_dir():
         raise DataError(f"suite fid: reference folder not found: {reference}")

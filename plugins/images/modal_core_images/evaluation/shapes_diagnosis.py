@@ -10,7 +10,7 @@ docs/janus.md, each judged by the deterministic `shapes_checker`.
   subtracts). Their difference is what the caption tells the model, in nats per code.
 - `positional_spread`: where the prompted object lands in a set of images (quadrants and
   the 3 x 3 grid of thirds), with the entropy of both, to compare generations with the
-  training distribution.
+  training distribution; `positional_diversity` measures it for every one-object prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from PIL import Image
@@ -28,7 +29,7 @@ from modal_core.data.segments import Media
 from modal_core.generation.pipeline import Pipeline
 from modal_core_images.evaluation.shapes_checker import check_caption, check_prompt, detect_objects
 from modal_core_images.modalities import GENERATION
-from modal_core_images.shapes import Scene, caption, render_scene, scene_for_index
+from modal_core_images.shapes import COLOURS, SHAPES, Scene, caption, describe, render_scene, scene_for_index
 
 
 def heldout_scenes(count: int, image_size: int, grid: int | None = None, seed: int = 99) -> list[Scene]:
@@ -146,3 +147,51 @@ def positional_spread(images: Sequence[Image.Image], colour: str, shape: str) ->
 def _entropy(counts: dict[int, int]) -> float:
     total = sum(counts.values())
     return -sum(n / total * math.log2(n / total) for n in counts.values()) if total else 0.0
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """Positional spread of `samples` draws of every one-object prompt, beside that of as
+    many training scenes of each object (judged the same way)."""
+
+    generated: list[PositionalSpread]
+    training: list[PositionalSpread]
+    samples: int
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per side: the share of prompts whose centres cover at least 3 of the 4 quadrants,
+        the mean quadrants covered, the mean entropy (bits) over quadrants and over the
+        3 x 3 thirds, and the share of images in which the object was found."""
+        return {"generated": _summary(self.generated), "training": _summary(self.training)}
+
+
+def _summary(spreads: list[PositionalSpread]) -> dict[str, float]:
+    count = len(spreads)
+    return {
+        "share_covering_3_quadrants": round(sum(s.quadrants_covered >= 3 for s in spreads) / count, 3),
+        "mean_quadrants_covered": round(sum(s.quadrants_covered for s in spreads) / count, 2),
+        "mean_quadrant_entropy_bits": round(sum(s.quadrant_entropy for s in spreads) / count, 3),
+        "mean_thirds_entropy_bits": round(sum(s.thirds_entropy for s in spreads) / count, 3),
+        "object_found": round(sum(s.found for s in spreads) / sum(s.total for s in spreads), 3),
+    }
+
+
+def positional_diversity(
+    pipeline: Pipeline, image_size: int, grid: int | None, samples: int = 16, seed: int = 0, **generation: Any
+) -> Diversity:
+    """Where `samples` draws of each "a <colour> <shape>" prompt put the object (one
+    batch per prompt, seed `seed`; `generation`: `Pipeline.generate`'s guidance and
+    sampling, default the model's), and where the first `samples` one-object training
+    scenes of the same object put it."""
+    by_object: dict[tuple[str, str], list[Scene]] = {(colour, shape): [] for colour in COLOURS for shape in SHAPES}
+    index = 0
+    while min(len(scenes) for scenes in by_object.values()) < samples:
+        scene = scene_for_index(index, 0, "train", image_size, num_objects=1, grid=grid)
+        by_object[(scene.objects[0].colour, scene.objects[0].shape)].append(scene)
+        index += 1
+    generated, training = [], []
+    for (colour, shape), scenes in by_object.items():
+        images = pipeline.generate(describe(colour, shape), n=samples, seed=seed, **generation)[0]
+        generated.append(positional_spread(images, colour, shape))
+        training.append(positional_spread([render_scene(s) for s in scenes[:samples]], colour, shape))
+    return Diversity(generated, training, samples)

@@ -116,19 +116,19 @@ def evaluate_shapes_understanding(pipeline: Pipeline, options: dict[str, Any], o
 def evaluate_generation(
     pipeline: Pipeline,
     per_prompt: int = 2,
-    cfg: float = 5.0,
-    temperature: float = 1.0,
     seed: int = 0,
     two_object_prompts: int = 10,
     decoding: str = "ar",
+    **settings: Any,
 ) -> GenerationResult:
     """Draw `per_prompt` images for every "a <colour> <shape>" prompt and for some
-    held-out two-object captions (decoded with `decoding`, see `Pipeline.generate`);
-    the checker judges each image."""
+    held-out two-object captions (decoded with `decoding`); the checker judges each
+    image. `settings`: `Pipeline.generate`'s guidance and sampling (cfg, cfg_schedule,
+    cfg_plausibility, temperature, top_k, top_p); those not given are the model's."""
     single = [describe(colour, shape) for colour in COLOURS for shape in SHAPES]
     pairs = [scene_for_index(i, seed, "heldout", num_objects=2) for i in range(two_object_prompts)]
     two = [" left of ".join(describe(o.colour, o.shape) for o in scene.ordered()) for scene in pairs]
-    outputs = pipeline.generate(single + two, n=per_prompt, cfg=cfg, temperature=temperature, seed=seed, decoding=decoding)
+    outputs = pipeline.generate(single + two, n=per_prompt, seed=seed, decoding=decoding, **settings)
     images, single_ok, two_ok = [], 0, 0
     for prompt, drawn in zip(single + two, outputs):
         for image in drawn:

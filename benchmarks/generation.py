@@ -228,18 +228,20 @@ def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: s
     name = pipeline.modality("output")
     positions = pipeline.modalities[name].num_positions
     prompts = [caption_to_image(describe(colour, shape), None, name) for colour in COLOURS for shape in SHAPES]
-    report: dict = {"checkpoint": str(checkpoint), "seeds": seeds, "cfg": QUICKSTART_CFG, "methods": {}}
+    settings = pipeline.settings(cfg=QUICKSTART_CFG)  # the checkpoint's own schedule and plausibility
+    guidance = {"cfg_schedule": settings.cfg_schedule, "cfg_plausibility": settings.cfg_plausibility}
+    report: dict = {"checkpoint": str(checkpoint), "seeds": seeds, "settings": settings.as_dict(), "methods": {}}
     histograms: dict[str, list[torch.Tensor]] = {}  # method -> the codes of each seed
     for method in methods:
         accuracy, two_object, passes, histograms[method] = [], [], [], []
         for seed in range(seeds):
-            result = evaluate_generation(pipeline, 2, cfg=QUICKSTART_CFG, seed=seed, decoding=method)
+            result = evaluate_generation(pipeline, 2, seed=seed, decoding=method, **settings.as_overrides())
             accuracy.append(result.accuracy)
             if seed == 0:
                 save_generation_grid(result, out / f"decoding-{method.replace(':', '-')}.png")
             two_object.append(result.two_object_accuracy)
             codes = pipeline.engine.generate_codes(
-                pipeline.collator, prompts, name, positions, 2, QUICKSTART_CFG, 1.0, seed=seed, decoding=method
+                pipeline.collator, prompts, name, positions, 2, settings.cfg, *settings.sampling, seed, method, **guidance
             )
             passes.append(pipeline.engine.passes)
             histograms[method].append(codes.flatten().cpu())
@@ -247,7 +249,7 @@ def decoding_quality(checkpoint: Path, methods: list[str], seeds: int, device: s
         for index, prompt in enumerate(prompts):
             start = time.perf_counter()
             pipeline.engine.generate_codes(
-                pipeline.collator, [prompt], name, positions, 1, QUICKSTART_CFG, 1.0, seed=index, decoding=method
+                pipeline.collator, [prompt], name, positions, 1, settings.cfg, *settings.sampling, index, method, **guidance
             )
             one_seconds.append(time.perf_counter() - start)
             one_passes.append(pipeline.engine.passes)
@@ -326,7 +328,8 @@ def _print_decoding(size: str, row: dict) -> None:
 
 def _print_quality(report: dict) -> None:
     methods = report["methods"]
-    print(f"quality on {report['checkpoint']} ({report['seeds']} seeds, cfg {report['cfg']}); ar vs ar code TV {report['ar_vs_ar']:.4f}")
+    drawn = ", ".join(f"{key} {value}" for key, value in report["settings"].items())
+    print(f"quality on {report['checkpoint']} ({report['seeds']} seeds; {drawn}); ar vs ar code TV {report['ar_vs_ar']:.4f}")
     for method, row in methods.items():
         accuracy = torch.tensor(row["accuracy"])
         spread = float(accuracy.std()) if len(accuracy) > 1 else 0.0

@@ -69,6 +69,11 @@ def test_every_stage_trains_and_the_report_is_written(quickstart_run):
     diversity = metrics["diversity_cfg5"]
     assert diversity["samples_per_prompt"] == 4 and set(diversity) == {"samples_per_prompt", "generated", "training"}
     assert diversity["training"]["object_found"] == 1.0  # the checker finds every rendered training object
+    geneval_mini = metrics["shapes_geneval"]
+    assert (geneval_mini["per_tag"], geneval_mini["n"]) == (2, 1)
+    assert set(geneval_mini["tags"]) == {"colors", "counting", "two_object", "position"}
+    assert geneval_mini["overall"] == round(sum(geneval_mini["tags"].values()) / 4, 3)
+    assert len(list((out / "report" / "shapes_geneval").glob("*/samples/*.png"))) == 8
 
 
 class _ReportPage(HTMLParser):

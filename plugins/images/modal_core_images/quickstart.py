@@ -12,6 +12,7 @@ each seed's numbers and their mean ± sd.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from modal_core.evaluation.metrics import codebook_usage, psnr
 from modal_core.generation.pipeline import Pipeline
 from modal_core.plugins import PluginManager
 from modal_core.reporting import plot_curves, write_json
+from modal_core_images.evaluation.generation_suites import evaluate_shapes_geneval
 from modal_core_images.evaluation.shapes_diagnosis import positional_diversity
 from modal_core_images.evaluation.shapes_eval import (
     evaluate_generation,
@@ -230,6 +232,7 @@ def _evaluate_seed(
     janus_default = evaluate_generation(pipeline, per_prompt, cfg=5.0, two_object_prompts=two_object)
     samples = max(4, round(DIVERSITY_SAMPLES * eval_scale))
     diversity = positional_diversity(pipeline, image_size, grid, samples, cfg=5.0).summary()
+    geneval_mini = _shapes_geneval(pipeline, pictures / "shapes_geneval", eval_scale)
     vq_quality, reconstructions = _tokenizer_quality(pipeline, image_size, grid)
     folders = {step.name: _step_folder(out, step, seed) for step in STEPS}
     histories = {name: path / HISTORY_FILE for name, path in folders.items()}
@@ -251,6 +254,7 @@ def _evaluate_seed(
         "generation_two_object_accuracy_cfg5": round(janus_default.two_object_accuracy, 3),
         "generated_images": generation.total,
         "diversity_cfg5": {"samples_per_prompt": samples, **diversity},
+        "shapes_geneval": geneval_mini,
         "generation_settings": pipeline.generation.as_dict(),
         "vq_tokenizer": vq_quality,
         "final_train_loss": {name: _last_loss(path) for name, path in histories.items()},
@@ -262,6 +266,17 @@ def _evaluate_seed(
     generations = {QUICKSTART_CFG: generation, 5.0: janus_default}
     evaluation = SeedEvaluation(seed, generations, understanding, reconstructions, pictures / "curves.png")
     return metrics, evaluation
+
+
+def _shapes_geneval(pipeline: Pipeline, folder: Path, eval_scale: float) -> dict:
+    """The `shapes_geneval` suite at its defaults (the model's own guidance), scaled down
+    with `eval_scale`: overall score and per-tag accuracies. `folder` is made afresh."""
+    if folder.exists():
+        shutil.rmtree(folder)  # the report's own folder: items of an earlier model must not be resumed
+    folder.mkdir(parents=True)
+    options = {"per_tag": max(1, round(20 * eval_scale)), "n": max(1, round(4 * eval_scale))}
+    summary = evaluate_shapes_geneval(pipeline, options, folder)
+    return {"overall": round(summary["overall"], 3), "tags": {tag: round(value, 3) for tag, value in summary["tags"].items()}, **options}
 
 
 def _last_loss(history: Path) -> float | None:

@@ -227,7 +227,7 @@ def _evaluate_seed(
     print(f"[quickstart] seed {seed}: answering questions about held-out images ...")
     understanding = evaluate_understanding(pipeline, image_size, grid, count=max(20, round(200 * eval_scale)))
     print(f"[quickstart] seed {seed}: drawing images for prompts ...")
-    per_prompt, two_object = max(1, round(2 * eval_scale)), max(2, round(10 * eval_scale))
+    per_prompt, two_object = max(1, round(4 * eval_scale)), max(2, round(20 * eval_scale))
     generation = evaluate_generation(pipeline, per_prompt, cfg=QUICKSTART_CFG, two_object_prompts=two_object)
     janus_default = evaluate_generation(pipeline, per_prompt, cfg=5.0, two_object_prompts=two_object)
     samples = max(4, round(DIVERSITY_SAMPLES * eval_scale))

@@ -40,7 +40,7 @@ DISPLAY_SIZE = 96
 
 
 def _draw(pipeline: Any, options: dict[str, Any], prompt: str, index: int, n: int) -> list[Image.Image]:
-    settings = generation_settings(pipeline, options)
+    settings = _generation_settings(pipeline, options)
     return pipeline.generate(
         prompt,
         n=n,
@@ -51,7 +51,7 @@ def _draw(pipeline: Any, options: dict[str, Any], prompt: str, index: int, n: in
     )[0]
 
 
-def generation_settings(pipeline: Any, options: dict[str, Any]) -> GenerationSettings:
+def _generation_settings(pipeline: Any, options: dict[str, Any]) -> GenerationSettings:
     """The guidance and sampling the suite draws with: the model's own
     (`Pipeline.generation`, from its recipe) with the options given replacing them."""
     schedule = options.get("cfg_schedule")
@@ -100,7 +100,7 @@ def _card(
         reference=reference,
         prompt_template=f"{USER}: {{prompt}}\n\n{ASSISTANT}:<image>",
         preprocessing="none: text prompts only (images are generated)",
-        decoding=_decoding(generation_settings(pipeline, options), options, n),
+        decoding=_decoding(_generation_settings(pipeline, options), options, n),
         items=items,
         notes={"seeds": "seed + prompt index, one batch of images per prompt", **notes},
     ).as_dict()

@@ -17,6 +17,7 @@ from modal_core_images.processing import save_image_grid
 from modal_core_images.shapes import (
     COLOURS,
     SHAPES,
+    Scene,
     describe,
     render_scene,
     scene_for_index,
@@ -54,7 +55,9 @@ class GenerationResult:
     images: list[DrawnImage] = field(repr=False)
 
 
-def _colour_and_shape_questions(scene) -> list[tuple[str, str]]:
+def unambiguous_questions(scene: Scene) -> list[tuple[str, str]]:
+    """The colour and shape questions (with answers) the understanding score asks about
+    `scene`: an object is named by its shape (or colour) only where no other object shares it."""
     ordered = scene.ordered()
     pairs = []
     for obj in ordered:
@@ -81,7 +84,7 @@ def evaluate_understanding(
     while len(items) < count:
         scene = scene_for_index(index, seed, "heldout", image_size=image_size, num_objects=2 if index % 2 else 1, grid=grid)
         index += 1
-        candidates = _colour_and_shape_questions(scene)
+        candidates = unambiguous_questions(scene)
         if candidates:  # two identical objects leave no unambiguous question
             question, expected = rng.choice(candidates)
             items.append((render_scene(scene), question, expected))

@@ -251,6 +251,12 @@ class PreferenceConfig:
     rewards: list[RewardConfig] = _key(help="Rewards whose weighted sum ranks samples (GRPO, and DPO's sampled pairs).", factory=list)
     group_size: int = _key(8, "Samples per prompt (GRPO's group; DPO: candidates of which the best and worst form a pair).", minimum=2)
     cfg_scale: float = _key(5.0, "Classifier-free guidance scale of the sampling policy (the one optimised).", minimum=0)
+    cfg_schedule: str = _key(
+        "constant",
+        "How the policy's scale runs over the codes: `constant`, or `linear` from 1 at the first code to `cfg_scale` at "
+        "the last (as `generation.cfg_schedule`); rollouts and log-probabilities use the same.",
+        choices=("constant", "linear"),
+    )
     temperature: float = _key(1.0, "Sampling temperature of the policy.", above=0)
     clip: float = _key(0.2, "GRPO: clip range of the probability ratio.", above=0)
     kl_weight: float = _key(0.04, "GRPO: weight of the KL penalty to the reference model.", minimum=0)

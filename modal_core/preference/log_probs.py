@@ -2,7 +2,8 @@
 
 The decode engine draws each code from `softmax(guided / temperature)` with
 `guided = uncond + scale * (cond - uncond)` (`sampling.guided_logits`), the conditional
-and unconditional rows of one doubled batch. Preference tuning optimises exactly that
+and unconditional rows of one doubled batch, the scale constant or rising over the codes
+(`preference.cfg_schedule`). Preference tuning optimises exactly that
 distribution: the ratios of GRPO and the sequence log-probabilities of DPO must be those
 of the distribution the samples came from, or the update is off-policy by the guidance
 itself (optimising the conditional logits alone would score samples the guided sampler
@@ -23,17 +24,23 @@ from modal_core.data.chat import caption_to_image
 from modal_core.data.collator import Collator
 from modal_core.data.segments import Encoded, Media
 from modal_core.errors import ModelInputError
-from modal_core.generation.sampling import guided_logits
+from modal_core.generation.sampling import Guidance, guided_logits
 from modal_core.model.unified import UnifiedModel
 
 
 @dataclass(frozen=True)
 class GuidedPolicy:
-    """How codes are drawn: the output modality, the guidance scale and the temperature."""
+    """How codes are drawn: the output modality, the guidance scale, the temperature and
+    how the scale runs over the codes (`sampling.Guidance`: constant or linear)."""
 
     modality: str
     cfg_scale: float
     temperature: float
+    cfg_schedule: str = "constant"
+
+    @property
+    def guidance(self) -> Guidance:
+        return Guidance(self.cfg_scale, self.cfg_schedule)
 
 
 @dataclass
@@ -61,7 +68,8 @@ def guided_code_scores(
     predicts = batch.supervised[:, 1:] & (batch.token_head[:, 1:] == model.head_index(policy.modality))  # (2S, T-1)
     count, length = codes.shape
     logits = model.logits(policy.modality, hidden[:, :-1][predicts]).float().view(2 * count, length, -1)  # (2S, N, V)
-    guided = guided_logits(logits[:count], logits[count:], policy.cfg_scale) / policy.temperature
+    scales = policy.guidance.scales(length, logits.device)[None, :, None]  # the scale each code was drawn with
+    guided = guided_logits(logits[:count], logits[count:], scales) / policy.temperature
     log_softmax = guided.log_softmax(dim=-1)
     chosen = log_softmax.gather(-1, codes[..., None]).squeeze(-1)  # (S, N)
     entropy = -(log_softmax.exp() * log_softmax).sum(dim=-1)

@@ -85,6 +85,7 @@ class Sampler:
                 self.policy.cfg_scale,
                 self.policy.temperature,
                 seed=seed,
+                cfg_schedule=self.policy.cfg_schedule,
             )
             with torch.no_grad():
                 items = self.runtime.spec.to_output(model.encoders[modality].decode(codes).cpu())

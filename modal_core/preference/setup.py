@@ -49,7 +49,7 @@ def preference_task(
             context = RewardContext(model_on_device, collator, assembled.tokenizer, device, reference)
             return build_reward(entries, plugins, context)
 
-    policy = GuidedPolicy(modality, float(settings.cfg_scale), float(settings.temperature))
+    policy = GuidedPolicy(modality, float(settings.cfg_scale), float(settings.temperature), str(settings.cfg_schedule))
     runtime = assembled.modalities[modality]
     sampler = Sampler(collator, runtime, policy, settings.group_size)
     pairs = None

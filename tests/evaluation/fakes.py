@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
+from modal_core.generation.settings import GenerationSettings
 from modal_core_images.evaluation.shapes_checker import parse_caption
 from modal_core_images.shapes import render_scene, sample_scene
 
@@ -27,6 +28,11 @@ class FakePipeline:
         self._answer, self._draw = answer, draw
         self.questions: list[str] = []
         self.prompts: list[tuple[str, int]] = []
+
+    generation = GenerationSettings()  # Janus's constant guidance, as a recipe without `generation:` gives
+
+    def settings(self, **overrides) -> GenerationSettings:
+        return self.generation.with_overrides(**overrides)
 
     def modality(self, direction: str, name: str | None = None, keyword: str | None = None) -> str:
         return name or ("image_understanding" if direction == "input" else "vq_generation")

@@ -58,7 +58,8 @@ def test_vqa_through_the_installed_command(tiny_checkpoint, benchmarks, tmp_path
     assert card["suite"] == "vqa" and card["protocol"] == "official" and card["reference"].startswith("GT-Vision-Lab/VQA@a013f004")
     assert card["items"] == 4 and card["prompt_template"].endswith("<|User|>: <image>{question}\n\n<|Assistant|>:")
     assert card["preprocessing"].startswith("preprocess modal-core: EXIF-upright RGB")
-    no_sampling = {"cfg": None, "top_k": None, "top_p": None, "images_per_prompt": None, "method": None}
+    no_sampling = {"cfg": None, "cfg_schedule": None, "cfg_plausibility": None, "top_k": None, "top_p": None}
+    no_sampling |= {"images_per_prompt": None, "method": None}
     assert card["decoding"] == {"temperature": 0.0, "seed": 0, "max_new_tokens": 3, **no_sampling}
     rows = ("| protocol | official |", "| reference | GT-Vision-Lab/VQA@", "| prompt template | `")
     rows += ("| preprocessing | preprocess modal-core",)

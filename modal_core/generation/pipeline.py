@@ -132,11 +132,13 @@ class Pipeline:
         the model's defaults (`self.generation`) with the values not None replacing them."""
         return self.generation.with_overrides(**overrides)
 
-    def generate_images(self, prompt: str, n: int = 4, seed: int | None = 0, **options) -> list[Any]:
-        """`n` images for one prompt; `options` are `generate`'s: cfg, temperature, top_k,
-        top_p, cfg_schedule, cfg_plausibility (default: the model's), modality, decoding
-        (e.g. `decoding="sjd"`)."""
-        return self.generate(prompt, n=n, seed=seed, **options)[0]
+    def generate_images(
+        self, prompt: str, n: int = 4, cfg: float | None = None, temperature: float | None = None, seed: int | None = 0, **options
+    ) -> list[Any]:
+        """`n` images for one prompt (guidance `cfg` and `temperature`: default the
+        model's); `options` are `generate`'s: top_k, top_p, cfg_schedule,
+        cfg_plausibility, modality, decoding (e.g. `decoding="sjd"`)."""
+        return self.generate(prompt, n=n, cfg=cfg, temperature=temperature, seed=seed, **options)[0]
 
     def answer(
         self,

@@ -27,6 +27,11 @@ def _key(
     return field(default=default, metadata=metadata)
 
 
+GUIDANCE_SCHEDULES = ("constant", "linear")
+"""`generation.cfg_schedule` and `preference.cfg_schedule` (= `generation.settings.GUIDANCE_SCHEDULES`,
+which config does not import: it imports nothing above it; a test holds the two equal)."""
+
+
 @dataclass
 class TokenizerTrainConfig:
     """How to train a text tokenizer when `tokenizer.path` is not given."""
@@ -255,7 +260,7 @@ class PreferenceConfig:
         "constant",
         "How the policy's scale runs over the codes: `constant`, or `linear` from 1 at the first code to `cfg_scale` at "
         "the last (as `generation.cfg_schedule`); rollouts and log-probabilities use the same.",
-        choices=("constant", "linear"),
+        choices=GUIDANCE_SCHEDULES,
     )
     temperature: float = _key(1.0, "Sampling temperature of the policy.", above=0)
     clip: float = _key(0.2, "GRPO: clip range of the probability ratio.", above=0)
@@ -292,7 +297,7 @@ class GenerationConfig:
         "constant",
         "`constant` (Janus) or `linear`: the scale rises from 1 at the first code to `cfg` at the last, so the first "
         "codes, which place the objects, are drawn unguided.",
-        choices=("constant", "linear"),  # generation.settings.GUIDANCE_SCHEDULES; config imports nothing above it
+        choices=GUIDANCE_SCHEDULES,
     )
     cfg_plausibility: Optional[float] = _key(
         None,

@@ -56,3 +56,10 @@ def test_as_overrides_reproduces_the_settings_over_any_models_defaults():
     plain = GenerationSettings(cfg=3.0)
     assert MODEL.with_overrides(**plain.as_overrides()) == plain  # the model's filters turned off, not kept
     assert GenerationSettings().with_overrides(**MODEL.as_overrides()) == MODEL
+
+
+def test_the_preference_schedule_has_the_same_choices():
+    from modal_core.config.schema import PreferenceConfig
+
+    schedule = next(field for field in dataclasses.fields(PreferenceConfig) if field.name == "cfg_schedule")
+    assert schedule.metadata["choices"] == GUIDANCE_SCHEDULES

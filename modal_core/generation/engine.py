@@ -40,7 +40,7 @@ from modal_core.data.segments import Sample
 from modal_core.errors import ModelInputError
 from modal_core.generation.decoding import cut_at_stops, image_prompt_batch, seeded_generator, text_prompt_batch
 from modal_core.generation.decoding_method import DecodingMethod
-from modal_core.generation.parallel_decoding import sjd_codes, zipar_codes
+from modal_core.generation.parallel_decoding import SJD_WINDOW, sjd_codes, zipar_codes
 from modal_core.generation.sampling import Guidance, filtered_logits, guided_logits
 from modal_core.generation.skinny_linear import SkinnyLinears, skinny_available
 from modal_core.model.unified import UnifiedModel
@@ -340,8 +340,9 @@ class DecodeEngine:
         """Codes (n, N) for the doubled CFG batch of n conditional rows."""
         temperature = sampling[0]
         # The last code is drawn, never fed back: N - 1 positions beyond the prompt (ZipAR
-        # also feeds a stand-in at the start of each row but the first).
-        extra = math.isqrt(num_positions) if method.method == "zipar" else 0
+        # also feeds a stand-in at the start of each row but the first; SJD's last pass
+        # feeds a whole window of drafts).
+        extra = {"zipar": math.isqrt(num_positions), "sjd": method.window or SJD_WINDOW}.get(method.method, 0)
         workspace, hidden = self._prefill(batch, num_positions - 1 + extra)
         generator = seeded_generator(seed, self._device)
         codes = torch.empty((count, num_positions), dtype=torch.long, device=self._device)  # (n, N)

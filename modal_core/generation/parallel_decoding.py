@@ -113,18 +113,20 @@ def sjd_codes(
     draft_scores = first_scores[:, None].expand(count, window, -1)
     drafts = choose(draft_scores.flatten(0, 1)).view(count, window)
     drawn, passes = 1, 1
+    every = torch.arange(window + 1, device=codes.device)
     while drawn < positions:
-        ahead = min(window, positions - 1 - drawn)  # drafts fed; the pass scores ahead + 1 positions
-        fed = torch.cat([codes[:, drawn - 1 : drawn], drafts[:, :ahead]], dim=1)  # (n, ahead + 1)
+        # Every pass feeds the whole window (a fixed shape: a compiled feed compiles once);
+        # drafts past the last code (the last `window - ahead`) are scored, never accepted.
+        ahead = min(window, positions - 1 - drawn)
+        fed = torch.cat([codes[:, drawn - 1 : drawn], drafts], dim=1)  # (n, L + 1)
         first_slot = cached_slots()
-        places = torch.arange(drawn - 1, drawn + ahead, device=codes.device)
-        scores = feed(fed, places, torch.ones_like(places, dtype=torch.bool))  # (n, ahead + 1, V)
+        scores = feed(fed, every + (drawn - 1), torch.ones_like(every, dtype=torch.bool))  # (n, L + 1, V)
         passes += 1
-        accepted, fixes = _verify(scores, draft_scores[:, :ahead], drafts[:, :ahead], greedy, generator, choose)
+        accepted, fixes = _verify(scores, draft_scores, drafts, ahead, greedy, generator, choose)
         taken = int(accepted.min()) + 1  # codes drawn in every image this pass (one host sync)
         # Per image: its accepted drafts, then the code drawn where it stopped accepting.
-        proposal = fixes.clone()  # (n, ahead + 1)
-        proposal[:, :ahead] = torch.where(torch.arange(ahead, device=codes.device) < accepted[:, None], drafts[:, :ahead], fixes[:, :ahead])
+        proposal = torch.where(every[:window] < accepted[:, None], drafts, fixes[:, :window])  # (n, L)
+        proposal = torch.cat([proposal, fixes[:, window:]], dim=1)  # (n, L + 1)
         codes[:, drawn : drawn + taken] = proposal[:, :taken]
         # Kept: the last code drawn before and the accepted drafts fed after it.
         rewind(first_slot + taken)
@@ -142,26 +144,31 @@ def _verify(
     scores: torch.Tensor,
     draft_scores: torch.Tensor,
     drafts: torch.Tensor,
+    ahead: int,
     greedy: bool,
     generator: torch.Generator | None,
     choose: Choose,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Speculative sampling of one pass: (accepted drafts per image (n,), and per
-    position (n, k + 1) the code drawn there when it is the first not accepted: from
-    norm(max(0, p - q)) at a rejected draft, from p after the last draft)."""
-    count, ahead = drafts.shape
+    """Speculative sampling of one pass over a window of L drafts of which the first
+    `ahead` may be accepted: (accepted drafts per image (n,), at most `ahead`, and per
+    position (n, L + 1) the code drawn there when it is the first not accepted: from
+    norm(max(0, p - q)) at a rejected draft, from p at or after position `ahead`)."""
+    count, window = drafts.shape
+    acceptable = torch.arange(window, device=drafts.device) < ahead  # (L,) drafts that may be accepted
     if greedy:  # scores are logits; q is a point mass on its argmax
-        target = scores.argmax(dim=-1)  # (n, k + 1)
-        accept = drafts == target[:, :ahead]
+        target = scores.argmax(dim=-1)  # (n, L + 1)
+        accept = (drafts == target[:, :window]) & acceptable
         fixes = target
     else:
-        new = scores[:, :ahead].gather(-1, drafts[..., None]).squeeze(-1)  # p(x) (n, k)
+        new = scores[:, :window].gather(-1, drafts[..., None]).squeeze(-1)  # p(x) (n, L)
         old = draft_scores.gather(-1, drafts[..., None]).squeeze(-1)  # q(x) > 0: x was drawn from q
         uniform = torch.rand(new.shape, generator=generator, device=new.device)
-        accept = uniform * old < new
-        residual = (scores[:, :ahead] - draft_scores).clamp_min(0)
-        # Where p <= q everywhere (equal up to rounding) a draft is always accepted; keep p there.
-        residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, scores[:, :ahead])
-        fixes = choose(torch.cat([residual, scores[:, ahead:]], dim=1).flatten(0, 1)).view(count, ahead + 1)
+        accept = (uniform * old < new) & acceptable
+        residual = (scores[:, :window] - draft_scores).clamp_min(0)
+        # Where p <= q everywhere (equal up to rounding) a draft is always accepted; keep p
+        # there, and past the drafts that may be accepted.
+        keep_p = (residual.sum(-1, keepdim=True) <= 0) | ~acceptable[:, None]
+        residual = torch.where(keep_p, scores[:, :window], residual)
+        fixes = choose(torch.cat([residual, scores[:, window:]], dim=1).flatten(0, 1)).view(count, window + 1)
     accepted = accept.long().cumprod(dim=-1).sum(dim=-1)  # (n,) leading accepted drafts
     return accepted, fixes

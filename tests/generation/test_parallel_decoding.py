@@ -137,7 +137,7 @@ def test_sjd_samples_are_distributed_as_autoregressive_sampling(images, monkeypa
     assert 2.0 < passes < toy.length  # drafts were accepted and rejected
     verify = parallel_decoding._verify
     monkeypatch.setattr(
-        parallel_decoding, "_verify", lambda scores, *rest: (torch.full(scores.shape[:1], rest[1].shape[1]), verify(scores, *rest)[1])
+        parallel_decoding, "_verify", lambda scores, *rest: (torch.full(scores.shape[:1], rest[2]), verify(scores, *rest)[1])
     )
     statistic, quantile, _ = _chi_square(toy, 4000, images)
     assert statistic > 10 * quantile

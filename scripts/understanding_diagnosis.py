@@ -7,7 +7,12 @@ Prints, as JSON: answers right per kind (one or two objects; colour or shape que
 how many wrong answers name the other object's attribute, and linear probes of the
 understanding features (encoder output and adapter output): from the token of the 8 px
 patch holding each object's centre in two-object training scenes, the object's shape
-and its colour (80 / 20 split, held-out accuracy).
+and its colour (80 / 20 split, held-out accuracy); and whether the word naming the object
+reaches the answer: in two-object scenes, "what colour is the <shape>?" asked about each
+object, how often both questions get the same answer, the answer position's attention on
+the named object's image tokens against the other object's (per layer, mean over scenes,
+the largest gap over heads), and the cosine between its last hidden states for the two
+questions.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from pathlib import Path
 
 import torch
 
+from modal_core.data.chat import question_answer
+from modal_core.data.segments import Media
 from modal_core.generation.pipeline import Pipeline
 from modal_core.plugins import get_plugin_manager
 from modal_core_images.evaluation.shapes_eval import answer_is_right, unambiguous_questions
 from modal_core_images.modalities import UNDERSTANDING
-from modal_core_images.shapes import COLOURS, SHAPES, Scene, render_scene, scene_for_index
+from modal_core_images.shapes import COLOURS, SHAPES, Scene, ShapeObject, render_scene, scene_for_index
 
 IMAGE_SIZE, GRID, PATCH = 32, 8, 8
 PROBE_SCENES = 3000
@@ -106,6 +113,61 @@ def feature_probes(pipeline: Pipeline, scenes: int = PROBE_SCENES) -> dict:
     return report
 
 
+def _patch_tokens(obj: ShapeObject) -> list[int]:
+    """Raster indices of the 8 px patches the object's box overlaps."""
+    x0, y0 = obj.centre[0] - obj.size // 2, obj.centre[1] - obj.size // 2
+    per_row = IMAGE_SIZE // PATCH
+    rows = range(y0 // PATCH, (y0 + obj.size - 1) // PATCH + 1)
+    return [row * per_row + column for row in rows for column in range(x0 // PATCH, (x0 + obj.size - 1) // PATCH + 1)]
+
+
+def name_steering(pipeline: Pipeline, scenes: int = 150) -> dict:
+    """Does the shape a question names steer the answer? (See the module docstring.)"""
+    model, config = pipeline.model, pipeline.model.backbone.config
+    previous, config._attn_implementation = config._attn_implementation, "eager"  # SDPA returns no attention weights
+    chosen, index = [], 0
+    while len(chosen) < scenes:
+        scene = scene_for_index(index, 99, "heldout", image_size=IMAGE_SIZE, num_objects=2, grid=GRID)
+        index += 1
+        left, right = scene.ordered()
+        if left.shape != right.shape and left.colour != right.colour:
+            chosen.append(scene)
+    same, gaps, cosines = 0, [], []
+    for scene in chosen:
+        pair = scene.ordered()
+        image = render_scene(scene)
+        asked = [question_answer(f"what colour is the {obj.shape}?", None, [Media(UNDERSTANDING, image)]) for obj in pair]
+        answers = pipeline.answer([f"what colour is the {obj.shape}?" for obj in pair], image=[image, image])
+        same += answers[0].strip() == answers[1].strip()
+        batch = pipeline.collator.left_padded(asked)
+        with torch.no_grad():
+            embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
+            out = model.backbone.base_model(
+                inputs_embeds=embeds,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                output_attentions=True,
+                output_hidden_states=True,
+            )
+        image_positions = [row.nonzero().squeeze(-1) for row in batch.media[UNDERSTANDING].mask]
+        per_layer = []
+        for weights in out.attentions:  # (2, heads, T, T)
+            named = [weights[row, :, -1, image_positions[row][_patch_tokens(pair[row])]].sum(-1) for row in (0, 1)]
+            other = [weights[row, :, -1, image_positions[row][_patch_tokens(pair[1 - row])]].sum(-1) for row in (0, 1)]
+            per_layer.append((named[0] + named[1] - other[0] - other[1]) / 2)  # (heads,)
+        gaps.append(torch.stack(per_layer))
+        last = out.hidden_states[-1][:, -1]
+        cosines.append(float(torch.nn.functional.cosine_similarity(last[0], last[1], dim=0)))
+    config._attn_implementation = previous
+    mean_gap = torch.stack(gaps).mean(0)  # (layers, heads)
+    return {
+        "scenes": scenes,
+        "same_answer_to_both": round(same / scenes, 4),
+        "attention_named_minus_other_largest_per_layer": [round(float(row.abs().max()), 4) for row in mean_gap],
+        "last_hidden_cosine": round(sum(cosines) / scenes, 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a quickstart model, e.g. runs/quickstart/stage3")
@@ -113,7 +175,11 @@ def main() -> None:
     parser.add_argument("--split", choices=("heldout", "train"), default="heldout", help="pairs of objects never seen in training, or seen")
     args = parser.parse_args()
     pipeline = Pipeline.load(args.checkpoint, plugins=get_plugin_manager())
-    report = {"answers": answers_by_kind(pipeline, args.questions, args.split), "probes": feature_probes(pipeline)}
+    report = {
+        "answers": answers_by_kind(pipeline, args.questions, args.split),
+        "probes": feature_probes(pipeline),
+        "naming": name_steering(pipeline),
+    }
     print(json.dumps(report, indent=2))
 
 

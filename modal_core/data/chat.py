@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from modal_core.data.conversation import Conversation, Turn
 from modal_core.data.segments import Media, Sample, Segment, Text
+from modal_core.errors import DataError
 
 USER = "<|User|>"
 ASSISTANT = "<|Assistant|>"
@@ -94,6 +95,17 @@ def question_answer(question: str, answer: str | None, media: Sequence[Media] = 
     turns = [Turn("user", (*media, question))]
     if answer is not None:
         turns.append(Turn("assistant", (answer,)))
+    return render_conversation(Conversation(tuple(turns)))
+
+
+def questions_answers(pairs: Sequence[tuple[str, str]], media: Sequence[Media] = ()) -> Sample:
+    """A multi-turn chat about the same media, shown with the first question: one user
+    turn per question, each answered (and supervised) before the next is asked."""
+    if not pairs:
+        raise DataError("questions_answers: expected at least one (question, answer) pair, got none")
+    turns = []
+    for number, (question, answer) in enumerate(pairs):
+        turns += [Turn("user", (*media, question) if number == 0 else (question,)), Turn("assistant", (answer,))]
     return render_conversation(Conversation(tuple(turns)))
 
 

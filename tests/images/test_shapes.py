@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modal_core.data.segments import Media, Text
 from modal_core.errors import DataError
+from modal_core_images.datasets import shapes
 from modal_core_images.evaluation.shapes_checker import (
     Verdict,
     check_caption,
@@ -346,3 +348,18 @@ def test_the_palette_colours_every_colour_of_the_core_world_in_its_order():
     from modal_core.data import shapes_text
 
     assert tuple(PALETTE) == shapes_text.COLOURS == COLOURS
+
+
+def test_vqa_samples_ask_several_questions_about_one_image_when_told() -> None:
+    options = {"task": "vqa", "image_size": 32, "grid": 8, "num_objects": 2}
+    scene = scene_for_index(3, 0, "train", image_size=32, num_objects=2, grid=8)
+    chat = shapes({**options, "questions": 3}, 0, "train")[3]
+    assert sum(isinstance(segment, Media) for segment in chat.segments) == 1
+    asked = re.findall(r"<\|User\|>: (.*?)\n\n<\|Assistant\|>:", "".join(s.text for s in chat.segments if isinstance(s, Text)))
+    answers = [s.text.removesuffix("<|end_of_sentence|>").strip() for s in chat.segments if isinstance(s, Text) and s.supervised]
+    assert len(asked) == 3 and len(set(asked)) == 3
+    assert list(zip(asked, answers)) == random.Random("0/train/3").sample(questions(scene), 3)
+    single = shapes(options, 0, "train")[3]  # the default: one question, as before the option existed
+    assert sum(s.supervised for s in single.segments if isinstance(s, Text)) == 1
+    with pytest.raises(DataError, match="questions: expected at least 1"):
+        shapes({**options, "questions": 0}, 0, "train")

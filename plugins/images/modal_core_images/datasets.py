@@ -27,7 +27,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from modal_core.data.chat import caption_to_image, question_answer
+from modal_core.data.chat import caption_to_image, question_answer, questions_answers
 from modal_core.data.conversation_files import conversation_file
 from modal_core.data.indexed import IndexedDataset
 from modal_core.data.jsonl import read_jsonl
@@ -56,7 +56,9 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
     """The shapes world. Options: `task` (vqa | caption | generate | image), `size`
     (number of distinct samples, default 20000), `image_size` (64), `num_objects`
     (1, 2 or null for either), `grid` (snap objects to this many pixels, see
-    `shapes.sample_scene`), and the modality names."""
+    `shapes.sample_scene`), `questions` (vqa: questions per image, default 1; more make
+    a multi-turn chat of that many of the scene's questions, fewer where the scene has
+    fewer), and the modality names."""
     task = _option(options, "task", "vqa", ("vqa", "caption", "generate", "image"))
     size = int(_option(options, "size", 20000))
     image_size = int(_option(options, "image_size", 64))
@@ -64,6 +66,9 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
     grid = _option(options, "grid", None)
     understanding = _option(options, "understanding", UNDERSTANDING)
     generation = _option(options, "generation", GENERATION)
+    per_image = int(_option(options, "questions", 1))
+    if per_image < 1:
+        raise DataError(f"shapes option questions: expected at least 1 question per image, got {per_image}")
 
     def make(index: int) -> Sample:
         scene = scene_for_index(index, seed, split, image_size=image_size, num_objects=num_objects, grid=grid)
@@ -74,8 +79,12 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
             return Sample((Media(generation, image),))
         if task == "caption":
             return question_answer(DESCRIBE, caption(scene), [Media(understanding, image)])
-        question, answer = random.Random(f"{seed}/{split}/{index}").choice(questions(scene))
-        return question_answer(question, answer, [Media(understanding, image)])
+        rng = random.Random(f"{seed}/{split}/{index}")
+        if per_image == 1:
+            question, answer = rng.choice(questions(scene))
+            return question_answer(question, answer, [Media(understanding, image)])
+        asked = questions(scene)
+        return questions_answers(rng.sample(asked, min(per_image, len(asked))), [Media(understanding, image)])
 
     return IndexedDataset(size, make, f"shapes/{task}/{split}")
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from modal_core.data.chat import render_conversation
-from modal_core.data.conversation import Conversation, Turn
+from modal_core.data.chat import questions_answers
 from modal_core.data.indexed import IndexedDataset
 from modal_core.data.segments import Media, Sample
 from modal_core.errors import DataError
@@ -91,10 +90,6 @@ def hires_shapes(options: dict, seed: int, split: str) -> IndexedDataset:
         scene = hires_scene(index, seed, split, cell)
         asked = scene.questions()
         random.Random(f"hires-shapes/{seed}/{split}/{index}/order").shuffle(asked)
-        turns = []
-        for number, (question, answer) in enumerate(asked):
-            parts = (Media(understanding, render_hires(scene)), question) if number == 0 else (question,)
-            turns += [Turn("user", parts), Turn("assistant", (answer,))]
-        return render_conversation(Conversation(tuple(turns)))
+        return questions_answers(asked, [Media(understanding, render_hires(scene))])
 
     return IndexedDataset(size, make, f"hires_shapes/{split}")

@@ -136,10 +136,10 @@ def name_steering(pipeline: Pipeline, scenes: int = 150) -> dict:
     for scene in chosen:
         pair = scene.ordered()
         image = render_scene(scene)
-        asked = [question_answer(f"what colour is the {obj.shape}?", None, [Media(UNDERSTANDING, image)]) for obj in pair]
-        answers = pipeline.answer([f"what colour is the {obj.shape}?" for obj in pair], image=[image, image])
+        asked = [f"what colour is the {obj.shape}?" for obj in pair]
+        answers = pipeline.answer(asked, image=[image, image])
         same += answers[0].strip() == answers[1].strip()
-        batch = pipeline.collator.left_padded(asked)
+        batch = pipeline.collator.left_padded([question_answer(question, None, [Media(UNDERSTANDING, image)]) for question in asked])
         with torch.no_grad():
             embeds, _ = model.embed(batch.input_ids, batch.token_ids, batch.media)
             out = model.backbone.base_model(

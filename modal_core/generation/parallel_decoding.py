@@ -114,13 +114,14 @@ def sjd_codes(
     drafts = choose(draft_scores.flatten(0, 1)).view(count, window)
     drawn, passes = 1, 1
     every = torch.arange(window + 1, device=codes.device)
+    kept = torch.ones_like(every, dtype=torch.bool)  # every fed code is kept (rejected ones are rewound)
     while drawn < positions:
         # Every pass feeds the whole window (a fixed shape: a compiled feed compiles once);
         # drafts past the last code (the last `window - ahead`) are scored, never accepted.
         ahead = min(window, positions - 1 - drawn)
         fed = torch.cat([codes[:, drawn - 1 : drawn], drafts], dim=1)  # (n, L + 1)
         first_slot = cached_slots()
-        scores = feed(fed, every + (drawn - 1), torch.ones_like(every, dtype=torch.bool))  # (n, L + 1, V)
+        scores = feed(fed, every + (drawn - 1), kept)  # (n, L + 1, V)
         passes += 1
         accepted, fixes = _verify(scores, draft_scores, drafts, ahead, greedy, generator, choose)
         taken = int(accepted.min()) + 1  # codes drawn in every image this pass (one host sync)

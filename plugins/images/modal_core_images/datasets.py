@@ -79,12 +79,10 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
             return Sample((Media(generation, image),))
         if task == "caption":
             return question_answer(DESCRIBE, caption(scene), [Media(understanding, image)])
-        rng = random.Random(f"{seed}/{split}/{index}")
-        if per_image == 1:
-            question, answer = rng.choice(questions(scene))
-            return question_answer(question, answer, [Media(understanding, image)])
-        asked = questions(scene)
-        return questions_answers(rng.sample(asked, min(per_image, len(asked))), [Media(understanding, image)])
+        rng, pairs = random.Random(f"{seed}/{split}/{index}"), questions(scene)
+        # One question keeps `choice`, so the default draws the questions it always drew.
+        asked = [rng.choice(pairs)] if per_image == 1 else rng.sample(pairs, min(per_image, len(pairs)))
+        return questions_answers(asked, [Media(understanding, image)])
 
     return IndexedDataset(size, make, f"shapes/{task}/{split}")
 

@@ -164,7 +164,13 @@ def backbone_arguments(recipe: DictConfig) -> dict[str, Any]:
     """`build_backbone`'s keyword arguments (but `vocab_size`) from the recipe's `backbone`."""
     settings = recipe.backbone
     config = OmegaConf.to_container(settings.config, resolve=True)
-    return {"path": settings.path, "model_type": settings.model_type, "config": config, "dtype": settings.dtype}
+    return {
+        "path": settings.path,
+        "model_type": settings.model_type,
+        "config": config,
+        "dtype": settings.dtype,
+        "embedding_init_std": settings.embedding_init_std,
+    }
 
 
 def lora_arguments(recipe: DictConfig) -> dict[str, Any] | None:

@@ -71,6 +71,12 @@ class BackboneConfig:
         "memory of a frozen backbone under LoRA.",
         choices=("float32", "bfloat16", "float16"),
     )
+    embedding_init_std: Optional[float] = _key(
+        None,
+        "Standard deviation of the token embeddings of a backbone built from `config` (null: the config's "
+        "`initializer_range`, Llama's 0.02, sized for hidden 4096). Ignored when weights load from `path` or `init_from`.",
+        above=0,
+    )
 
 
 @dataclass

@@ -17,14 +17,23 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def build_backbone(
-    path: str | None, model_type: str, config: dict[str, Any], vocab_size: int, dtype: str = "float32", read_weights: bool = True
+    path: str | None,
+    model_type: str,
+    config: dict[str, Any],
+    vocab_size: int,
+    dtype: str = "float32",
+    read_weights: bool = True,
+    embedding_init_std: float | None = None,
 ) -> PreTrainedModel:
     """A Hugging Face causal LM: loaded from the local directory `path`, or built from
     `model_type` + `config` keyword arguments. Its token embeddings are resized to hold
     `vocab_size` tokens (the tokenizer may add modality special tokens).
 
     With `read_weights=False` (a build on the meta device) no weights are read: `path`
-    lends only its config.json, and without one `config` describes the architecture."""
+    lends only its config.json, and without one `config` describes the architecture.
+    `embedding_init_std` redraws the token embeddings of a backbone built from `config`
+    (the padding row, if any, stays zero) and leaves every other layer as transformers
+    initialised it."""
     _check_dtype(dtype)
     if path and read_weights:
         if not (Path(path) / "config.json").is_file():
@@ -47,6 +56,8 @@ def build_backbone(
         model = AutoModelForCausalLM.from_config(hf_config, dtype=DTYPES[dtype] if path else torch.float32)
     if model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    if embedding_init_std is not None and not path and read_weights:
+        _redraw_embeddings(model.get_input_embeddings(), embedding_init_std)
     return model
 
 
@@ -56,6 +67,13 @@ def backbone_from_config(directory: str | Path, dtype: str = "float32") -> PreTr
         raise CheckpointError(f"{directory}/config.json is missing: the checkpoint does not describe its backbone")
     _check_dtype(dtype)
     return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(directory), local_files_only=True), dtype=DTYPES[dtype])
+
+
+def _redraw_embeddings(embeddings: torch.nn.Embedding, std: float) -> None:
+    with torch.no_grad():
+        embeddings.weight.normal_(0.0, std)
+        if embeddings.padding_idx is not None:
+            embeddings.weight[embeddings.padding_idx].zero_()
 
 
 def _check_dtype(dtype: str) -> None:

@@ -23,10 +23,11 @@ def test_embeddings_are_redrawn_at_the_given_scale_and_every_other_weight_is_unc
     default, scaled = built(None), built(1.0)
     assert default.get_input_embeddings().weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert scaled.get_input_embeddings().weight.std().item() == pytest.approx(1.0, rel=0.05)
+    reference = {name: weight for name, weight in default.state_dict().items() if name != "model.embed_tokens.weight"}
     others = {name: weight for name, weight in scaled.state_dict().items() if name != "model.embed_tokens.weight"}
-    assert others.keys() == {name for name in default.state_dict() if name != "model.embed_tokens.weight"}
+    assert others.keys() == reference.keys()
     for name, weight in others.items():
-        torch.testing.assert_close(weight, default.state_dict()[name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(weight, reference[name], rtol=0, atol=0, msg=name)
 
 
 def test_the_padding_row_stays_zero():

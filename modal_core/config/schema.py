@@ -74,7 +74,8 @@ class BackboneConfig:
     embedding_init_std: Optional[float] = _key(
         None,
         "Standard deviation of the token embeddings of a backbone built from `config` (null: the config's "
-        "`initializer_range`, Llama's 0.02, sized for hidden 4096). Ignored when weights load from `path` or `init_from`.",
+        "`initializer_range`, Llama's 0.02, sized for hidden 4096); a tied output layer shares them. Ignored when weights "
+        "load from `path` or `init_from`.",
         above=0,
     )
 

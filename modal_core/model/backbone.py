@@ -32,8 +32,8 @@ def build_backbone(
     With `read_weights=False` (a build on the meta device) no weights are read: `path`
     lends only its config.json, and without one `config` describes the architecture.
     `embedding_init_std` redraws the token embeddings of a backbone built from `config`
-    (the padding row, if any, stays zero) and leaves every other layer as transformers
-    initialised it."""
+    (the padding row, if any, stays zero; a tied output layer shares them) and leaves
+    every other layer as transformers initialised it."""
     _check_dtype(dtype)
     if path and read_weights:
         if not (Path(path) / "config.json").is_file():

@@ -144,9 +144,15 @@ def describe(colour: str, shape: str) -> str:
     return f"a {colour} {shape}"
 
 
-def caption(scene: Scene) -> str:
-    """``"a red circle"``, or ``"a red circle left of a blue square"`` (left object first)."""
-    return " left of ".join(describe(obj.colour, obj.shape) for obj in scene.ordered())
+def caption(scene: Scene, shape_first: bool = False) -> str:
+    """``"a red circle"``, or ``"a red circle left of a blue square"`` (left object first).
+
+    With ``shape_first`` each object names its shape before its colour: ``"a circle in
+    red left of a square in blue"``: read left to right, each object's shape comes by
+    its place and its colour after it, the reverse of the colour-first form (an
+    experiment of docs/janus.md, "Why understanding stops near 0.85")."""
+    parts = (f"a {obj.shape} in {obj.colour}" if shape_first else describe(obj.colour, obj.shape) for obj in scene.ordered())
+    return " left of ".join(parts)
 
 
 def questions(scene: Scene) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from modal_core.data.segments import Media, Text
-from modal_core.errors import DataError
+from modal_core.errors import DataError, RecipeError
 from modal_core_images.datasets import shapes
 from modal_core_images.evaluation.shapes_checker import (
     Verdict,
@@ -123,6 +123,8 @@ def test_captions() -> None:
     assert caption(_scene(("red", "circle", 32, 32, 25))) == "a red circle"
     # Left object first, whatever the order of `objects`.
     assert caption(RED_CIRCLE_LEFT_OF_BLUE_SQUARE) == "a red circle left of a blue square"
+    assert caption(_scene(("red", "circle", 32, 32, 25)), shape_first=True) == "a circle in red"
+    assert caption(RED_CIRCLE_LEFT_OF_BLUE_SQUARE, shape_first=True) == "a circle in red left of a square in blue"
 
 
 def test_questions_for_one_object() -> None:
@@ -363,3 +365,20 @@ def test_vqa_samples_ask_several_questions_about_one_image_when_told() -> None:
     assert sum(s.supervised for s in single.segments if isinstance(s, Text)) == 1
     with pytest.raises(DataError, match="questions: expected at least 1"):
         shapes({**options, "questions": 0}, 0, "train")
+
+
+def test_caption_samples_name_the_shape_first_when_told() -> None:
+    options = {"task": "caption", "image_size": 32, "grid": 8, "num_objects": 2}
+    scene = scene_for_index(5, 0, "train", image_size=32, num_objects=2, grid=8)
+    for order, instruction, shape_first in (
+        ("colour_first", "describe the picture.", False),
+        ("shape_first", "name each shape, then its colour.", True),
+    ):
+        sample = shapes({**options, "order": order}, 0, "train")[5]
+        texts = [s for s in sample.segments if isinstance(s, Text)]
+        assert f"{instruction}\n\n" in "".join(s.text for s in texts if not s.supervised)
+        answer = "".join(s.text for s in texts if s.supervised).removesuffix("<|end_of_sentence|>").strip()
+        assert answer == caption(scene, shape_first=shape_first)
+    assert shapes(options, 0, "train")[5] == shapes({**options, "order": "colour_first"}, 0, "train")[5]
+    with pytest.raises(RecipeError, match="order: expected one of"):
+        shapes({**options, "order": "random"}, 0, "train")

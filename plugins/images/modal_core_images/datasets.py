@@ -43,6 +43,7 @@ from modal_core_images.shapes import caption, questions, render_scene, scene_for
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 DESCRIBE = "describe the picture."
+DESCRIBE_SHAPE_FIRST = "name each shape, then its colour."
 
 
 def _option(options: dict[str, Any], key: str, default: Any, allowed: tuple | None = None) -> Any:
@@ -58,7 +59,9 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
     (1, 2 or null for either), `grid` (snap objects to this many pixels, see
     `shapes.sample_scene`), `questions` (vqa: questions per image, default 1; more make
     a multi-turn chat of that many of the scene's questions, fewer where the scene has
-    fewer), and the modality names."""
+    fewer), `order` (caption: `colour_first`, "a red circle ...", answering "describe the
+    picture."; or `shape_first`, "a circle in red ...", answering "name each shape, then
+    its colour."), and the modality names."""
     task = _option(options, "task", "vqa", ("vqa", "caption", "generate", "image"))
     size = int(_option(options, "size", 20000))
     image_size = int(_option(options, "image_size", 64))
@@ -66,6 +69,7 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
     grid = _option(options, "grid", None)
     understanding = _option(options, "understanding", UNDERSTANDING)
     generation = _option(options, "generation", GENERATION)
+    shape_first = _option(options, "order", "colour_first", ("colour_first", "shape_first")) == "shape_first"
     per_image = int(_option(options, "questions", 1))
     if per_image < 1:
         raise DataError(f"shapes option questions: expected at least 1 question per image, got {per_image}")
@@ -78,7 +82,8 @@ def shapes(options: dict[str, Any], seed: int, split: str) -> Dataset:
         if task == "image":
             return Sample((Media(generation, image),))
         if task == "caption":
-            return question_answer(DESCRIBE, caption(scene), [Media(understanding, image)])
+            instruction = DESCRIBE_SHAPE_FIRST if shape_first else DESCRIBE
+            return question_answer(instruction, caption(scene, shape_first), [Media(understanding, image)])
         rng, pairs = random.Random(f"{seed}/{split}/{index}"), questions(scene)
         # One question keeps `choice`, so the default draws the questions it always drew.
         asked = [rng.choice(pairs)] if per_image == 1 else rng.sample(pairs, min(per_image, len(pairs)))

@@ -12,7 +12,10 @@ reaches the answer: in two-object scenes, "what colour is the <shape>?" asked ab
 object, how often both questions get the same answer, the answer position's attention on
 the named object's image tokens against the other object's (per layer, mean over scenes,
 the largest gap over heads), and the cosine between its last hidden states for the two
-questions.
+questions; and, as `lookups`, the four ways of naming one object of a two-object scene
+and asking for its other attribute (its colour by its shape or by its side, its shape by
+its colour or by its side), asked about each object of 200 held-out scenes whose objects
+differ in shape and colour: answers right, naming the other object's attribute, or neither.
 """
 
 from __future__ import annotations
@@ -125,15 +128,8 @@ def name_steering(pipeline: Pipeline, scenes: int = 150) -> dict:
     """Does the shape a question names steer the answer? (See the module docstring.)"""
     model, config = pipeline.model, pipeline.model.backbone.config
     previous, config._attn_implementation = config._attn_implementation, "eager"  # SDPA returns no attention weights
-    chosen, index = [], 0
-    while len(chosen) < scenes:
-        scene = scene_for_index(index, 99, "heldout", image_size=IMAGE_SIZE, num_objects=2, grid=GRID)
-        index += 1
-        left, right = scene.ordered()
-        if left.shape != right.shape and left.colour != right.colour:
-            chosen.append(scene)
     same, gaps, cosines = 0, [], []
-    for scene in chosen:
+    for scene in _distinct_pairs(scenes, seed=99):
         pair = scene.ordered()
         image = render_scene(scene)
         asked = [f"what colour is the {obj.shape}?" for obj in pair]
@@ -168,6 +164,45 @@ def name_steering(pipeline: Pipeline, scenes: int = 150) -> dict:
     }
 
 
+def lookups(pipeline: Pipeline, scenes: int = 200) -> dict:
+    """Each object's colour asked by its shape and by its side, and its shape by its
+    colour and by its side (see the module docstring), per side of the named object."""
+    asked: list[tuple[str, str, str, str, str]] = []  # (lookup, side, question, answer, other object's answer)
+    images = []
+    for scene in _distinct_pairs(scenes, seed=99):
+        pair = scene.ordered()
+        for side, obj, other in zip(("left", "right"), pair, pair[::-1]):
+            asked += [
+                ("colour by shape", side, f"what colour is the {obj.shape}?", obj.colour, other.colour),
+                ("colour by side", side, f"what colour is the object on the {side}?", obj.colour, other.colour),
+                ("shape by colour", side, f"what shape is the {obj.colour} object?", obj.shape, other.shape),
+                ("shape by side", side, f"what is on the {side}?", obj.shape, other.shape),
+            ]
+            images += [render_scene(scene)] * 4
+    answers = pipeline.answer([question for _, _, question, _, _ in asked], image=images)
+    counts: Counter = Counter()
+    for (lookup, side, _, expected, other), answer in zip(asked, answers):
+        said = answer.strip().rstrip(".")
+        counts[(lookup, side, "right" if said == expected else "other object's" if said == other else "neither")] += 1
+    verdicts = ("right", "other object's", "neither")
+    return {
+        lookup: {side: {verdict: counts[(lookup, side, verdict)] for verdict in verdicts} for side in ("left", "right")}
+        for lookup in ("colour by shape", "colour by side", "shape by colour", "shape by side")
+    }
+
+
+def _distinct_pairs(count: int, seed: int) -> list[Scene]:
+    """The first `count` held-out two-object scenes whose objects differ in shape and in colour."""
+    chosen, index = [], 0
+    while len(chosen) < count:
+        scene = scene_for_index(index, seed, "heldout", image_size=IMAGE_SIZE, num_objects=2, grid=GRID)
+        index += 1
+        left, right = scene.ordered()
+        if left.shape != right.shape and left.colour != right.colour:
+            chosen.append(scene)
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a quickstart model, e.g. runs/quickstart/stage3")
@@ -179,6 +214,7 @@ def main() -> None:
         "answers": answers_by_kind(pipeline, args.questions, args.split),
         "probes": feature_probes(pipeline),
         "naming": name_steering(pipeline),
+        "lookups": lookups(pipeline),
     }
     print(json.dumps(report, indent=2))
 

@@ -193,7 +193,7 @@ def test_the_report_is_made_again_without_training(quickstart_run, tmp_path, cap
 def test_several_seeds_share_the_text_lm_and_vq_and_report_mean_and_sd(tmp_path, capsys):
     out = tmp_path / "seeds"
     plugins = with_image_plugins(PluginManager(load_entry_points=False))
-    metrics = run_quickstart(out, plugins, step_scale=0.002, eval_scale=0.1, progress_bar=False, seeds=(0, 1))  # 2 to 4 steps a stage
+    metrics = run_quickstart(out, plugins, step_scale=0.002, eval_scale=0.1, progress_bar=False, seeds=(0, 1))  # 2 to 5 steps a stage
     said = [
         line.removeprefix("[quickstart] ").split(":")[0]
         for line in capsys.readouterr().out.splitlines()

@@ -1,5 +1,5 @@
 """Where a quickstart model's understanding fails (the numbers of docs/janus.md, "Why
-understanding stops near 0.85").
+understanding stopped near 0.85").
 
     .venv/bin/python scripts/understanding_diagnosis.py runs/quickstart/stage3 [--questions 400] [--split heldout]
 

@@ -150,7 +150,7 @@ def caption(scene: Scene, shape_first: bool = False) -> str:
     With ``shape_first`` each object names its shape before its colour: ``"a circle in
     red left of a square in blue"``: read left to right, each object's shape comes by
     its place and its colour after it, the reverse of the colour-first form (an
-    experiment of docs/janus.md, "Why understanding stops near 0.85")."""
+    experiment of docs/janus.md, "Why understanding stopped near 0.85")."""
     parts = (f"a {obj.shape} in {obj.colour}" if shape_first else describe(obj.colour, obj.shape) for obj in scene.ordered())
     return " left of ".join(parts)
 
